@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine (root, no systemd, cgroup v1 hybrid) for nexcage's
+# tests: packages, cgroup and podman fixes, busybox rootfs and podman image.
+# Idempotent and quick when everything is already in place.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_root
+
+# 1. Packages; apt only runs when a tool is missing.
+packages=(runc crun podman containerd lxc busybox-static hyperfine jq criu)
+tools=("$NEXCAGE_RUNC" "$NEXCAGE_CRUN" podman containerd ctr lxc-start hyperfine jq criu)
+missing=0
+for t in "${tools[@]}"; do have "$t" || missing=1; done
+# Debian's dynamic "busybox" package also provides /bin/busybox; we need the static one.
+dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing=1
+if (( missing )); then
+    log "installing ${packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+# 2. crun rejects a hybrid cgroup setup while the cgroup2 mount holds hugetlb;
+#    mounting a v1 hugetlb hierarchy moves the controller out of cgroup2.
+if [[ -d /sys/fs/cgroup/unified ]] && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
+    log "mounting cgroup v1 hugetlb"
+    mkdir -p /sys/fs/cgroup/hugetlb
+    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
+fi
+
+# 3. podman drop-in: rlimits that fit this sandbox, cgroupfs, nexcage runtime.
+dropin=/etc/containers/containers.conf.d/50-nexcage.conf
+if ! cmp -s "$NEXCAGE_ROOT/hack/podman/50-nexcage.conf" "$dropin"; then
+    log "installing $dropin"
+    install -D -m 0644 "$NEXCAGE_ROOT/hack/podman/50-nexcage.conf" "$dropin"
+fi
+
+# 4. Shared read-only busybox rootfs used by bundles/busybox/config.json.
+"$NEXCAGE_ROOT/bundles/make-rootfs.sh" "$NEXCAGE_ROOTFS"
+
+# 5. podman image of that rootfs, labelled with the rootfs stamp so a rebuilt
+#    rootfs (new busybox or recipe) is re-imported.
+stamp="$(cat "$NEXCAGE_ROOTFS/.nexcage-rootfs")"
+old="$(podman image inspect --format '{{.Id}} {{index .Labels "org.nexcage.rootfs"}}' \
+    "$NEXCAGE_IMAGE" 2>/dev/null || true)"
+if [[ "${old#* }" != "$stamp" ]]; then
+    log "importing $NEXCAGE_IMAGE"
+    tar -C "$NEXCAGE_ROOTFS" -c . | podman import --quiet \
+        --change 'CMD=["/bin/sh"]' --change "LABEL=org.nexcage.rootfs=$stamp" \
+        - "$NEXCAGE_IMAGE" >/dev/null
+    # Drop the outdated image, unless a container still uses it.
+    if [[ -n "$old" ]]; then podman rmi "${old%% *}" >/dev/null 2>&1 || true; fi
+fi
+log "setup done"

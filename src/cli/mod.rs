@@ -1,0 +1,424 @@
+//! runc's command line, as clap definitions. Parsing only: the logic lives in `commands`.
+//!
+//! Callers are engines (podman/conmon, containerd's shim, CRI-O) and test suites that
+//! speak runc's dialect; `argv::normalize` first turns Go-style spellings
+//! (`-bundle`, `--detach=false`) into clap's.
+
+pub mod argv;
+pub mod passthrough;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nexcage",
+    about = "OCI runtime that routes each container to crun, runc (and later Proxmox LXC)",
+    disable_version_flag = true,
+    subcommand_required = false,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Root directory for container state
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Log file ("" or absent: stderr)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<String>,
+    /// Log format
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Debug logging
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Use systemd for cgroups (passed to the backend)
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// Rootless mode: true, false or auto (passed to the backend)
+    #[arg(long, global = true, value_name = "VALUE")]
+    pub rootless: Option<String>,
+    /// Path to criu (passed to runc for checkpoint/restore)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub criu: Option<PathBuf>,
+    /// crun's cgroup manager: cgroupfs, systemd or disabled
+    #[arg(long, global = true, value_name = "MANAGER")]
+    pub cgroup_manager: Option<String>,
+    /// nexcage routing config (else $NEXCAGE_CONFIG, else /etc/nexcage/config.json)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the version
+    #[arg(short = 'v', long)]
+    pub version: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a container
+    Create(CreateArgs),
+    /// Create and run a container
+    Run(RunArgs),
+    /// Start the user process of a created container
+    Start(IdArg),
+    /// Output the state of a container
+    State(IdArg),
+    /// Send a signal (default SIGTERM) to the container's init process
+    Kill(KillArgs),
+    /// Delete a container and everything held for it
+    Delete(DeleteArgs),
+    /// Run a new process inside the container
+    Exec(ExecArgs),
+    /// List the processes running inside a container
+    Ps(PsArgs),
+    /// List containers
+    List(ListArgs),
+    /// Suspend all processes inside the container
+    Pause(IdArg),
+    /// Resume all processes suspended by pause
+    Resume(IdArg),
+    /// Display container events and statistics
+    Events(EventsArgs),
+    /// Update container resource constraints
+    Update(UpdateArgs),
+    /// Create a new specification file
+    Spec(SpecArgs),
+    /// Show the enabled features
+    Features,
+    /// Checkpoint a running container
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a checkpoint
+    Restore(RestoreArgs),
+    /// Show which backend a bundle would be routed to, and why
+    Route(RouteArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdArg {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Path to the bundle directory
+    #[arg(short, long, default_value = ".", value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Unix socket that receives the pty master
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Unix socket that receives a pidfd of the init process
+    #[arg(long, value_name = "PATH")]
+    pub pidfd_socket: Option<PathBuf>,
+    /// File to write the init process id to
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Do not use pivot_root
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Do not create a new session keyring
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass N additional file descriptors (from fd 3) to the container
+    #[arg(long, value_name = "N")]
+    pub preserve_fds: Option<u32>,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Detach from the container's process
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep the container's state after it exits
+    #[arg(long)]
+    pub keep: bool,
+    /// Do not become a subreaper
+    #[arg(long)]
+    pub no_subreaper: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KillArgs {
+    /// Signal all processes of the container
+    #[arg(short, long)]
+    pub all: bool,
+    pub id: String,
+    /// Signal name or number
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// Kill the container first if it is running
+    #[arg(short, long)]
+    pub force: bool,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    #[arg(long, value_name = "PATH")]
+    pub pidfd_socket: Option<PathBuf>,
+    /// Working directory inside the container
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Set an environment variable
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// UID[:GID]
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Additional group id
+    #[arg(short = 'g', long)]
+    pub additional_gids: Vec<String>,
+    /// Process spec file (OCI Process JSON)
+    #[arg(short, long, value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Detach from the process
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long)]
+    pub process_label: Option<String>,
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Add a capability
+    #[arg(short, long)]
+    pub cap: Vec<String>,
+    #[arg(long, value_name = "N")]
+    pub preserve_fds: Option<u32>,
+    /// Sub-cgroup to run in
+    #[arg(long)]
+    pub cgroup: Vec<String>,
+    /// Allow exec in a paused container
+    #[arg(long)]
+    pub ignore_paused: bool,
+    pub id: String,
+    /// Command and arguments (everything after the id)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PsArgs {
+    /// table or json
+    #[arg(short, long, default_value = "table")]
+    pub format: String,
+    pub id: String,
+    /// Arguments for ps(1)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Print only the ids
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Statistics interval
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
+    /// Print statistics once and exit
+    #[arg(long)]
+    pub stats: bool,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpdateArgs {
+    /// LinuxResources JSON file, or - for stdin
+    #[arg(short, long, value_name = "FILE")]
+    pub resources: Option<String>,
+    #[arg(long)]
+    pub blkio_weight: Option<String>,
+    #[arg(long)]
+    pub cpu_period: Option<String>,
+    #[arg(long)]
+    pub cpu_quota: Option<String>,
+    #[arg(long)]
+    pub cpu_share: Option<String>,
+    #[arg(long)]
+    pub cpu_rt_period: Option<String>,
+    #[arg(long)]
+    pub cpu_rt_runtime: Option<String>,
+    #[arg(long)]
+    pub cpu_idle: Option<String>,
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    #[arg(long)]
+    pub kernel_memory: Option<String>,
+    #[arg(long)]
+    pub kernel_memory_tcp: Option<String>,
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    #[arg(long)]
+    pub pids_limit: Option<String>,
+    #[arg(long)]
+    pub l3_cache_schema: Option<String>,
+    #[arg(long)]
+    pub mem_bw_schema: Option<String>,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SpecArgs {
+    /// Directory to write config.json into
+    #[arg(short, long, default_value = ".", value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Generate a spec for a rootless container
+    #[arg(long)]
+    pub rootless: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckpointArgs {
+    #[arg(long, value_name = "DIR")]
+    pub image_path: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub work_path: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub parent_path: Option<PathBuf>,
+    #[arg(long)]
+    pub leave_running: bool,
+    #[arg(long)]
+    pub tcp_established: bool,
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    #[arg(long)]
+    pub shell_job: bool,
+    #[arg(long)]
+    pub lazy_pages: bool,
+    #[arg(long)]
+    pub status_fd: Option<String>,
+    #[arg(long)]
+    pub page_server: Option<String>,
+    #[arg(long)]
+    pub file_locks: bool,
+    #[arg(long)]
+    pub pre_dump: bool,
+    #[arg(long)]
+    pub manage_cgroups_mode: Option<String>,
+    #[arg(long)]
+    pub empty_ns: Vec<String>,
+    #[arg(long)]
+    pub auto_dedup: bool,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    #[arg(short, long, default_value = ".", value_name = "DIR")]
+    pub bundle: PathBuf,
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub image_path: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub work_path: Option<PathBuf>,
+    #[arg(long)]
+    pub tcp_established: bool,
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    #[arg(long)]
+    pub shell_job: bool,
+    #[arg(long)]
+    pub file_locks: bool,
+    #[arg(long)]
+    pub manage_cgroups_mode: Option<String>,
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long)]
+    pub no_subreaper: bool,
+    #[arg(long)]
+    pub no_pivot: bool,
+    #[arg(long)]
+    pub empty_ns: Vec<String>,
+    #[arg(long)]
+    pub auto_dedup: bool,
+    #[arg(long)]
+    pub lazy_pages: bool,
+    #[arg(long)]
+    pub lsm_profile: Option<String>,
+    #[arg(long)]
+    pub lsm_mount_context: Option<String>,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RouteArgs {
+    /// Path to the bundle directory
+    #[arg(short, long, default_value = ".", value_name = "DIR")]
+    pub bundle: PathBuf,
+    pub id: String,
+}
+
+impl Command {
+    /// The subcommand's name as callers spell it (and as the backend takes it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "create",
+            Command::Run(_) => "run",
+            Command::Start(_) => "start",
+            Command::State(_) => "state",
+            Command::Kill(_) => "kill",
+            Command::Delete(_) => "delete",
+            Command::Exec(_) => "exec",
+            Command::Ps(_) => "ps",
+            Command::List(_) => "list",
+            Command::Pause(_) => "pause",
+            Command::Resume(_) => "resume",
+            Command::Events(_) => "events",
+            Command::Update(_) => "update",
+            Command::Spec(_) => "spec",
+            Command::Features => "features",
+            Command::Checkpoint(_) => "checkpoint",
+            Command::Restore(_) => "restore",
+            Command::Route(_) => "route",
+        }
+    }
+}

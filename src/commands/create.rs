@@ -1,0 +1,106 @@
+//! create, run and restore: route the bundle, claim the id, hand it to the backend.
+//! Nothing is left behind when any step fails.
+
+use std::path::Path;
+
+use crate::backend::{self, Backend, Exit, Invocation};
+use crate::bundle::Bundle;
+use crate::cli::Command;
+use crate::error::{Error, Result};
+use crate::state::{self, Locked, Record, Root};
+use crate::{config, ids, routing};
+
+pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<Exit> {
+    ids::validate(id)?;
+    let bundle = Bundle::load(bundle)?;
+    let rootfs = bundle.rootfs()?;
+    let annotations = bundle.annotations();
+    let loaded = config::load(inv.global.config.as_deref())?;
+    let route = routing::route(&loaded.config, id, &annotations)?;
+    let backend_config = loaded.config.backends[&route.backend].clone();
+    let backend = backend::open(&route.backend, &backend_config, root);
+    backend.check(inv)?;
+    log::debug!(
+        "container {id}: backend {} by {} ({})",
+        route.backend,
+        route.reason,
+        loaded.source
+    );
+    let (foreground, keep, preserve_fds) = match inv.command {
+        Command::Run(r) => (!r.detach, r.keep, r.create.preserve_fds),
+        Command::Restore(r) => (!r.detach, false, None),
+        _ => (false, true, None),
+    };
+    let record = Record {
+        id: id.to_string(),
+        backend: route.backend,
+        backend_config,
+        bundle: bundle.path,
+        rootfs,
+        created: state::now_rfc3339(),
+        annotations: annotations.into_iter().collect(),
+        ephemeral: foreground && !keep,
+    };
+    let mut claim = claim(root, &record)?;
+
+    if foreground {
+        if let Some(run_lock) = claim.take_run_lock() {
+            let passed = preserve_fds.unwrap_or(0) as i32 + listen_fds();
+            crate::process::inherit_lock(run_lock, 3 + passed)?;
+        }
+        // Others must be able to `state`, `kill` or `delete --force` it while it runs.
+        drop(claim);
+        // A delegate replaces this process here; other backends return when it ends.
+        let result = backend.create(inv, &record);
+        if !keep || result.is_err() {
+            forget(inv, root, backend.as_ref(), &record);
+        }
+        return result;
+    }
+    let result = backend.create(inv, &record);
+    if !matches!(result, Ok(0)) {
+        if let Err(e) = backend.remove(inv, &record) {
+            log::warn!(
+                "container {id}: cleaning up after failed {}: {e}",
+                inv.command.name()
+            );
+        }
+        if let Err(e) = claim.remove() {
+            log::warn!("container {id}: removing record: {e}");
+        }
+    }
+    result
+}
+
+/// Claims the id, first clearing away a finished foreground `run` that left its record.
+fn claim(root: &Root, record: &Record) -> Result<Locked> {
+    match root.claim(record) {
+        Err(Error::AlreadyExists(id)) if super::existing::reap_if_finished(root, &id)? => {
+            root.claim(record)
+        }
+        other => other,
+    }
+}
+
+/// fds a socket-activated caller passes before the `--preserve-fds` ones.
+fn listen_fds() -> i32 {
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Drops a finished foreground container, unless someone deleted it (and perhaps
+/// reused the id) meanwhile.
+fn forget(inv: &Invocation, root: &Root, backend: &dyn Backend, record: &Record) {
+    let Ok((locked, current)) = root.lock(&record.id) else {
+        return;
+    };
+    if current.created != record.created {
+        return;
+    }
+    let cleaned = backend.remove(inv, record).and_then(|()| locked.remove());
+    if let Err(e) = cleaned {
+        log::warn!("container {}: cleaning up after run: {e}", record.id);
+    }
+}

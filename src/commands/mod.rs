@@ -1,0 +1,43 @@
+//! Command logic: one function per subcommand, on top of state, routing and backends.
+
+mod create;
+mod existing;
+mod features;
+mod list;
+mod route;
+mod spec;
+
+use std::ffi::OsString;
+
+use crate::backend::{Exit, Invocation};
+use crate::cli::{Command, GlobalOpts};
+use crate::error::Result;
+use crate::state::Root;
+
+pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) -> Result<Exit> {
+    let inv = Invocation {
+        global,
+        command,
+        flags,
+    };
+    let root = || Root::resolve(global.root.as_deref());
+    match command {
+        Command::Create(a) => create::create(&inv, &root()?, &a.id, &a.bundle),
+        Command::Run(a) => create::create(&inv, &root()?, &a.create.id, &a.create.bundle),
+        Command::Restore(a) => create::create(&inv, &root()?, &a.id, &a.bundle),
+        Command::Start(a) => existing::start(&inv, &root()?, &a.id),
+        Command::State(a) => existing::state(&inv, &root()?, &a.id),
+        Command::Kill(a) => existing::kill(&inv, &root()?, a),
+        Command::Delete(a) => existing::delete(&inv, &root()?, &a.id, a.force),
+        Command::Exec(a) => existing::exec(&inv, &root()?, a),
+        Command::Ps(a) => existing::operate(&inv, &root()?, &a.id),
+        Command::Pause(a) | Command::Resume(a) => existing::operate(&inv, &root()?, &a.id),
+        Command::Events(a) => existing::operate(&inv, &root()?, &a.id),
+        Command::Update(a) => existing::operate(&inv, &root()?, &a.id),
+        Command::Checkpoint(a) => existing::operate(&inv, &root()?, &a.id),
+        Command::List(a) => list::list(&inv, &root()?, a),
+        Command::Spec(a) => spec::spec(a),
+        Command::Features => features::features(),
+        Command::Route(a) => route::route(global, a),
+    }
+}

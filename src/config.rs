@@ -1,0 +1,289 @@
+//! nexcage's own configuration: the named backends and the routing rules.
+//!
+//! Read from `--config`, else `$NEXCAGE_CONFIG`, else `/etc/nexcage/config.json`;
+//! never from the working directory, where engines keep the bundle's `config.json`.
+//! Without any file a built-in default routes everything to crun (or runc).
+//! Unknown keys are rejected so a typo never silently changes where containers go.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nexcage/config.json";
+pub const CONFIG_ENV: &str = "NEXCAGE_CONFIG";
+
+/// Engines may call us with an empty environment, so binaries are looked up here
+/// rather than in `$PATH`.
+pub const SEARCH_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Backend used when no annotation or rule picks one.
+    pub default: String,
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Backends that the `org.nexcage.backend` annotation may select.
+    #[serde(default)]
+    pub annotation_backends: Vec<String>,
+    /// Ordered; the first matching rule wins.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// A runc-compatible runtime (crun, runc) to which the container is handed whole.
+    Oci {
+        /// Absolute path, or a bare name looked up in [`SEARCH_PATH`].
+        path: PathBuf,
+        /// Which dialect the binary speaks; guessed from its file name when absent.
+        #[serde(default)]
+        flavor: Option<OciFlavor>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OciFlavor {
+    Crun,
+    Runc,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub backend: String,
+    /// Glob over the container id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Annotation key -> glob over its value; all must match.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Where the configuration came from, for messages and `nexcage route`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    BuiltIn,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::BuiltIn => f.write_str("built-in default"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub source: Source,
+}
+
+/// Finds and loads the configuration. `explicit` is the `--config` flag.
+pub fn load(explicit: Option<&Path>) -> Result<Loaded> {
+    let from_env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+    let path = match (explicit, from_env) {
+        (Some(p), _) => Some(p.to_path_buf()),
+        (None, Some(p)) => Some(PathBuf::from(p)),
+        (None, None) => {
+            let p = Path::new(DEFAULT_CONFIG_PATH);
+            p.exists().then(|| p.to_path_buf())
+        }
+    };
+    match path {
+        Some(path) => load_file(&path).map(|config| Loaded {
+            config,
+            source: Source::File(path),
+        }),
+        None => built_in().map(|config| Loaded {
+            config,
+            source: Source::BuiltIn,
+        }),
+    }
+}
+
+pub fn load_file(path: &Path) -> Result<Config> {
+    let err = |reason: String| Error::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let mut config: Config = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    config.validate().map_err(err)?;
+    config.resolve_paths().map_err(err)?;
+    Ok(config)
+}
+
+/// crun if installed, else runc; both selectable by annotation.
+pub fn built_in() -> Result<Config> {
+    let mut backends = BTreeMap::new();
+    for name in ["crun", "runc"] {
+        if let Some(path) = find_binary(Path::new(name)) {
+            backends.insert(name.to_string(), BackendConfig::Oci { path, flavor: None });
+        }
+    }
+    let default = backends
+        .keys()
+        .next()
+        .cloned()
+        .ok_or_else(|| Error::Config {
+            path: PathBuf::from(DEFAULT_CONFIG_PATH),
+            reason: format!(
+                "no config file and neither crun nor runc found in {}",
+                SEARCH_PATH.join(":")
+            ),
+        })?;
+    Ok(Config {
+        default,
+        annotation_backends: backends.keys().cloned().collect(),
+        backends,
+        rules: Vec::new(),
+    })
+}
+
+/// Backend names become directory names under the root, so they use the id charset.
+pub fn valid_backend_name(name: &str) -> bool {
+    crate::ids::validate(name).is_ok()
+}
+
+impl Config {
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.backends.is_empty() {
+            return Err("no backends defined".into());
+        }
+        for name in self.backends.keys() {
+            if !valid_backend_name(name) {
+                return Err(format!("invalid backend name {name:?}"));
+            }
+        }
+        let known = |name: &str, what: &str| {
+            if self.backends.contains_key(name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} names unknown backend {name:?} (defined: {})",
+                    self.backend_names()
+                ))
+            }
+        };
+        known(&self.default, "\"default\"")?;
+        for name in &self.annotation_backends {
+            known(name, "\"annotation_backends\"")?;
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let what = format!("rule {}", i + 1);
+            known(&rule.backend, &what)?;
+            if rule.id.is_none() && rule.annotations.is_empty() {
+                return Err(format!(
+                    "{what} has neither \"id\" nor \"annotations\" to match"
+                ));
+            }
+            for pattern in rule.id.iter().chain(rule.annotations.values()) {
+                glob::Pattern::new(pattern)
+                    .map_err(|e| format!("{what}: bad glob {pattern:?}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self) -> std::result::Result<(), String> {
+        for (name, backend) in self.backends.iter_mut() {
+            match backend {
+                BackendConfig::Oci { path, .. } => {
+                    *path = find_binary(path).ok_or_else(|| {
+                        format!("backend {name:?}: binary {} not found", path.display())
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn backend_names(&self) -> String {
+        self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Resolves a bare name through [`SEARCH_PATH`]; checks that a path is an executable file.
+pub fn find_binary(name: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.components().count() > 1 || name.is_absolute() {
+        return is_exe(name).then(|| name.to_path_buf());
+    }
+    SEARCH_PATH
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| is_exe(p))
+}
+
+impl OciFlavor {
+    /// runc-compatible runtimes other than crun take runc's flags.
+    pub fn guess(path: &Path) -> Self {
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some(n) if n.contains("crun") => OciFlavor::Crun,
+            _ => OciFlavor::Runc,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> std::result::Result<Config, String> {
+        let c: Config = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_backends() {
+        let ok = r#"{"default":"a","backends":{"a":{"type":"oci","path":"/bin/true"}}}"#;
+        assert!(parse(ok).is_ok());
+        let typo = r#"{"default":"a","backend":{},"backends":{"a":{"type":"oci","path":"x"}}}"#;
+        assert!(parse(typo).unwrap_err().contains("unknown field"));
+        let unknown = r#"{"default":"b","backends":{"a":{"type":"oci","path":"x"}}}"#;
+        assert!(
+            parse(unknown)
+                .unwrap_err()
+                .contains("unknown backend \"b\"")
+        );
+        let rule = r#"{"default":"a","backends":{"a":{"type":"oci","path":"x"}},
+                      "rules":[{"backend":"a"}]}"#;
+        assert!(parse(rule).unwrap_err().contains("neither"));
+        let kind = r#"{"default":"a","backends":{"a":{"type":"vm","path":"x"}}}"#;
+        assert!(parse(kind).unwrap_err().contains("unknown variant"));
+    }
+
+    #[test]
+    fn flavor_from_name() {
+        assert_eq!(
+            OciFlavor::guess(Path::new("/usr/bin/crun")),
+            OciFlavor::Crun
+        );
+        assert_eq!(
+            OciFlavor::guess(Path::new("/usr/sbin/runc")),
+            OciFlavor::Runc
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! Container ids are directory names under the root: same rules as runc.
+
+use crate::error::{Error, Result};
+
+/// runc's charset `[A-Za-z0-9_+.-]+`, never `.` or `..`; also bounded so that
+/// paths under the root stay a directory name (NAME_MAX).
+pub fn validate(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 255
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runc_rules() {
+        for good in ["a", "abc-1.2_3+x", &"f".repeat(64)] {
+            assert!(super::validate(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a b", "ä", "a\0"] {
+            assert!(super::validate(bad).is_err(), "{bad:?}");
+        }
+    }
+}

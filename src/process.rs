@@ -1,0 +1,37 @@
+//! Running delegate programs.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Exit code a shell would report: the code, or 128+N for death by signal N.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+pub fn spawn(cmd: &mut Command) -> Result<Child> {
+    cmd.spawn()
+        .context(|| format!("run {}", cmd.get_program().to_string_lossy()))
+}
+
+/// Replaces this process with `cmd`: stdio, signals, tty and exit status become the
+/// delegate's own, at no cost.
+pub fn exec(mut cmd: Command) -> Error {
+    let err = cmd.exec();
+    Error::io(format!("exec {}", cmd.get_program().to_string_lossy()), err)
+}
+
+/// Keeps `lock` held by whatever this process execs next: the lock is duplicated to an
+/// inheritable fd at or above `min_fd` (above any fds the caller passes to the
+/// container, which the delegate closes in the container anyway).
+pub fn inherit_lock(lock: nix::fcntl::Flock<std::fs::File>, min_fd: i32) -> Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    fcntl(&*lock, FcntlArg::F_DUPFD(min_fd)).context(|| "pass the run lock on")?;
+    // Dropping the Flock would unlock the shared open file description.
+    std::mem::forget(lock);
+    Ok(())
+}

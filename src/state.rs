@@ -1,0 +1,354 @@
+//! nexcage's record of each container: which backend owns it, decided once at create.
+//!
+//! Layout under the root:
+//!   containers/<id>/record.json   the record (written complete before the id becomes visible)
+//!   containers/<id>/run.lock      for a foreground `run`: held by the process the container
+//!                                 lives in, so a record outliving it can be recognised
+//!   backends/<name>/              each OCI backend's own `--root`, so nothing collides with
+//!                                 a system runc/crun
+//! A record directory is built under a temporary name and renamed into place with
+//! RENAME_NOREPLACE, so an id is either fully claimed or free; a flock on the directory
+//! serialises create/delete against readers.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, RenameFlags, renameat2};
+use serde::{Deserialize, Serialize};
+
+use crate::config::BackendConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::ids;
+
+const RECORD: &str = "record.json";
+const RUN_LOCK: &str = "run.lock";
+const TEMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    /// Name of the backend in the config that was in force at create.
+    pub backend: String,
+    /// That backend's settings, frozen so later commands need no config file.
+    pub backend_config: BackendConfig,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// RFC 3339, nanoseconds, UTC.
+    pub created: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Foreground `run` without `--keep`: the container ends with the process holding
+    /// `run.lock`, and the delegate removes its own state then.
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Root {
+    path: PathBuf,
+}
+
+/// An exclusively locked container directory; the lock goes with the value.
+pub struct Locked {
+    dir: PathBuf,
+    _lock: Flock<File>,
+    run_lock: Option<Flock<File>>,
+}
+
+impl Root {
+    /// `--root`, else `/run/nexcage` for root, else `$XDG_RUNTIME_DIR/nexcage`
+    /// (an empty value counts as unset, as podman passes `XDG_RUNTIME_DIR=`).
+    pub fn resolve(flag: Option<&Path>) -> Result<Root> {
+        let path = match flag {
+            Some(p) if p.is_absolute() => p.to_path_buf(),
+            Some(p) => std::env::current_dir()
+                .context(|| "current directory")?
+                .join(p),
+            None if nix::unistd::geteuid().is_root() => PathBuf::from("/run/nexcage"),
+            None => match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+                Some(dir) => PathBuf::from(dir).join("nexcage"),
+                None => PathBuf::from(format!("/run/user/{}/nexcage", nix::unistd::geteuid())),
+            },
+        };
+        Ok(Root { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn backend_root(&self, backend: &str) -> PathBuf {
+        self.path.join("backends").join(backend)
+    }
+
+    fn containers(&self) -> PathBuf {
+        self.path.join("containers")
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.containers().join(id)
+    }
+
+    /// Reads a record, waiting for a create or delete in progress to finish.
+    pub fn load(&self, id: &str) -> Result<Record> {
+        ids::validate(id)?;
+        let dir = self.dir(id);
+        let handle = match File::open(&dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotExist(id.to_string()));
+            }
+            Err(e) => return Err(Error::io(format!("open {}", dir.display()), e)),
+        };
+        let _shared = lock(handle, FlockArg::LockShared, &dir)?;
+        read_record(&dir, id)
+    }
+
+    /// Claims a new id with its complete record, and keeps it locked for the create.
+    pub fn claim(&self, record: &Record) -> Result<Locked> {
+        ids::validate(&record.id)?;
+        let containers = self.containers();
+        mkdir_private(&containers)?;
+        let temp = containers.join(temp_name("new"));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&temp)
+            .context(|| format!("create {}", temp.display()))?;
+        let claimed = (|| {
+            let handle = File::open(&temp).context(|| format!("open {}", temp.display()))?;
+            let locked = lock(handle, FlockArg::LockExclusive, &temp)?;
+            let run_lock = match record.ephemeral {
+                true => {
+                    let path = temp.join(RUN_LOCK);
+                    let file =
+                        File::create(&path).context(|| format!("create {}", path.display()))?;
+                    Some(lock(file, FlockArg::LockExclusive, &path)?)
+                }
+                false => None,
+            };
+            write_atomic(&temp.join(RECORD), record)?;
+            let target = self.dir(&record.id);
+            match renameat2(
+                nix::fcntl::AT_FDCWD,
+                &temp,
+                nix::fcntl::AT_FDCWD,
+                &target,
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => Ok(Locked {
+                    dir: target,
+                    _lock: locked,
+                    run_lock,
+                }),
+                Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {
+                    Err(Error::AlreadyExists(record.id.clone()))
+                }
+                Err(e) => Err(e).context(|| format!("rename into {}", target.display())),
+            }
+        })();
+        if claimed.is_err() {
+            let _ = fs::remove_dir_all(&temp);
+        }
+        claimed
+    }
+
+    /// Locks an existing container exclusively (delete, end of `run`).
+    pub fn lock(&self, id: &str) -> Result<(Locked, Record)> {
+        ids::validate(id)?;
+        let dir = self.dir(id);
+        let handle = File::open(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotExist(id.to_string()),
+            _ => Error::io(format!("open {}", dir.display()), e),
+        })?;
+        let locked = lock(handle, FlockArg::LockExclusive, &dir)?;
+        // A delete that held the lock before us may have removed it meanwhile.
+        let record = read_record(&dir, id)?;
+        Ok((
+            Locked {
+                dir,
+                _lock: locked,
+                run_lock: None,
+            },
+            record,
+        ))
+    }
+
+    /// All settled records, sorted by id. Sweeps temporaries left by killed creators.
+    pub fn list(&self) -> Result<Vec<Record>> {
+        let containers = self.containers();
+        let entries = match fs::read_dir(&containers) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("read {}", containers.display()), e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.context(|| format!("read {}", containers.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TEMP_PREFIX) {
+                sweep_if_abandoned(&entry.path());
+                continue;
+            }
+            match self.load(&name) {
+                Ok(r) => records.push(r),
+                // Deleted while we listed, or not ours: skip rather than fail the listing.
+                Err(Error::NotExist(_)) | Err(Error::InvalidId(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    /// Whether the process of a foreground `run` still holds the container's run lock.
+    pub fn run_active(&self, id: &str) -> bool {
+        let Ok(file) = File::open(self.dir(id).join(RUN_LOCK)) else {
+            return false;
+        };
+        matches!(
+            Flock::lock(file, FlockArg::LockSharedNonblock),
+            Err((_, Errno::EWOULDBLOCK))
+        )
+    }
+
+    /// uid owning the record, as runc reports the owner of its state directory.
+    pub fn owner_uid(&self, id: &str) -> Option<u32> {
+        fs::metadata(self.dir(id)).ok().map(|m| m.uid())
+    }
+}
+
+impl Locked {
+    /// The exclusive run lock of an ephemeral record, to hand to the container's process.
+    pub fn take_run_lock(&mut self) -> Option<Flock<File>> {
+        self.run_lock.take()
+    }
+
+    /// Frees the id at once (rename), then removes the contents.
+    pub fn remove(self) -> Result<()> {
+        let grave = self.dir.with_file_name(temp_name("deleted"));
+        fs::rename(&self.dir, &grave).context(|| format!("remove {}", self.dir.display()))?;
+        fs::remove_dir_all(&grave).context(|| format!("remove {}", grave.display()))
+    }
+}
+
+fn lock(handle: File, how: FlockArg, dir: &Path) -> Result<Flock<File>> {
+    Flock::lock(handle, how)
+        .map_err(|(_, e)| Error::io(format!("lock {}", dir.display()), e.into()))
+}
+
+fn read_record(dir: &Path, id: &str) -> Result<Record> {
+    let path = dir.join(RECORD);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotExist(id.to_string()));
+        }
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    serde_json::from_slice(&text).map_err(|e| Error::State {
+        id: id.to_string(),
+        reason: format!("corrupt record {}: {e}", path.display()),
+    })
+}
+
+/// temp + rename, so a reader sees the old record or the new one, never a mix. No
+/// fsync: this is runtime state (normally on tmpfs, gone at reboot, like runc's), and
+/// an fsync costs more than the whole delegated create on a disk-backed /run.
+fn write_atomic(path: &Path, record: &Record) -> Result<()> {
+    let temp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec(record).map_err(|e| Error::State {
+        id: record.id.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut f = File::create(&temp).context(|| format!("create {}", temp.display()))?;
+    f.write_all(&body)
+        .context(|| format!("write {}", temp.display()))?;
+    fs::rename(&temp, path).context(|| format!("rename {}", path.display()))
+}
+
+fn mkdir_private(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .context(|| format!("create {}", dir.display()))
+}
+
+/// A temporary whose lock is free belongs to a process that died mid-create or mid-delete.
+fn sweep_if_abandoned(path: &Path) {
+    let Ok(handle) = File::open(path) else { return };
+    if let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+        let _ = fs::remove_dir_all(path);
+    }
+}
+
+/// Unique per process and call; the id is not part of it, so it fits NAME_MAX.
+fn temp_name(what: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{TEMP_PREFIX}{what}-{}-{seq}", std::process::id())
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            backend: "crun".into(),
+            backend_config: BackendConfig::Oci {
+                path: "/usr/bin/crun".into(),
+                flavor: None,
+            },
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: now_rfc3339(),
+            annotations: BTreeMap::new(),
+            ephemeral: false,
+        }
+    }
+
+    #[test]
+    fn claim_load_duplicate_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::resolve(Some(tmp.path())).unwrap();
+        let held = root.claim(&record("a")).unwrap();
+        assert!(matches!(
+            root.claim(&record("a")),
+            Err(Error::AlreadyExists(_))
+        ));
+        drop(held);
+        assert_eq!(root.load("a").unwrap().backend, "crun");
+        assert_eq!(root.list().unwrap().len(), 1);
+        let (locked, _) = root.lock("a").unwrap();
+        locked.remove().unwrap();
+        assert!(matches!(root.load("a"), Err(Error::NotExist(_))));
+        assert!(root.list().unwrap().is_empty());
+        assert!(matches!(root.load("../a"), Err(Error::InvalidId(_))));
+    }
+
+    #[test]
+    fn run_lock_marks_a_live_foreground_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::resolve(Some(tmp.path())).unwrap();
+        let mut r = record("e");
+        r.ephemeral = true;
+        let mut held = root.claim(&r).unwrap();
+        let run_lock = held.take_run_lock().unwrap();
+        drop(held);
+        assert!(root.run_active("e"));
+        drop(run_lock);
+        assert!(!root.run_active("e"));
+        assert!(!root.run_active("missing"));
+    }
+}
