@@ -41,6 +41,9 @@ pub struct Record {
     pub created: String,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The container process's environment from the bundle: `exec --env` adds to it.
+    #[serde(default)]
+    pub process_env: Vec<String>,
     /// Foreground `run` without `--keep`: the container ends with the process holding
     /// `run.lock`, and the delegate removes its own state then.
     #[serde(default)]
@@ -314,6 +317,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             created: now_rfc3339(),
             annotations: BTreeMap::new(),
+            process_env: Vec::new(),
             ephemeral: false,
         }
     }

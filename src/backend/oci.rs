@@ -105,16 +105,6 @@ impl Oci {
         Ok(cmd)
     }
 
-    /// `<delegate> <globals> <sub> <flags> <id> <extra...>`
-    fn subcommand(&self, inv: &Invocation, id: &str, extra: &[OsString]) -> Result<Command> {
-        let mut cmd = self.command(inv)?;
-        cmd.arg(inv.command.name())
-            .args(&inv.flags)
-            .arg(id)
-            .args(extra);
-        Ok(cmd)
-    }
-
     fn unsupported(&self, what: String) -> Error {
         Error::Unsupported {
             command: what,
@@ -200,7 +190,9 @@ impl Backend for Oci {
     }
 
     fn start(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
-        Err(process::exec(self.subcommand(inv, &record.id, &[])?))
+        let mut cmd = self.command(inv)?;
+        cmd.arg("start").arg(&record.id);
+        Err(process::exec(cmd))
     }
 
     fn observe(&self, inv: &Invocation, records: &[&Record]) -> Result<HashMap<String, Observed>> {
@@ -298,7 +290,19 @@ impl Backend for Oci {
             cli::Command::Ps(a) => &a.ps_args,
             _ => &[],
         };
-        Err(process::exec(self.subcommand(inv, &record.id, extra)?))
+        let mut cmd = self.command(inv)?;
+        cmd.arg(inv.command.name());
+        if let cli::Command::Exec(a) = inv.command {
+            // runc adds `--env` to the container's environment; crun 1.8 replaces it
+            // (losing PATH), so crun is given the container's variables first.
+            if self.flavor == OciFlavor::Crun && !a.env.is_empty() && a.process.is_none() {
+                for var in &record.process_env {
+                    cmd.arg("--env").arg(var);
+                }
+            }
+        }
+        cmd.args(&inv.flags).arg(&record.id).args(extra);
+        Err(process::exec(cmd))
     }
 }
 

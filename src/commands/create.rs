@@ -39,6 +39,12 @@ pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<
         rootfs,
         created: state::now_rfc3339(),
         annotations: annotations.into_iter().collect(),
+        process_env: bundle
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default(),
         ephemeral: foreground && !keep,
     };
     let mut claim = claim(root, &record)?;

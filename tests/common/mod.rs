@@ -1,0 +1,259 @@
+//! Shared helpers for the integration tests: they drive the real nexcage binary
+//! against the real crun/runc (and podman, containerd) installed by hack/setup.sh.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::{RootBuilder, Spec};
+use tempfile::TempDir;
+
+pub const CRUN: &str = "/usr/bin/crun";
+pub const RUNC: &str = "/usr/sbin/runc";
+
+pub fn nexcage() -> &'static str {
+    env!("CARGO_BIN_EXE_nexcage")
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared read-only busybox rootfs that hack/setup.sh builds.
+pub fn rootfs() -> PathBuf {
+    let path = repo().join("bundles/rootfs");
+    assert!(
+        path.join("bin/busybox").exists(),
+        "{} missing: run hack/setup.sh first",
+        path.display()
+    );
+    path
+}
+
+/// A unique container id for this test process.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A bundle directory whose config.json is bundles/busybox/config.json with the
+/// given process args, pointing at the shared rootfs.
+pub struct Bundle {
+    pub dir: TempDir,
+}
+
+impl Bundle {
+    pub fn new(args: &[&str]) -> Bundle {
+        Bundle::with(args, |_| {})
+    }
+
+    pub fn with(args: &[&str], edit: impl FnOnce(&mut Spec)) -> Bundle {
+        let mut spec =
+            Spec::load(repo().join("bundles/busybox/config.json")).expect("example bundle");
+        spec.set_root(Some(
+            RootBuilder::default()
+                .path(rootfs())
+                .readonly(true)
+                .build()
+                .unwrap(),
+        ));
+        if let Some(p) = spec.process_mut() {
+            p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+        }
+        edit(&mut spec);
+        let dir = tempfile::Builder::new()
+            .prefix("nexcage-bundle-")
+            .tempdir()
+            .unwrap();
+        spec.save(dir.path().join("config.json")).unwrap();
+        Bundle { dir }
+    }
+
+    pub fn annotated(args: &[&str], annotations: &[(&str, &str)]) -> Bundle {
+        let map: HashMap<String, String> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Bundle::with(args, |s| {
+            s.set_annotations(Some(map));
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+}
+
+/// An isolated nexcage root (and optional routing config) for one test.
+pub struct Env {
+    pub root: TempDir,
+    pub config: Option<PathBuf>,
+    _config_dir: Option<TempDir>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            root: tempfile::Builder::new()
+                .prefix("nexcage-root-")
+                .tempdir()
+                .unwrap(),
+            config: None,
+            _config_dir: None,
+        }
+    }
+
+    /// With a routing config file holding `json`.
+    pub fn with_config(json: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexcage.json");
+        std::fs::write(&path, json).unwrap();
+        let mut env = Env::new();
+        env.config = Some(path);
+        env._config_dir = Some(dir);
+        env
+    }
+
+    /// crun as default, runc by `r-*` ids; both selectable by annotation.
+    pub fn two_backends() -> Env {
+        Env::with_config(&format!(
+            r#"{{"default":"crun",
+                "backends":{{"crun":{{"type":"oci","path":"{CRUN}"}},
+                             "runc":{{"type":"oci","path":"{RUNC}"}}}},
+                "annotation_backends":["crun","runc"],
+                "rules":[{{"backend":"runc","id":"r-*"}}]}}"#
+        ))
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(nexcage());
+        cmd.arg("--root").arg(self.root.path());
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run nexcage")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "nexcage {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// For commands that leave a container holding the stdio they were given
+    /// (`create`, `run -d`, `exec -d`): stdio goes to a file, not a pipe we would
+    /// wait on forever. Asserts success.
+    pub fn detached(&self, args: &[&str]) {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let status = self
+            .cmd()
+            .args(args)
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .status()
+            .expect("run nexcage");
+        assert!(
+            status.success(),
+            "nexcage {args:?} failed ({status}): {}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        );
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "nexcage {args:?} should fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["state", id])).expect("state JSON")
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap().to_string()
+    }
+
+    /// Polls `state` until the status is `want` (containers stop asynchronously).
+    pub fn wait_status(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.status(id);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: status {got}, wanted {want}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Nothing of any container is left: no record, nothing in any backend root.
+    pub fn assert_clean(&self) {
+        let leftovers = |dir: PathBuf| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|d| d.map(|e| e.unwrap().path().display().to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            leftovers(self.root().join("containers")),
+            Vec::<String>::new()
+        );
+        for backend in leftovers(self.root().join("backends")) {
+            let inside: Vec<String> = leftovers(PathBuf::from(&backend))
+                .into_iter()
+                .filter(|p| !p.ends_with(".lock"))
+                .collect();
+            assert_eq!(inside, Vec::<String>::new(), "backend root {backend}");
+        }
+    }
+}
+
+impl Drop for Env {
+    /// Best effort: never leave containers running behind a failed test.
+    fn drop(&mut self) {
+        let Ok(out) = self.cmd().args(["list", "-q"]).output() else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.cmd().args(["delete", "--force", id]).output();
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -1,0 +1,223 @@
+//! The runc lifecycle through nexcage, on real crun and real runc.
+
+mod common;
+
+use common::{Bundle, Env, stderr, stdout, unique};
+
+/// ids starting `r-` go to runc under `Env::two_backends`, the rest to crun.
+fn id_for(backend: &str) -> String {
+    match backend {
+        "runc" => unique("r-life"),
+        _ => unique("life"),
+    }
+}
+
+fn full_lifecycle(backend: &str) {
+    let env = Env::two_backends();
+    let id = id_for(backend);
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let pid_file = bundle.dir.path().join("init.pid");
+
+    env.detached(&[
+        "create",
+        "--bundle",
+        bundle.path(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    assert!(
+        env.root().join("backends").join(backend).join(&id).exists(),
+        "routed to {backend}"
+    );
+    let state = env.state(&id);
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["id"], id.as_str());
+    assert_eq!(state["bundle"], bundle.path());
+    let pid_text = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(!pid_text.ends_with('\n'), "pid file must have no newline");
+    assert_eq!(
+        pid_text.parse::<i64>().unwrap(),
+        state["pid"].as_i64().unwrap()
+    );
+
+    env.ok(&["start", &id]);
+    assert_eq!(env.status(&id), "running");
+
+    let ps: Vec<i64> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert!(ps.contains(&state["pid"].as_i64().unwrap()), "ps {ps:?}");
+
+    // Foreground exec: output and exit status of the command.
+    assert_eq!(env.ok(&["exec", &id, "echo", "hi"]), "hi\n");
+    let out = env.run(&[
+        "exec",
+        "--env",
+        "X=42",
+        "--cwd",
+        "/tmp",
+        &id,
+        "sh",
+        "-c",
+        "echo $X $PWD; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "42 /tmp\n");
+
+    // Detached exec leaves a pid file naming a live process.
+    let exec_pid = bundle.dir.path().join("exec.pid");
+    env.detached(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        &id,
+        "sleep",
+        "1000",
+    ]);
+    let exec_pid: i32 = std::fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{exec_pid}")).exists());
+
+    env.ok(&["pause", &id]);
+    assert_eq!(env.status(&id), "paused");
+    env.ok(&["resume", &id]);
+    assert_eq!(env.status(&id), "running");
+
+    let table = env.ok(&["list"]);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("running")),
+        "{table}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["status"], "running");
+
+    let stop = env.run(&["delete", &id]);
+    assert!(
+        !stop.status.success(),
+        "delete of a running container must fail"
+    );
+
+    env.ok(&["kill", &id, "KILL"]);
+    env.wait_status(&id, "stopped");
+    assert_eq!(env.state(&id)["pid"], 0);
+    env.ok(&["delete", &id]);
+    let gone = env.fails(&["state", &id]);
+    assert!(gone.contains("does not exist"), "{gone}");
+    assert_eq!(env.ok(&["list", "--format", "json"]), "null\n");
+    env.assert_clean();
+}
+
+#[test]
+fn lifecycle_on_crun() {
+    full_lifecycle("crun");
+}
+
+#[test]
+fn lifecycle_on_runc() {
+    full_lifecycle("runc");
+}
+
+fn run_foreground(backend: &str) {
+    let env = Env::two_backends();
+    let id = id_for(backend);
+    let bundle = Bundle::new(&["sh", "-c", "echo out; echo err >&2; exit 7"]);
+    let out = env.run(&["run", "--bundle", bundle.path(), &id]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+    // The container is gone with its process, as with runc.
+    assert!(env.fails(&["state", &id]).contains("does not exist"));
+    assert_eq!(env.ok(&["list", "-q"]), "");
+    // And its id is free again.
+    let again = Bundle::new(&["true"]);
+    env.ok(&["run", "--bundle", again.path(), &id]);
+    env.ok(&["list"]);
+    env.assert_clean();
+}
+
+#[test]
+fn run_on_crun() {
+    run_foreground("crun");
+}
+
+#[test]
+fn run_on_runc() {
+    run_foreground("runc");
+}
+
+fn run_detached_and_force_delete(backend: &str) {
+    let env = Env::two_backends();
+    let id = id_for(backend);
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    env.detached(&["run", "--detach", "--bundle", bundle.path(), &id]);
+    assert_eq!(env.status(&id), "running");
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    env.ok(&["delete", "--force", &id]);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/status")).exists() || {
+            // A zombie until its reaper (here: init) collects it.
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .contains("zombie")
+        }
+    );
+    // Idempotent, quiet, as runc.
+    let again = env.run(&["delete", "--force", &id]);
+    assert!(again.status.success());
+    assert_eq!(stderr(&again), "");
+    env.assert_clean();
+}
+
+#[test]
+fn detached_run_and_forced_delete_on_crun() {
+    run_detached_and_force_delete("crun");
+}
+
+#[test]
+fn detached_run_and_forced_delete_on_runc() {
+    run_detached_and_force_delete("runc");
+}
+
+/// containerd deletes a container that never started without --force.
+fn delete_created(backend: &str) {
+    let env = Env::two_backends();
+    let id = id_for(backend);
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    env.detached(&["create", "--bundle", bundle.path(), &id]);
+    env.ok(&["delete", &id]);
+    env.assert_clean();
+}
+
+#[test]
+fn delete_created_on_crun() {
+    delete_created("crun");
+}
+
+#[test]
+fn delete_created_on_runc() {
+    delete_created("runc");
+}
+
+#[test]
+fn kill_accepts_runc_signal_spellings() {
+    let env = Env::two_backends();
+    for (i, signal) in ["9", "KILL", "SIGKILL", "sigkill"].iter().enumerate() {
+        let id = unique(&format!("sig{i}"));
+        let bundle = Bundle::new(&["sleep", "1000"]);
+        env.detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+        env.ok(&["kill", &id, signal]);
+        env.wait_status(&id, "stopped");
+        env.ok(&["delete", &id]);
+    }
+    let id = unique("sigbad");
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    env.detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let err = env.fails(&["kill", &id, "NOPE"]);
+    assert!(err.contains("unknown signal \"NOPE\""), "{err}");
+    env.ok(&["delete", "--force", &id]);
+    env.assert_clean();
+}
