@@ -16,6 +16,9 @@ pub enum Error {
     #[error("container with given ID already exists: {0:?}")]
     AlreadyExists(String),
 
+    #[error("cannot delete container {id} that is not stopped: {status}")]
+    NotStopped { id: String, status: String },
+
     #[error("bundle {path}: {reason}")]
     Bundle { path: PathBuf, reason: String },
 

@@ -44,8 +44,9 @@ pub struct GlobalOpts {
     /// Use systemd for cgroups (passed to the backend)
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// Rootless mode: true, false or auto (passed to the backend)
-    #[arg(long, global = true, value_name = "VALUE")]
+    /// Rootless mode: true, false or auto (passed to the backend). Not global: `spec`
+    /// has a `--rootless` switch of its own, and callers put globals first.
+    #[arg(long, value_name = "VALUE")]
     pub rootless: Option<String>,
     /// Path to criu (passed to runc for checkpoint/restore)
     #[arg(long, global = true, value_name = "PATH")]
@@ -420,5 +421,15 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Route(_) => "route",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (duplicate flags, bad defaults) over every subcommand.
+    #[test]
+    fn definitions_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

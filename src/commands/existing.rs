@@ -1,6 +1,6 @@
 //! Commands on an existing container: routed by its record, never by the rules.
 
-use crate::backend::{self, Backend, Exit, Invocation};
+use crate::backend::{self, Backend, Exit, Invocation, Status};
 use crate::cli::{ExecArgs, KillArgs};
 use crate::error::{Error, Result};
 use crate::output::RuncState;
@@ -83,6 +83,19 @@ pub fn delete(inv: &Invocation, root: &Root, id: &str, force: bool) -> Result<Ex
         Err(e) => return Err(e),
     };
     let backend = backend::for_record(&record, root);
+    if !force {
+        // runc's words for every backend (crun's differ).
+        let status = backend
+            .observe(inv, &[&record])?
+            .remove(id)
+            .map(|o| o.status);
+        if let Some(status @ (Status::Running | Status::Paused)) = status {
+            return Err(Error::NotStopped {
+                id: id.to_string(),
+                status: status.to_string(),
+            });
+        }
+    }
     let code = backend.delete(inv, &record, force)?;
     if code == 0 {
         locked.remove()?;
