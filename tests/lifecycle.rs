@@ -221,3 +221,41 @@ fn kill_accepts_runc_signal_spellings() {
     env.ok(&["delete", "--force", &id]);
     env.assert_clean();
 }
+
+/// `run` killed with SIGKILL: the container outlives it and is neither lost nor
+/// leaked: it is listed, and `delete --force` removes everything.
+fn killed_foreground_run(backend: &str) {
+    let env = Env::two_backends();
+    let id = id_for(backend);
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let mut run = env
+        .cmd()
+        .args(["run", "--bundle", bundle.path(), &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the container runs, then kill the runtime process under it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !env.ok(&["list", "-q"]).contains(&id) || env.status(&id) != "running" {
+        assert!(std::time::Instant::now() < deadline, "container never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(env.ok(&["list", "-q"]), format!("{id}\n"));
+    assert_eq!(env.status(&id), "running");
+    env.ok(&["delete", "--force", &id]);
+    assert_eq!(env.ok(&["list", "-q"]), "");
+    env.assert_clean();
+}
+
+#[test]
+fn killed_foreground_run_on_crun() {
+    killed_foreground_run("crun");
+}
+
+#[test]
+fn killed_foreground_run_on_runc() {
+    killed_foreground_run("runc");
+}

@@ -81,9 +81,11 @@ pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<
 /// Claims the id, first clearing away a finished foreground `run` that left its record.
 fn claim(root: &Root, record: &Record) -> Result<Locked> {
     match root.claim(record) {
-        Err(Error::AlreadyExists(id)) if super::existing::reap_if_finished(root, &id)? => {
-            root.claim(record)
-        }
+        Err(Error::AlreadyExists(id)) => match root.load(&id) {
+            Err(Error::NotExist(_)) => root.claim(record),
+            Ok(old) if super::reap_if_finished(root, &old)? => root.claim(record),
+            _ => Err(Error::AlreadyExists(id)),
+        },
         other => other,
     }
 }

@@ -9,35 +9,12 @@ use crate::state::{Record, Root};
 
 fn open(inv: &Invocation, root: &Root, id: &str) -> Result<(Record, Box<dyn Backend>)> {
     let record = root.load(id)?;
-    if reap_if_finished(root, id)? {
+    if super::reap_if_finished(root, &record)? {
         return Err(Error::NotExist(id.to_string()));
     }
     let backend = backend::for_record(&record, root);
     backend.check(inv)?;
     Ok((record, backend))
-}
-
-/// A foreground `run` hands its process over to the delegate, which removes its own
-/// state when the container exits; the record stays behind. It is finished once the
-/// run lock is free and the backend no longer holds the container: then it is removed
-/// and `true` returned.
-pub fn reap_if_finished(root: &Root, id: &str) -> Result<bool> {
-    let record = match root.load(id) {
-        Ok(r) if r.ephemeral => r,
-        Ok(_) => return Ok(false),
-        Err(Error::NotExist(_)) => return Ok(true),
-        Err(e) => return Err(e),
-    };
-    if root.run_active(id) || backend::for_record(&record, root).holds(&record) {
-        return Ok(false);
-    }
-    match root.lock(id) {
-        Ok((locked, current)) if current.created == record.created => locked.remove()?,
-        Ok(_) => return Ok(false),
-        Err(Error::NotExist(_)) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(true)
 }
 
 pub fn start(inv: &Invocation, root: &Root, id: &str) -> Result<Exit> {

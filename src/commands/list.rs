@@ -10,7 +10,7 @@ use crate::state::{Record, Root};
 
 pub fn list(inv: &Invocation, root: &Root, args: &ListArgs) -> Result<Exit> {
     let mut records = root.list()?;
-    records.retain(|r| !matches!(super::existing::reap_if_finished(root, &r.id), Ok(true)));
+    records.retain(|r| !matches!(super::reap_if_finished(root, r), Ok(true)));
     if args.quiet {
         for r in &records {
             println!("{}", r.id);

@@ -9,10 +9,10 @@ mod spec;
 
 use std::ffi::OsString;
 
-use crate::backend::{Exit, Invocation};
+use crate::backend::{self, Exit, Invocation};
 use crate::cli::{Command, GlobalOpts};
-use crate::error::Result;
-use crate::state::Root;
+use crate::error::{Error, Result};
+use crate::state::{Record, Root};
 
 pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) -> Result<Exit> {
     let inv = Invocation {
@@ -40,4 +40,25 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
     }
+}
+
+/// A foreground `run` hands its process over to the delegate, which removes its own
+/// state when the container exits; the record stays behind. It is finished once the
+/// run lock is free and the backend no longer holds the container: then the record is
+/// removed and `true` returned.
+fn reap_if_finished(root: &Root, record: &Record) -> Result<bool> {
+    if !record.ephemeral
+        || root.run_active(&record.id)
+        || backend::for_record(record, root).holds(record)
+    {
+        return Ok(false);
+    }
+    match root.lock(&record.id) {
+        // Unless the id was deleted and reused meanwhile.
+        Ok((locked, current)) if current.created == record.created => locked.remove()?,
+        Ok(_) => return Ok(false),
+        Err(Error::NotExist(_)) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(true)
 }
