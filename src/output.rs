@@ -26,11 +26,20 @@ pub struct RuncState<'a> {
 }
 
 impl<'a> RuncState<'a> {
-    /// A container its backend no longer knows has stopped: pid 0, as runc reports.
-    pub fn new(record: &'a Record, observed: Option<&Observed>, owner: String) -> Self {
+    /// A container its backend cannot report on is still being created if its
+    /// foreground `run` is under way (`run_active`), else it has stopped: pid 0, as
+    /// runc reports.
+    pub fn new(
+        record: &'a Record,
+        observed: Option<&Observed>,
+        run_active: bool,
+        owner: String,
+    ) -> Self {
         let (pid, status) = match observed {
             Some(o) if o.status != Status::Stopped => (o.pid, o.status),
-            _ => (0, Status::Stopped),
+            Some(_) => (0, Status::Stopped),
+            None if run_active => (0, Status::Creating),
+            None => (0, Status::Stopped),
         };
         RuncState {
             oci_version: oci_spec::runtime::VERSION,

@@ -112,10 +112,19 @@ impl Oci {
         }
     }
 
-    /// Whether the delegate's state for `id` exists at all (it may not, if a create
-    /// was interrupted before the delegate wrote it).
+    /// Whether the delegate holds anything for `id` (its directory appears before its
+    /// state file, and stays if a create was interrupted).
     fn knows(&self, id: &str) -> bool {
         self.root.join(id).exists()
+    }
+
+    /// Whether the delegate has written its state for `id`, so `state` can answer.
+    fn state_written(&self, id: &str) -> bool {
+        let file = match self.flavor {
+            OciFlavor::Crun => "status",
+            OciFlavor::Runc => "state.json",
+        };
+        self.root.join(id).join(file).exists()
     }
 
     fn supports(&self, sub: &str) -> bool {
@@ -208,8 +217,9 @@ impl Backend for Oci {
                 cmd.arg("state").arg(&one.id);
                 let out = self.capture(cmd)?;
                 if !out.status.success() {
-                    // Gone between our check and its answer: nothing to report.
-                    if !self.knows(&one.id) {
+                    // Not written yet (still being created) or gone meanwhile: nothing
+                    // to report; the caller decides what that means.
+                    if !self.state_written(&one.id) {
                         return Ok(HashMap::new());
                     }
                     return Err(self.failed("state", &out.stderr));

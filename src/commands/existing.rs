@@ -45,7 +45,8 @@ pub fn kill(inv: &Invocation, root: &Root, args: &KillArgs) -> Result<Exit> {
 pub fn state(inv: &Invocation, root: &Root, id: &str) -> Result<Exit> {
     let (record, backend) = open(inv, root, id)?;
     let observed = backend.observe(inv, &[&record])?.remove(id);
-    let state = RuncState::new(&record, observed.as_ref(), String::new());
+    let creating = observed.is_none() && record.ephemeral && root.run_active(id);
+    let state = RuncState::new(&record, observed.as_ref(), creating, String::new());
     // runc: two-space indent, no trailing newline.
     print!("{}", state.to_pretty_json());
     Ok(0)

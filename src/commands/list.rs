@@ -35,7 +35,9 @@ pub fn list(inv: &Invocation, root: &Root, args: &ListArgs) -> Result<Exit> {
         .iter()
         .map(|r| {
             let owner = users.name(root.owner_uid(&r.id).unwrap_or(0));
-            RuncState::new(r, observed.get(&r.id), owner)
+            let seen = observed.get(&r.id);
+            let creating = seen.is_none() && r.ephemeral && root.run_active(&r.id);
+            RuncState::new(r, seen, creating, owner)
         })
         .collect();
     match args.format {
