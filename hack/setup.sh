@@ -8,8 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root
 
 # 1. Packages; apt only runs when a tool is missing.
-packages=(runc crun podman containerd lxc busybox-static hyperfine jq criu protobuf-compiler)
-tools=("$NEXCAGE_RUNC" "$NEXCAGE_CRUN" podman containerd ctr lxc-start hyperfine jq criu protoc)
+packages=(runc crun podman containerd lxc busybox-static hyperfine jq criu protobuf-compiler python3)
+tools=("$NEXCAGE_RUNC" "$NEXCAGE_CRUN" podman containerd ctr lxc-start hyperfine jq criu protoc python3)
 missing=0
 for t in "${tools[@]}"; do have "$t" || missing=1; done
 # Debian's dynamic "busybox" package also provides /bin/busybox; we need the static one.
@@ -28,6 +28,12 @@ if [[ -d /sys/fs/cgroup/unified ]] && ! mountpoint -q /sys/fs/cgroup/hugetlb; th
     mkdir -p /sys/fs/cgroup/hugetlb
     mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
 fi
+
+# Unprivileged LXC containers (the Proxmox stand-in, hack/pve) map root to
+# 100000+: newuidmap refuses unless root owns that range.
+for f in /etc/subuid /etc/subgid; do
+    grep -qx 'root:100000:65536' "$f" 2>/dev/null || echo 'root:100000:65536' >>"$f"
+done
 
 # 3. podman drop-in: rlimits that fit this sandbox, cgroupfs, nexcage runtime.
 dropin=/etc/containers/containers.conf.d/50-nexcage.conf

@@ -53,13 +53,16 @@ pub fn main(args: Vec<OsString>) -> i32 {
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    match commands::dispatch(&parsed.global, cmd, flags) {
+    let code = match commands::dispatch(&parsed.global, cmd, flags) {
         Ok(code) => code,
         Err(e) => {
             reporter.error(&e.to_string());
             1
         }
-    }
+    };
+    // The process exits next: freeing clap's tables would cost more than the parsing.
+    std::mem::forget((command, matches, parsed));
+    code
 }
 
 fn print_version() {

@@ -1,8 +1,8 @@
 //! nexcage's record of each container: which backend owns it, decided once at create.
 //!
 //! Layout under the root:
-//!   containers/<id>/record.json   the record (written complete before the id becomes visible)
-//!   containers/<id>/run.lock      for a foreground `run`: held by the process the container
+//!   containers/<id>/record.json   the record (written complete before the id becomes visible);
+//!                                 for a foreground `run`, flocked by the process the container
 //!                                 lives in, so a record outliving it can be recognised
 //!   backends/<name>/              each OCI backend's own `--root`, so nothing collides with
 //!                                 a system runc/crun
@@ -25,7 +25,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::ids;
 
 const RECORD: &str = "record.json";
-const RUN_LOCK: &str = "run.lock";
 const TEMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,16 +123,11 @@ impl Root {
         let claimed = (|| {
             let handle = File::open(&temp).context(|| format!("open {}", temp.display()))?;
             let locked = lock(handle, FlockArg::LockExclusive, &temp)?;
+            let written = write_record(&temp.join(RECORD), record)?;
             let run_lock = match record.ephemeral {
-                true => {
-                    let path = temp.join(RUN_LOCK);
-                    let file =
-                        File::create(&path).context(|| format!("create {}", path.display()))?;
-                    Some(lock(file, FlockArg::LockExclusive, &path)?)
-                }
+                true => Some(lock(written, FlockArg::LockExclusive, &temp)?),
                 false => None,
             };
-            write_atomic(&temp.join(RECORD), record)?;
             let target = self.dir(&record.id);
             match renameat2(
                 nix::fcntl::AT_FDCWD,
@@ -209,7 +203,7 @@ impl Root {
 
     /// Whether the process of a foreground `run` still holds the container's run lock.
     pub fn run_active(&self, id: &str) -> bool {
-        let Ok(file) = File::open(self.dir(id).join(RUN_LOCK)) else {
+        let Ok(file) = File::open(self.dir(id).join(RECORD)) else {
             return false;
         };
         matches!(
@@ -258,19 +252,18 @@ fn read_record(dir: &Path, id: &str) -> Result<Record> {
     })
 }
 
-/// temp + rename, so a reader sees the old record or the new one, never a mix. No
-/// fsync: this is runtime state (normally on tmpfs, gone at reboot, like runc's), and
-/// an fsync costs more than the whole delegated create on a disk-backed /run.
-fn write_atomic(path: &Path, record: &Record) -> Result<()> {
-    let temp = path.with_extension("json.tmp");
+/// Written in place: the directory it is in becomes visible only by the rename that
+/// claims the id, so readers never see a partial record. No fsync: this is runtime
+/// state (normally on tmpfs, gone at reboot, like runc's).
+fn write_record(path: &Path, record: &Record) -> Result<File> {
     let body = serde_json::to_vec(record).map_err(|e| Error::State {
         id: record.id.clone(),
         reason: e.to_string(),
     })?;
-    let mut f = File::create(&temp).context(|| format!("create {}", temp.display()))?;
+    let mut f = File::create(path).context(|| format!("create {}", path.display()))?;
     f.write_all(&body)
-        .context(|| format!("write {}", temp.display()))?;
-    fs::rename(&temp, path).context(|| format!("rename {}", path.display()))
+        .context(|| format!("write {}", path.display()))?;
+    Ok(f)
 }
 
 fn mkdir_private(dir: &Path) -> Result<()> {

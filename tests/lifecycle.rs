@@ -238,7 +238,11 @@ fn killed_foreground_run(backend: &str) {
     // Wait until the container runs, then kill the runtime process under it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !env.ok(&["list", "-q"]).contains(&id) || env.status(&id) != "running" {
-        assert!(std::time::Instant::now() < deadline, "container never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container never ran: {}",
+            String::from_utf8_lossy(&env.run(&["list"]).stdout)
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     run.kill().unwrap();

@@ -212,13 +212,14 @@ impl Backend for Oci {
             .collect();
         let entries: Vec<DelegateState> = match known.as_slice() {
             [] => Vec::new(),
+            // Still being set up by a foreground `run`: nothing to ask yet.
+            [one] if !self.state_written(&one.id) => Vec::new(),
             [one] => {
                 let mut cmd = self.command(inv)?;
                 cmd.arg("state").arg(&one.id);
                 let out = self.capture(cmd)?;
                 if !out.status.success() {
-                    // Not written yet (still being created) or gone meanwhile: nothing
-                    // to report; the caller decides what that means.
+                    // Deleted while we asked: nothing to report.
                     if !self.state_written(&one.id) {
                         return Ok(HashMap::new());
                     }

@@ -1,0 +1,603 @@
+//! The Proxmox VE stand-in under hack/pve (`pct`, `pvesh`) against real LXC: the
+//! behaviour nexcage's pct backend will rely on, checked on a machine without Proxmox.
+//!
+//! Every test gets its own PVE_STANDIN_ROOT (a temporary directory holding /etc/pve/lxc,
+//! /var/lib/vz, /var/lib/lxc, /run/pve) and its own cgroup prefix, so the tests run in
+//! parallel even though each of them gets vmid 100 from `pvesh get /cluster/nextid`.
+//! A guard stops the containers, removes the directories and the cgroups, also when a
+//! test fails.
+//!
+//! Needs root, lxc (hack/setup.sh) and, for unprivileged containers, root's id range
+//! `root:100000:65536` in /etc/subuid and /etc/subgid (as on every PVE host).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Per pct call; create/start/stop take well under a second here.
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pve_bin(name: &str) -> PathBuf {
+    repo().join("hack/pve").join(name)
+}
+
+/// A finished command: exit code and output.
+#[derive(Debug)]
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self, what: &str) -> Out {
+        assert_eq!(self.code, Some(0), "{what} failed: {self:?}");
+        self
+    }
+}
+
+/// Runs `cmd` with piped output. Once it has exited, its stdout and stderr must reach
+/// EOF: a container started by `pct start` must not keep the caller's pipes open.
+fn run_cmd(mut cmd: Command) -> Out {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        });
+        rx
+    };
+    let out_rx = reader(Box::new(child.stdout.take().unwrap()));
+    let err_rx = reader(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} timed out");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let collect = |rx: mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} exited but a leftover process holds its output"))
+    };
+    Out {
+        code: status.code(),
+        stdout: collect(out_rx),
+        stderr: collect(err_rx),
+    }
+}
+
+/// An isolated PVE "node": directories under a tempdir and a cgroup prefix.
+struct Pve {
+    dir: tempfile::TempDir,
+    cgroup_top: String,
+}
+
+impl Pve {
+    fn new() -> Pve {
+        assert!(
+            Path::new("/usr/bin/lxc-start").exists(),
+            "lxc missing: run hack/setup.sh"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("nexcage-pve-")
+            .tempdir()
+            .unwrap();
+        // Unprivileged containers (host uid 100000) must traverse to their rootfs, as
+        // under /var/lib/vz on PVE; tempdirs are created 0700.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let cgroup_top = format!(
+            "nexcage-pve-test-{}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
+        let pve = Pve { dir, cgroup_top };
+        std::fs::create_dir_all(pve.template_dir()).unwrap();
+        pve
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn conf_dir(&self) -> PathBuf {
+        self.root().join("etc/pve/lxc")
+    }
+
+    fn template_dir(&self) -> PathBuf {
+        self.root().join("var/lib/vz/template/cache")
+    }
+
+    fn images_dir(&self) -> PathBuf {
+        self.root().join("var/lib/vz/images")
+    }
+
+    fn lxc_path(&self) -> PathBuf {
+        self.root().join("var/lib/lxc")
+    }
+
+    fn envs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PVE_STANDIN_ROOT", self.root().display().to_string()),
+            ("PVE_STANDIN_NODE", "testnode".to_string()),
+            ("PVE_STANDIN_CGROUP_PREFIX", format!("{}/", self.cgroup_top)),
+        ]
+    }
+
+    fn tool(&self, name: &str, args: &[&str]) -> Out {
+        let mut cmd = Command::new(pve_bin(name));
+        cmd.args(args).envs(self.envs());
+        run_cmd(cmd)
+    }
+
+    fn pct(&self, args: &[&str]) -> Out {
+        self.tool("pct", args)
+    }
+
+    fn pvesh(&self, args: &[&str]) -> Out {
+        self.tool("pvesh", args)
+    }
+
+    fn nextid(&self) -> String {
+        let out = self.pvesh(&["get", "/cluster/nextid"]).ok("pvesh nextid");
+        out.stdout.trim().to_string()
+    }
+
+    /// A .tar.gz of the shared busybox rootfs in the template storage.
+    fn busybox_template(&self) -> (PathBuf, String) {
+        let rootfs = repo().join("bundles/rootfs");
+        assert!(
+            rootfs.join("bin/busybox").exists(),
+            "{} missing: run hack/setup.sh first",
+            rootfs.display()
+        );
+        let path = self.template_dir().join("busybox.tar.gz");
+        if !path.exists() {
+            let mut cmd = Command::new("tar");
+            cmd.arg("-C").arg(&rootfs).arg("-czf").arg(&path).arg(".");
+            run_cmd(cmd).ok("tar");
+        }
+        (path, "local:vztmpl/busybox.tar.gz".to_string())
+    }
+
+    /// Containers LXC knows under this node's lxc path (`lxc-ls`).
+    fn lxc_ls(&self, active: bool) -> Vec<String> {
+        let mut cmd = Command::new("lxc-ls");
+        cmd.arg("-P").arg(self.lxc_path()).arg("-1");
+        if active {
+            cmd.arg("--active");
+        }
+        let out = run_cmd(cmd);
+        out.stdout.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn status(&self, vmid: &str) -> String {
+        self.pct(&["status", vmid]).ok("pct status").stdout
+    }
+
+    /// The value of `key` in `pct status --verbose`.
+    fn verbose(&self, vmid: &str, key: &str) -> Option<String> {
+        let out = self
+            .pct(&["status", vmid, "--verbose"])
+            .ok("pct status --verbose");
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")).map(str::to_string))
+    }
+
+    /// Nothing of `vmid` left: config, volumes, LXC directory, LXC's view.
+    fn assert_gone(&self, vmid: &str) {
+        assert!(!self.conf_dir().join(format!("{vmid}.conf")).exists());
+        assert!(!self.images_dir().join(vmid).exists(), "volumes left");
+        assert!(!self.lxc_path().join(vmid).exists(), "lxc dir left");
+        assert!(!self.lxc_ls(false).contains(&vmid.to_string()));
+    }
+}
+
+impl Drop for Pve {
+    fn drop(&mut self) {
+        // Kill what is still running, without going through the stand-in.
+        for name in self.lxc_ls(true) {
+            let mut cmd = Command::new("lxc-stop");
+            cmd.arg("-P")
+                .arg(self.lxc_path())
+                .args(["-n", &name, "--kill"]);
+            let out = run_cmd(cmd);
+            if out.code != Some(0) {
+                eprintln!("cleanup: lxc-stop {name}: {out:?}");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.lxc_ls(true).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Empty cgroups stay behind after a CT stops (as on PVE): remove ours.
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let top = h.path().join(&self.cgroup_top);
+                if top.is_dir() {
+                    remove_cgroup_tree(&top);
+                }
+            }
+        }
+        // The tempdir (rootfs files owned by 100000 included) goes with self.dir.
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("cleanup: rmdir {}: {e}", dir.display());
+    }
+}
+
+/// The parent pid from /proc/<pid>/stat.
+fn ppid(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn list_line(vmid: &str, status: &str, lock: &str, name: &str) -> String {
+    format!("{vmid:<10} {status:<10} {lock:<12} {name:<20}")
+}
+
+#[test]
+fn privileged_ct_with_bind_mount_and_entrypoint() {
+    let pve = Pve::new();
+    let (template, _) = pve.busybox_template();
+    let template = template.display().to_string();
+
+    // No CTs yet: `pct list` prints nothing at all.
+    let out = pve.pct(&["list"]).ok("pct list");
+    assert_eq!(out.stdout, "");
+    let vmid = pve.nextid();
+    assert_eq!(vmid, "100");
+
+    let share = pve.root().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("hello.txt"), "from the host\n").unwrap();
+    let mp0 = format!("{},mp=/data", share.display());
+    let out = pve
+        .pct(&[
+            "create",
+            &vmid,
+            &template,
+            "--ostype",
+            "unmanaged",
+            "--hostname",
+            "web1",
+            "--memory",
+            "256",
+            "--rootfs",
+            "local:1",
+            "--mp0",
+            &mp0,
+            "--unprivileged",
+            "0",
+            "--entrypoint",
+            "/bin/sleep 1000",
+        ])
+        .ok("pct create");
+    assert!(out.stdout.contains("extracting archive"), "{out:?}");
+
+    // The config shows what was set, sorted, with PVE's defaults filled in.
+    let config = pve.pct(&["config", &vmid]).ok("pct config").stdout;
+    let lines: Vec<&str> = config.lines().collect();
+    for want in [
+        "arch: amd64",
+        "entrypoint: /bin/sleep 1000",
+        "hostname: web1",
+        "memory: 256",
+        &format!("mp0: {mp0}"),
+        "ostype: unmanaged",
+        "swap: 512",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in\n{config}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("rootfs: local:{vmid}/")) && l.ends_with(",size=1G")),
+        "{config}"
+    );
+    assert!(!config.contains("unprivileged"), "{config}");
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "pct config is sorted");
+    assert_eq!(pve.status(&vmid), "status: stopped\n");
+
+    // Start: detached like pve-container@.service, pct returns once it runs.
+    let out = pve.pct(&["start", &vmid]).ok("pct start");
+    assert_eq!(out.stdout, "");
+    assert_eq!(pve.status(&vmid), "status: running\n");
+    let pid: u32 = pve
+        .verbose(&vmid, "pid")
+        .expect("pid line")
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("live host pid");
+    assert_eq!(cmdline, b"/bin/sleep\x001000\x00");
+    // init's parent is LXC's monitor (lxc-start -F), which is not our child.
+    let monitor = ppid(pid);
+    assert_ne!(ppid(monitor), std::process::id());
+    assert_eq!(pve.verbose(&vmid, "name").as_deref(), Some("web1"));
+    assert_eq!(pve.verbose(&vmid, "maxmem").as_deref(), Some("268435456"));
+
+    let out = pve.pct(&["start", &vmid]);
+    assert_eq!(out.code, Some(255));
+    assert_eq!(out.stderr, format!("CT {vmid} already running\n"));
+
+    // exec passes output and exit status through.
+    let out = pve.pct(&["exec", &vmid, "--", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(3), "hi\n"),
+        "{out:?}"
+    );
+    let out = pve
+        .pct(&["exec", &vmid, "--", "cat", "/data/hello.txt"])
+        .ok("exec cat");
+    assert_eq!(out.stdout, "from the host\n");
+    let out = pve
+        .pct(&["exec", &vmid, "--", "hostname"])
+        .ok("exec hostname");
+    assert_eq!(out.stdout, "web1\n");
+
+    let list = pve.pct(&["list"]).ok("pct list").stdout;
+    assert_eq!(
+        list,
+        format!(
+            "{}\n{}\n",
+            list_line("VMID", "Status", "Lock", "Name"),
+            list_line(&vmid, "running", "", "web1")
+        )
+    );
+
+    pve.pct(&["stop", &vmid]).ok("pct stop");
+    assert_eq!(pve.status(&vmid), "status: stopped\n");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || ppid(pid) != monitor);
+    let out = pve.pct(&["stop", &vmid]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(255), format!("CT {vmid} not running\n").as_str())
+    );
+
+    let out = pve.pct(&["destroy", &vmid, "--purge"]).ok("pct destroy");
+    assert!(out.stdout.contains("purging CT"), "{out:?}");
+    pve.assert_gone(&vmid);
+    assert!(
+        share.join("hello.txt").exists(),
+        "bind mount source untouched"
+    );
+    assert_eq!(pve.pct(&["list"]).ok("pct list").stdout, "");
+}
+
+#[test]
+fn unprivileged_ct_with_busybox_init() {
+    let pve = Pve::new();
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let subgid = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+    assert!(
+        subuid.lines().any(|l| l == "root:100000:65536")
+            && subgid.lines().any(|l| l == "root:100000:65536"),
+        "unprivileged CTs need root:100000:65536 in /etc/subuid and /etc/subgid (hack/setup.sh)"
+    );
+    let (_, volid) = pve.busybox_template();
+    let vmid = pve.nextid();
+
+    // No --unprivileged: pct create defaults to an unprivileged CT; init is /sbin/init.
+    pve.pct(&[
+        "create",
+        &vmid,
+        &volid,
+        "--hostname",
+        "unpriv",
+        "--cores",
+        "1",
+    ])
+    .ok("pct create");
+    let config = pve.pct(&["config", &vmid]).ok("pct config").stdout;
+    assert!(config.lines().any(|l| l == "unprivileged: 1"), "{config}");
+    // No /etc/os-release in the busybox rootfs: detected as unmanaged.
+    assert!(config.lines().any(|l| l == "ostype: unmanaged"), "{config}");
+    assert!(config.lines().any(|l| l == "hostname: unpriv"), "{config}");
+
+    // The template was unpacked shifted by the id map base.
+    let volume = std::fs::read_dir(pve.images_dir().join(&vmid))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let meta = std::fs::symlink_metadata(volume.join("bin/busybox")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.gid()), (100000, 100000));
+
+    pve.pct(&["start", &vmid]).ok("pct start");
+    assert_eq!(pve.status(&vmid), "status: running\n");
+    let pid = pve.verbose(&vmid, "pid").expect("pid line");
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(
+        uid_map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    let out = pve
+        .pct(&["exec", &vmid, "--", "sh", "-c", "id -u; cat /proc/1/comm"])
+        .ok("exec");
+    assert_eq!(out.stdout, "0\ninit\n");
+
+    // busybox init halts on LXC's halt signal (SIGPWR): a clean shutdown works.
+    pve.pct(&["shutdown", &vmid, "--timeout", "20"])
+        .ok("pct shutdown");
+    assert_eq!(pve.status(&vmid), "status: stopped\n");
+
+    pve.pct(&["destroy", &vmid, "--purge"]).ok("pct destroy");
+    pve.assert_gone(&vmid);
+}
+
+#[test]
+fn errors_use_pve_texts_and_exit_255() {
+    let pve = Pve::new();
+    let (template, volid) = pve.busybox_template();
+    let template = template.display().to_string();
+    let vmid = pve.nextid();
+    let unknown = "999";
+
+    for args in [
+        vec!["status", unknown],
+        vec!["config", unknown],
+        vec!["start", unknown],
+        vec!["destroy", unknown],
+        vec!["exec", unknown, "--", "true"],
+    ] {
+        let out = pve.pct(&args);
+        assert_eq!(out.code, Some(255), "{args:?}: {out:?}");
+        assert_eq!(
+            out.stderr,
+            format!("Configuration file 'nodes/testnode/lxc/{unknown}.conf' does not exist\n"),
+            "{args:?}"
+        );
+    }
+
+    // Unknown options are refused like Getopt::Long in pct does; nothing is created.
+    let out = pve.pct(&["create", &vmid, &volid, "--no-such-option", "1"]);
+    assert_eq!(out.code, Some(255));
+    assert!(
+        out.stderr
+            .starts_with("Unknown option: no-such-option\n400 unable to parse option\n"),
+        "{out:?}"
+    );
+    let out = pve.pct(&["create", &vmid, &volid, "--memory", "lots"]);
+    assert_eq!(out.code, Some(255));
+    assert!(
+        out.stderr
+            .contains("memory: type check ('integer') failed - got 'lots'"),
+        "{out:?}"
+    );
+    let out = pve.pct(&["create", &vmid, &volid, "--mp0", "/tmp,mp=/x"]);
+    assert_eq!(out.code, Some(255));
+    assert_eq!(
+        out.stderr,
+        "mount points configured, but 'rootfs' not set - aborting\n"
+    );
+    // A failing create cleans up completely.
+    let out = pve.pct(&["create", &vmid, "local:vztmpl/missing.tar.gz"]);
+    assert_eq!(out.code, Some(255));
+    assert_eq!(
+        out.stderr,
+        format!("unable to create CT {vmid} - can't find file 'local:vztmpl/missing.tar.gz'\n")
+    );
+    pve.assert_gone(&vmid);
+
+    pve.pct(&[
+        "create",
+        &vmid,
+        &template,
+        "--ostype",
+        "unmanaged",
+        "--unprivileged",
+        "0",
+        "--entrypoint",
+        "/bin/sleep 1000",
+    ])
+    .ok("pct create");
+    let out = pve.pct(&["create", &vmid, &volid, "--ostype", "unmanaged"]);
+    assert_eq!(out.code, Some(255));
+    assert_eq!(
+        out.stderr,
+        format!("CT {vmid} already exists on node 'testnode'\n")
+    );
+    let out = pve.pvesh(&["get", "/cluster/nextid", "--vmid", &vmid]);
+    assert_eq!(out.code, Some(255));
+    assert!(
+        out.stderr
+            .contains(&format!("vmid: VM {vmid} already exists")),
+        "{out:?}"
+    );
+    assert_eq!(pve.nextid(), "101");
+
+    let out = pve.pct(&["exec", &vmid, "--", "true"]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            Some(255),
+            format!("container '{vmid}' not running!\n").as_str()
+        )
+    );
+
+    pve.pct(&["start", &vmid]).ok("pct start");
+    let out = pve.pct(&["destroy", &vmid]);
+    assert_eq!(out.code, Some(255));
+    assert_eq!(
+        out.stderr,
+        format!("unable to destroy CT {vmid} - container is running\n")
+    );
+    assert_eq!(pve.status(&vmid), "status: running\n");
+    let out = pve
+        .pct(&["destroy", &vmid, "--force", "--purge"])
+        .ok("pct destroy --force");
+    assert!(
+        out.stdout
+            .contains(&format!("forced to stop CT {vmid} before destroying!")),
+        "{out:?}"
+    );
+    pve.assert_gone(&vmid);
+    assert!(pve.lxc_ls(false).is_empty());
+}
+
+/// nexcage may run pct with an empty environment: a wrapper script carries the settings.
+#[test]
+fn runs_with_an_empty_environment() {
+    let pve = Pve::new();
+    let wrapper = pve.root().join("pvesh");
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in pve.envs() {
+        script += &format!("export {k}='{v}'\n");
+    }
+    script += &format!("exec '{}' \"$@\"\n", pve_bin("pvesh").display());
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::create_dir_all(pve.conf_dir()).unwrap();
+    std::fs::write(
+        pve.conf_dir().join("100.conf"),
+        "hostname: x\nrootfs: /nonexistent\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(&wrapper);
+    cmd.env_clear().args(["get", "/cluster/nextid"]);
+    let out = run_cmd(cmd).ok("pvesh with an empty environment");
+    assert_eq!(out.stdout, "101\n");
+}
