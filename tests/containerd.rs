@@ -8,61 +8,16 @@
 
 mod common;
 
-use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{nexcage, repo, unique};
+use common::{Out, nexcage, repo, run_cmd, unique};
 
 const IMAGE: &str = "localhost/nexcage-busybox:latest";
-/// Per command; containerd starts in well under a second here.
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with stdout/stderr in files (nothing that outlives it, such as a shim,
-/// can make us wait for EOF) and a deadline.
-fn run_cmd(mut cmd: Command) -> Out {
-    let mut out = tempfile::tempfile().unwrap();
-    let mut err = tempfile::tempfile().unwrap();
-    cmd.stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap());
-    let what = format!("{cmd:?}");
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |f: &mut std::fs::File| {
-        let mut s = String::new();
-        f.rewind().unwrap();
-        f.read_to_string(&mut s).unwrap();
-        s
-    };
-    Out {
-        code: status.code(),
-        stdout: read(&mut out),
-        stderr: read(&mut err),
-    }
-}
-
 fn ok(cmd: Command) -> String {
     let what = format!("{cmd:?}");
-    let out = run_cmd(cmd);
+    let out = run_cmd(cmd, None);
     assert_eq!(
         out.code,
         Some(0),
@@ -153,7 +108,7 @@ impl Drop for Containerd {
 fn nexcage_at(root: &str, args: &[&str]) -> Out {
     let mut cmd = Command::new(nexcage());
     cmd.arg("--root").arg(root).args(args);
-    run_cmd(cmd)
+    run_cmd(cmd, None)
 }
 
 fn nexcage_state(root: &str, id: &str) -> serde_json::Value {
@@ -187,17 +142,20 @@ fn ctr_run_foreground() {
     let containerd = Containerd::start(None);
     containerd.import("default");
     let id = unique("nxc-ctr-fg");
-    let out = run_cmd(containerd.ctr(&[
-        "run",
-        "--rm",
-        "--runc-binary",
-        nexcage(),
-        IMAGE,
-        &id,
-        "sh",
-        "-c",
-        "echo hi; exit 3",
-    ]));
+    let out = run_cmd(
+        containerd.ctr(&[
+            "run",
+            "--rm",
+            "--runc-binary",
+            nexcage(),
+            IMAGE,
+            &id,
+            "sh",
+            "-c",
+            "echo hi; exit 3",
+        ]),
+        None,
+    );
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert_eq!(out.stdout, "hi\n");
     assert_eq!(ok(containerd.ctr(&["container", "ls", "-q"])), "");
@@ -238,18 +196,21 @@ fn ctr_detached_task_lifecycle() {
     );
 
     // exec --process ... --detach through the shim, and ps --format json.
-    let out = run_cmd(containerd.ctr(&[
-        "task",
-        "exec",
-        "--fifo-dir",
-        &fifo,
-        "--exec-id",
-        "e1",
-        &id,
-        "sh",
-        "-c",
-        "echo in-exec; exit 5",
-    ]));
+    let out = run_cmd(
+        containerd.ctr(&[
+            "task",
+            "exec",
+            "--fifo-dir",
+            &fifo,
+            "--exec-id",
+            "e1",
+            &id,
+            "sh",
+            "-c",
+            "echo in-exec; exit 5",
+        ]),
+        None,
+    );
     assert_eq!(out.code, Some(5), "{}", out.stderr);
     assert_eq!(out.stdout, "in-exec\n");
     let ps = ok(containerd.ctr(&["task", "ps", &id]));
@@ -264,7 +225,7 @@ fn ctr_detached_task_lifecycle() {
         assert!(Instant::now() < deadline, "task still not stopped");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = run_cmd(containerd.ctr(&["task", "delete", &id]));
+    let out = run_cmd(containerd.ctr(&["task", "delete", &id]), None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     // ctr warns about a non-zero exit code; SIGTERM hit the trap, so there is none.
     assert!(!out.stderr.contains("exit code"), "{}", out.stderr);

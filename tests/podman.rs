@@ -9,73 +9,18 @@
 
 mod common;
 
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{nexcage, unique};
+use common::{Out, nexcage, run_cmd, unique};
 
 const IMAGE: &str = "localhost/nexcage-busybox:latest";
 /// nexcage's root when the caller passes no --root (podman never does).
 const DEFAULT_ROOT: &str = "/run/nexcage";
-/// Per podman call; a container start takes well under a second here.
-const TIMEOUT: Duration = Duration::from_secs(60);
 /// PID 1 ignores SIGTERM unless it traps it: this one exits 0 on SIGTERM, so a
 /// stop that works is quick and leaves exit code 0 (143/137 otherwise).
 const SERVE: &str = "trap 'exit 0' TERM; echo started; sleep 1000 & wait";
-
-/// A finished command: exit code (None if killed by a signal) and its output.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with stdout/stderr in files rather than pipes (a daemonised conmon must
-/// not be able to make us wait for EOF forever) and a deadline.
-fn run_cmd(mut cmd: Command, stdin: Option<&str>) -> Out {
-    let mut out = tempfile::tempfile().unwrap();
-    let mut err = tempfile::tempfile().unwrap();
-    match stdin {
-        Some(text) => {
-            let mut input = tempfile::tempfile().unwrap();
-            input.write_all(text.as_bytes()).unwrap();
-            input.rewind().unwrap();
-            cmd.stdin(input);
-        }
-        None => {
-            cmd.stdin(Stdio::null());
-        }
-    }
-    cmd.stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap());
-    let what = format!("{cmd:?}");
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |f: &mut std::fs::File| {
-        let mut s = String::new();
-        f.rewind().unwrap();
-        f.read_to_string(&mut s).unwrap();
-        s
-    };
-    Out {
-        code: status.code(),
-        stdout: read(&mut out),
-        stderr: read(&mut err),
-    }
-}
 
 /// podman with nexcage as its runtime, plus optional extra environment and global flags.
 #[derive(Default)]

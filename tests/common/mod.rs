@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -256,4 +257,59 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Per engine command (podman, ctr); a container start takes well under a second here.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A finished command: exit code (None if killed by a signal) and its output.
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` with stdout/stderr in files rather than pipes (a daemonised conmon must
+/// not be able to make us wait for EOF forever) and a deadline.
+pub fn run_cmd(mut cmd: Command, stdin: Option<&str>) -> Out {
+    let mut out = tempfile::tempfile().unwrap();
+    let mut err = tempfile::tempfile().unwrap();
+    match stdin {
+        Some(text) => {
+            let mut input = tempfile::tempfile().unwrap();
+            input.write_all(text.as_bytes()).unwrap();
+            input.rewind().unwrap();
+            cmd.stdin(input);
+        }
+        None => {
+            cmd.stdin(Stdio::null());
+        }
+    }
+    cmd.stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap());
+    let what = format!("{cmd:?}");
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |f: &mut std::fs::File| {
+        let mut s = String::new();
+        f.rewind().unwrap();
+        f.read_to_string(&mut s).unwrap();
+        s
+    };
+    Out {
+        code: status.code(),
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    }
 }
