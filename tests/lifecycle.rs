@@ -263,3 +263,24 @@ fn killed_foreground_run_on_crun() {
 fn killed_foreground_run_on_runc() {
     killed_foreground_run("runc");
 }
+
+/// `run --keep` (runc) leaves the stopped container for `state` and `delete`;
+/// crun has no `--keep` and says so before anything is made.
+#[test]
+fn run_keep() {
+    let env = Env::two_backends();
+    let id = unique("r-keep");
+    let bundle = Bundle::new(&["sh", "-c", "exit 4"]);
+    let out = env.run(&["run", "--keep", "--bundle", bundle.path(), &id]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(env.status(&id), "stopped");
+    assert_eq!(env.ok(&["list", "-q"]), format!("{id}\n"));
+    env.ok(&["delete", &id]);
+
+    let err = env.fails(&["run", "--keep", "--bundle", bundle.path(), &unique("keep")]);
+    assert!(
+        err.contains("run --keep is not supported by backend \"crun\""),
+        "{err}"
+    );
+    env.assert_clean();
+}
