@@ -51,6 +51,51 @@ pub enum BackendConfig {
         #[serde(default)]
         flavor: Option<OciFlavor>,
     },
+    /// A Proxmox VE LXC container made and driven with `pct` (see backend::pct).
+    Pct(PctConfig),
+}
+
+/// Settings of a `pct` backend; every key has Proxmox's usual default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PctConfig {
+    #[serde(default = "default_pct")]
+    pub pct: PathBuf,
+    #[serde(default = "default_pvesh")]
+    pub pvesh: PathBuf,
+    /// Storage for the container's root volume.
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    /// Size of the root volume in GiB.
+    #[serde(default = "default_rootfs_size")]
+    pub rootfs_size: u32,
+    /// Storage id for templates (content `vztmpl`) and the directory behind it.
+    #[serde(default = "default_storage")]
+    pub template_storage: String,
+    #[serde(default = "default_template_dir")]
+    pub template_dir: PathBuf,
+    /// Unprivileged containers map root to 100000+ (Proxmox's default for `pct create`).
+    #[serde(default)]
+    pub unprivileged: bool,
+    /// Proxmox's `--net0` value, e.g. `name=eth0,bridge=vmbr0,ip=dhcp`; none: no network.
+    #[serde(default)]
+    pub net0: Option<String>,
+}
+
+fn default_pct() -> PathBuf {
+    PathBuf::from("pct")
+}
+fn default_pvesh() -> PathBuf {
+    PathBuf::from("pvesh")
+}
+fn default_storage() -> String {
+    "local".into()
+}
+fn default_rootfs_size() -> u32 {
+    4
+}
+fn default_template_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vz/template/cache")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -204,10 +249,16 @@ impl Config {
     fn resolve_paths(&mut self) -> std::result::Result<(), String> {
         for (name, backend) in self.backends.iter_mut() {
             match backend {
-                BackendConfig::Oci { path, .. } => {
-                    *path = find_binary(path).ok_or_else(|| {
-                        format!("backend {name:?}: binary {} not found", path.display())
-                    })?;
+                BackendConfig::Oci { path, .. } => resolve(name, path)?,
+                BackendConfig::Pct(pct) => {
+                    resolve(name, &mut pct.pct)?;
+                    resolve(name, &mut pct.pvesh)?;
+                    if !valid_storage_id(&pct.storage) || !valid_storage_id(&pct.template_storage) {
+                        return Err(format!("backend {name:?}: invalid storage id"));
+                    }
+                    if !pct.template_dir.is_absolute() {
+                        return Err(format!("backend {name:?}: template_dir must be absolute"));
+                    }
                 }
             }
         }
@@ -217,6 +268,20 @@ impl Config {
     pub fn backend_names(&self) -> String {
         self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
     }
+}
+
+fn resolve(backend: &str, path: &mut PathBuf) -> std::result::Result<(), String> {
+    *path = find_binary(path)
+        .ok_or_else(|| format!("backend {backend:?}: binary {} not found", path.display()))?;
+    Ok(())
+}
+
+/// Proxmox storage ids: a letter, then letters, digits, `-`, `_`, `.`.
+pub fn valid_storage_id(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Resolves a bare name through [`SEARCH_PATH`]; checks that a path is an executable file.

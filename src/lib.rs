@@ -14,6 +14,7 @@ pub mod process;
 pub mod routing;
 pub mod signal;
 pub mod state;
+pub mod supervise;
 
 use std::ffi::OsString;
 

@@ -2,6 +2,7 @@
 //! routing and output formats; a backend only makes and drives containers.
 
 pub mod oci;
+pub mod pct;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -89,6 +90,7 @@ pub fn open(name: &str, config: &BackendConfig, root: &Root) -> Box<dyn Backend>
             flavor.unwrap_or_else(|| crate::config::OciFlavor::guess(path)),
             root.backend_root(name),
         )),
+        BackendConfig::Pct(cfg) => Box::new(pct::Pct::new(name, cfg, root.backend_root(name))),
     }
 }
 

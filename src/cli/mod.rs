@@ -106,6 +106,44 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Show which backend a bundle would be routed to, and why
     Route(RouteArgs),
+    /// (internal) the process a supervised container's caller reaps
+    #[command(hide = true)]
+    Holder(HolderArgs),
+    /// (internal) PID 1 inside a supervised container
+    #[command(hide = true)]
+    Init,
+    /// (internal) run a process inside a supervised container, as `exec` asked
+    #[command(hide = true)]
+    Enter(EnterArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HolderArgs {
+    /// The container's runtime directory
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// How to start the container
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub start: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EnterArgs {
+    #[arg(long, default_value = "/")]
+    pub cwd: String,
+    /// The whole environment, KEY=VALUE each
+    #[arg(long)]
+    pub env: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub uid: u32,
+    #[arg(long, default_value_t = 0)]
+    pub gid: u32,
+    #[arg(long)]
+    pub group: Vec<u32>,
+    #[arg(long)]
+    pub no_new_privileges: bool,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -420,6 +458,9 @@ impl Command {
             Command::Checkpoint(_) => "checkpoint",
             Command::Restore(_) => "restore",
             Command::Route(_) => "route",
+            Command::Holder(_) => "holder",
+            Command::Init => "init",
+            Command::Enter(_) => "enter",
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::backend::{self, Exit, Invocation};
 use crate::cli::{Command, GlobalOpts};
 use crate::error::{Error, Result};
 use crate::state::{Record, Root};
+use crate::supervise;
 
 pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) -> Result<Exit> {
     let inv = Invocation {
@@ -39,6 +40,20 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Spec(a) => spec::spec(a),
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
+        Command::Holder(a) => supervise::holder::run(&a.dir, &a.start),
+        Command::Init => supervise::init::init(),
+        Command::Enter(a) => Err(supervise::init::enter(
+            &a.command,
+            &a.env,
+            &a.cwd,
+            &supervise::init::Identity {
+                uid: a.uid,
+                gid: a.gid,
+                groups: a.group.clone(),
+                rlimits: Vec::new(),
+                no_new_privileges: a.no_new_privileges,
+            },
+        )),
     }
 }
 

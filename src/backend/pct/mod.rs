@@ -1,0 +1,673 @@
+//! Backend `pct`: the container is a real Proxmox VE LXC container, made, started and
+//! destroyed with `pct` (and `pvesh` for a vmid), visible in Proxmox's UI. The engine
+//! still gets a reapable pid, the container's stdio and its exit status through the
+//! holder + init mechanism of `crate::supervise`. Nothing depends on Proxmox
+//! internals: only `pct`, `pvesh` and their outputs.
+
+mod template;
+mod translate;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use super::{Backend, Exit, Invocation, Observed, Status};
+use crate::bundle::Bundle;
+use crate::cli;
+use crate::config::PctConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::process::{self, exit_code};
+use crate::state::Record;
+use crate::supervise::{self, BINARY, HOLDER_PID, MOUNT_POINT, PROCESS, SOCKET, STARTED};
+
+/// `pvesh get /cluster/nextid` does not reserve: another create may take the id first.
+const CREATE_ATTEMPTS: usize = 5;
+
+pub struct Pct {
+    name: String,
+    cfg: PctConfig,
+    /// Runtime directories, one per container, bind-mounted into it.
+    base: PathBuf,
+}
+
+impl Pct {
+    pub fn new(name: &str, cfg: &PctConfig, base: PathBuf) -> Pct {
+        Pct {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            base,
+        }
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.base.join(id)
+    }
+
+    fn unsupported(&self, what: &str) -> Error {
+        Error::Unsupported {
+            command: what.to_string(),
+            backend: self.name.clone(),
+        }
+    }
+
+    fn failed(&self, what: &str, out: &Output) -> Error {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let text = if text.trim().is_empty() {
+            String::from_utf8_lossy(&out.stdout)
+        } else {
+            text
+        };
+        Error::Backend {
+            backend: self.name.clone(),
+            reason: format!("{what} failed: {}", text.trim().replace('\n', " / ")),
+        }
+    }
+
+    /// `pct ARGS`, output captured (pct prints task logs we must not pass on).
+    fn pct(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.cfg.pct)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context(|| format!("run {}", self.cfg.pct.display()))
+    }
+
+    fn vmid(&self, id: &str) -> Option<String> {
+        fs::read_to_string(self.dir(id).join("vmid"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// The holder's pid if it is still the process we started (pid reuse is checked
+    /// with the start time recorded beside it).
+    fn holder(&self, id: &str) -> Option<i32> {
+        let text = fs::read_to_string(self.dir(id).join(HOLDER_PID)).ok()?;
+        let (pid, start) = text.trim().split_once(' ')?;
+        let pid: i32 = pid.parse().ok()?;
+        (start_time(pid)?.as_str() == start).then_some(pid)
+    }
+
+    fn started(&self, id: &str) -> bool {
+        self.dir(id).join(STARTED).exists()
+    }
+
+    /// Host pid of the container's init (nexcage init), from `pct status --verbose`.
+    fn init_pid(&self, vmid: &str) -> Result<Option<i32>> {
+        let out = self.pct(&["status", vmid, "--verbose"])?;
+        if !out.status.success() {
+            return Err(self.failed("pct status", &out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("pid: "))
+            .and_then(|p| p.trim().parse().ok()))
+    }
+
+    /// Whether Proxmox container `vmid` is this OCI container's (its description says
+    /// so), or is gone already (`false`).
+    fn owns(&self, vmid: &str, id: &str) -> Result<bool> {
+        let out = self.pct(&["config", vmid])?;
+        if !out.status.success() {
+            if String::from_utf8_lossy(&out.stderr).contains("does not exist") {
+                return Ok(false);
+            }
+            return Err(self.failed("pct config", &out));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .lines()
+            .filter_map(|l| l.strip_prefix("description: "))
+            .any(|d| percent_decode(d).trim_end() == translate::description(id)))
+    }
+
+    fn prepare_dir(&self, record: &Record, bundle: &Bundle) -> Result<PathBuf> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.base)
+            .context(|| format!("create {}", self.base.display()))?;
+        let dir = self.dir(&record.id);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .context(|| format!("create {}", dir.display()))?;
+        // The static binary runs as init in any rootfs.
+        let exe = fs::read_link("/proc/self/exe").context(|| "find own binary")?;
+        fs::copy(&exe, dir.join(BINARY)).context(|| "copy nexcage into the runtime dir")?;
+        let process = bundle
+            .spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::Bundle {
+                path: record.bundle.clone(),
+                reason: "config.json has no \"process\"".into(),
+            })?;
+        let body = serde_json::to_vec(process).map_err(|e| Error::Usage(e.to_string()))?;
+        fs::write(dir.join(PROCESS), body).context(|| "write process.json")?;
+        Ok(dir)
+    }
+
+    /// `pct create` with a fresh vmid, retrying when another create took it first.
+    /// The vmid is noted in the runtime dir before `pct create` runs, so that a create
+    /// killed half-way leaves something `delete --force` can find.
+    fn create_ct(&self, dir: &Path, template: &str, options: &[String]) -> Result<String> {
+        let mut last = None;
+        for _ in 0..CREATE_ATTEMPTS {
+            let out = Command::new(&self.cfg.pvesh)
+                .args(["get", "/cluster/nextid"])
+                .stdin(Stdio::null())
+                .output()
+                .context(|| format!("run {}", self.cfg.pvesh.display()))?;
+            if !out.status.success() {
+                return Err(self.failed("pvesh get /cluster/nextid", &out));
+            }
+            let vmid = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .trim_matches('"')
+                .to_string();
+            if vmid.is_empty() || !vmid.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::Backend {
+                    backend: self.name.clone(),
+                    reason: format!("pvesh gave no vmid: {vmid:?}"),
+                });
+            }
+            fs::write(dir.join("vmid"), &vmid).context(|| "write vmid")?;
+            let mut args: Vec<&str> = vec!["create", &vmid, template];
+            args.extend(options.iter().map(String::as_str));
+            let out = self.pct(&args)?;
+            if out.status.success() {
+                return Ok(vmid);
+            }
+            // Not ours: someone else's container must never be destroyed as ours.
+            let _ = fs::remove_file(dir.join("vmid"));
+            if !String::from_utf8_lossy(&out.stderr).contains("already exists") {
+                return Err(self.failed("pct create", &out));
+            }
+            last = Some(out);
+        }
+        Err(match last {
+            Some(out) => self.failed("pct create (vmid taken each time)", &out),
+            None => self.unsupported("create"),
+        })
+    }
+
+    /// Starts the holder with the container's stdio and the listening socket as fd 3.
+    fn spawn_holder(&self, dir: &Path, vmid: &str, stdio: Option<OwnedFd>) -> Result<i32> {
+        let socket = dir.join(SOCKET);
+        let listener =
+            UnixListener::bind(&socket).context(|| format!("bind {}", socket.display()))?;
+        // init connects as the container's root, which may be an unprivileged uid.
+        fs::set_permissions(&socket, fs::Permissions::from_mode(0o777))
+            .context(|| "chmod holder socket")?;
+        let exe = dir.join(BINARY);
+        let mut cmd = Command::new(&exe);
+        cmd.arg("holder")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--")
+            .arg(&self.cfg.pct)
+            .args(["start", vmid]);
+        if let Some(tty) = stdio {
+            cmd.stdin(Stdio::from(tty.try_clone().context(|| "dup tty")?))
+                .stdout(Stdio::from(tty.try_clone().context(|| "dup tty")?))
+                .stderr(Stdio::from(tty));
+        }
+        let fd = listener.as_raw_fd();
+        // SAFETY: dup2/fcntl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == supervise::holder::LISTENER_FD {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, supervise::holder::LISTENER_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = process::spawn(&mut cmd)?;
+        let pid = child.id() as i32;
+        let start = start_time(pid).unwrap_or_default();
+        fs::write(dir.join(HOLDER_PID), format!("{pid} {start}")).context(|| "write holder.pid")?;
+        Ok(pid)
+    }
+
+    fn start_container(&self, id: &str) -> Result<()> {
+        if self.started(id) {
+            return Err(Error::Usage(
+                "cannot start an already running container".into(),
+            ));
+        }
+        let mut conn = UnixStream::connect(self.dir(id).join(SOCKET))
+            .map_err(|_| Error::Usage("cannot start a container that has stopped".into()))?;
+        supervise::protocol::send_line(&mut conn, "start")?;
+        match supervise::protocol::read_line(&conn)? {
+            Some(line) if line == "ok" => Ok(()),
+            Some(line) => Err(Error::Backend {
+                backend: self.name.clone(),
+                reason: line.strip_prefix("error: ").unwrap_or(&line).to_string(),
+            }),
+            None => Err(Error::Usage(
+                "cannot start a container that has stopped".into(),
+            )),
+        }
+    }
+}
+
+impl Backend for Pct {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<()> {
+        match inv.command {
+            cli::Command::Pause(_)
+            | cli::Command::Resume(_)
+            | cli::Command::Events(_)
+            | cli::Command::Update(_)
+            | cli::Command::Checkpoint(_)
+            | cli::Command::Restore(_) => Err(self.unsupported(inv.command.name())),
+            cli::Command::Exec(a) if a.tty || a.console_socket.is_some() => {
+                Err(self.unsupported("exec --tty"))
+            }
+            cli::Command::Exec(a) if a.process.is_some() => {
+                // A process.json with terminal:true needs a tty we cannot give yet.
+                let text = fs::read(a.process.as_ref().unwrap_or(&PathBuf::new()))
+                    .context(|| "read --process file")?;
+                let p: oci_spec::runtime::Process = serde_json::from_slice(&text)
+                    .map_err(|e| Error::Usage(format!("--process: {e}")))?;
+                if p.terminal().unwrap_or(false) {
+                    return Err(self.unsupported("exec with a terminal"));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn create(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
+        let (create, run) = match inv.command {
+            cli::Command::Create(a) => (a, None),
+            cli::Command::Run(r) => (&r.create, Some(r)),
+            other => return Err(self.unsupported(other.name())),
+        };
+        let bundle = Bundle::load(&record.bundle)?;
+        let terminal = bundle
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let foreground = run.is_some_and(|r| !r.detach);
+        let tty = match (terminal, &create.console_socket) {
+            (true, Some(socket)) => Some(console(socket)?),
+            (true, None) if !foreground => {
+                return Err(Error::Usage(
+                    "cannot allocate tty if runc will detach without setting console socket".into(),
+                ));
+            }
+            (true, None) => {
+                return Err(self.unsupported("run with a terminal but no --console-socket"));
+            }
+            (false, Some(_)) => {
+                return Err(Error::Usage(
+                    "cannot use console socket if runc will not detach or allocate tty".into(),
+                ));
+            }
+            (false, None) => None,
+        };
+        let dir = self.prepare_dir(record, &bundle)?;
+        let template = template::ensure(&self.cfg, &record.rootfs)?;
+        let options = translate::create_options(&bundle.spec, &self.cfg, &record.id, &dir)?;
+        let vmid = self.create_ct(&dir, &template, &options)?;
+        let holder = self.spawn_holder(&dir, &vmid, tty)?;
+        if let Some(pid_file) = &create.pid_file {
+            write_pid_file(pid_file, holder)?;
+        }
+        let Some(run) = run else { return Ok(0) };
+        self.start_container(&record.id)?;
+        if run.detach {
+            return Ok(0);
+        }
+        // Foreground: the holder is our child; its status is the workload's.
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(holder), None)
+            .context(|| "wait for the holder")?;
+        let code = match status {
+            nix::sys::wait::WaitStatus::Exited(_, code) => code,
+            nix::sys::wait::WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+            _ => 255,
+        };
+        if !run.keep {
+            self.remove(inv, record)?;
+        }
+        Ok(code)
+    }
+
+    fn start(&self, _inv: &Invocation, record: &Record) -> Result<Exit> {
+        self.start_container(&record.id).map(|()| 0)
+    }
+
+    fn holds(&self, record: &Record) -> bool {
+        self.dir(&record.id).exists()
+    }
+
+    fn observe(&self, _inv: &Invocation, records: &[&Record]) -> Result<HashMap<String, Observed>> {
+        let mut seen = HashMap::new();
+        for record in records {
+            if !self.holds(record) {
+                continue;
+            }
+            let observed = match self.holder(&record.id) {
+                Some(pid) if self.started(&record.id) => Observed {
+                    pid,
+                    status: Status::Running,
+                },
+                Some(pid) => Observed {
+                    pid,
+                    status: Status::Created,
+                },
+                None => Observed {
+                    pid: 0,
+                    status: Status::Stopped,
+                },
+            };
+            seen.insert(record.id.clone(), observed);
+        }
+        Ok(seen)
+    }
+
+    fn kill(&self, _inv: &Invocation, record: &Record, signal: i32, _all: bool) -> Result<Exit> {
+        let not_running = || Error::Usage("container not running".into());
+        let holder = self.holder(&record.id).ok_or_else(not_running)?;
+        let target = if self.started(&record.id) {
+            let vmid = self.vmid(&record.id).ok_or_else(not_running)?;
+            // init passes the signal on to the workload; SIGKILL ends the container.
+            self.init_pid(&vmid)?.ok_or_else(not_running)?
+        } else {
+            holder
+        };
+        // SAFETY: kill(2) with a pid we looked up and a validated signal number.
+        if unsafe { libc::kill(target, signal) } < 0 {
+            return Err(Error::io("kill", std::io::Error::last_os_error()));
+        }
+        Ok(0)
+    }
+
+    fn delete(&self, inv: &Invocation, record: &Record, _force: bool) -> Result<Exit> {
+        self.remove(inv, record).map(|()| 0)
+    }
+
+    /// Idempotent, from any state: holder gone, Proxmox container stopped and
+    /// destroyed with its volumes, runtime directory removed.
+    fn remove(&self, _inv: &Invocation, record: &Record) -> Result<()> {
+        if let Some(pid) = self.holder(&record.id) {
+            // SAFETY: kill(2) on the holder we started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(vmid) = self.vmid(&record.id)
+            && self.owns(&vmid, &record.id)?
+        {
+            let status = self.pct(&["status", &vmid])?;
+            let text = String::from_utf8_lossy(&status.stdout);
+            if status.status.success() {
+                if text.contains("status: running") {
+                    let out = self.pct(&["stop", &vmid])?;
+                    if !out.status.success() {
+                        return Err(self.failed("pct stop", &out));
+                    }
+                }
+                let out = self.pct(&["destroy", &vmid, "--purge"])?;
+                if !out.status.success() {
+                    return Err(self.failed("pct destroy", &out));
+                }
+            } else if !String::from_utf8_lossy(&status.stderr).contains("does not exist") {
+                return Err(self.failed("pct status", &status));
+            }
+        }
+        let dir = self.dir(&record.id);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("remove {}", dir.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
+        let running = || self.started(&record.id) && self.holder(&record.id).is_some();
+        match inv.command {
+            cli::Command::Exec(a) => {
+                if !running() {
+                    return Err(Error::Usage("cannot exec in a stopped container".into()));
+                }
+                let vmid = self.vmid(&record.id).unwrap_or_default();
+                let mut cmd = Command::new(&self.cfg.pct);
+                cmd.args(["exec", &vmid, "--keep-env", "0", "--"])
+                    .args(enter_args(a, &self.dir(&record.id))?);
+                if a.detach {
+                    let child = process::spawn(&mut cmd)?;
+                    if let Some(pid_file) = &a.pid_file {
+                        write_pid_file(pid_file, child.id() as i32)?;
+                    }
+                    return Ok(0);
+                }
+                Err(process::exec(cmd))
+            }
+            cli::Command::Ps(a) => {
+                if !running() {
+                    return Err(Error::Usage("container not running".into()));
+                }
+                let vmid = self.vmid(&record.id).unwrap_or_default();
+                let init = self
+                    .init_pid(&vmid)?
+                    .ok_or_else(|| Error::Usage("container not running".into()))?;
+                let pids = cgroup_pids(init)?;
+                if a.format == "json" {
+                    println!("{}", serde_json::to_string(&pids).unwrap_or_default());
+                    return Ok(0);
+                }
+                print_ps_table(&pids, &a.ps_args)
+            }
+            other => Err(self.unsupported(other.name())),
+        }
+    }
+}
+
+/// `nexcage enter` argv for `pct exec`: the process from `--process`, or the
+/// container's own process (process.json in the runtime dir) changed by the flags, as
+/// runc composes it.
+fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<Vec<OsString>> {
+    let read_process = |path: &Path| -> Result<oci_spec::runtime::Process> {
+        let text = fs::read(path).context(|| format!("read {}", path.display()))?;
+        serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+    };
+    let (p, args) = match &a.process {
+        Some(path) => {
+            let p = read_process(path)?;
+            let args = p
+                .args()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(OsString::from)
+                .collect();
+            (p, args)
+        }
+        None => (read_process(&dir.join(PROCESS))?, a.command.clone()),
+    };
+    let user = p.user();
+    let (mut uid, mut gid) = (user.uid(), user.gid());
+    let mut groups = user.additional_gids().clone().unwrap_or_default();
+    let mut env = p.env().clone().unwrap_or_default();
+    let mut cwd = p.cwd().to_string_lossy().into_owned();
+    if a.process.is_none() {
+        if let Some(u) = &a.user {
+            (uid, gid) = supervise::init::Identity::parse_user(u)
+                .ok_or_else(|| Error::Usage(format!("invalid --user {u:?}")))?;
+        }
+        if !a.additional_gids.is_empty() {
+            groups = a
+                .additional_gids
+                .iter()
+                .map(|g| {
+                    g.parse()
+                        .map_err(|_| Error::Usage(format!("invalid gid {g:?}")))
+                })
+                .collect::<Result<Vec<u32>>>()?;
+        }
+        env.extend(a.env.iter().cloned());
+        if let Some(c) = &a.cwd {
+            cwd = c.clone();
+        }
+    }
+    let nnp = a.no_new_privs || p.no_new_privileges().unwrap_or(false);
+    let mut out: Vec<OsString> = vec![format!("{MOUNT_POINT}/{BINARY}").into(), "enter".into()];
+    out.extend([
+        "--cwd".into(),
+        cwd.into(),
+        "--uid".into(),
+        uid.to_string().into(),
+    ]);
+    out.extend(["--gid".into(), gid.to_string().into()]);
+    for g in groups {
+        out.extend(["--group".into(), g.to_string().into()]);
+    }
+    for e in env {
+        out.extend(["--env".into(), e.into()]);
+    }
+    if nnp {
+        out.push("--no-new-privileges".into());
+    }
+    out.push("--".into());
+    out.extend(args);
+    Ok(out)
+}
+
+/// `pct config` prints the description %XX-encoded.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Field 22 of /proc/PID/stat, to tell a pid from a reused one.
+fn start_time(pid: i32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // A zombie has exited: the container's pid is gone for our purposes.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19).map(|s| s.to_string())
+}
+
+/// runc's pid file: decimal, no newline, written under a temporary name and renamed.
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = path.with_file_name(format!(".{name}"));
+    let mut f = fs::File::create(&temp).context(|| format!("create {}", temp.display()))?;
+    f.write_all(pid.to_string().as_bytes())
+        .context(|| format!("write {}", temp.display()))?;
+    fs::rename(&temp, path).context(|| format!("rename {}", path.display()))
+}
+
+/// Opens a pty, hands its master to the console socket as runc does (one SCM_RIGHTS
+/// message), and returns the slave for the container.
+fn console(socket: &Path) -> Result<OwnedFd> {
+    let pty = nix::pty::openpty(None, None).context(|| "open a pty")?;
+    let conn = UnixStream::connect(socket)
+        .context(|| format!("connect to console socket {}", socket.display()))?;
+    supervise::protocol::send_fds(&conn, &[pty.master.as_raw_fd()])?;
+    Ok(pty.slave)
+}
+
+/// Host pids in the cgroup of `init` and below it (v1 `pids`, else the unified tree).
+fn cgroup_pids(init: i32) -> Result<Vec<i32>> {
+    let text =
+        fs::read_to_string(format!("/proc/{init}/cgroup")).context(|| "read init's cgroup")?;
+    let path = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(":pids:")
+                .map(|(_, p)| format!("/sys/fs/cgroup/pids{p}"))
+        })
+        .or_else(|| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("0::").map(|p| format!("/sys/fs/cgroup{p}")))
+        })
+        .ok_or_else(|| Error::Usage("cannot find the container's cgroup".into()))?;
+    // init sits in the container's cgroup or in a child of it: list the parent's tree.
+    let top = Path::new(&path)
+        .parent()
+        .unwrap_or(Path::new(&path))
+        .to_path_buf();
+    let mut pids = Vec::new();
+    let mut stack = vec![top];
+    while let Some(dir) = stack.pop() {
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+/// runc's table: `ps ARGS` (default `-ef`), header plus the container's lines.
+fn print_ps_table(pids: &[i32], ps_args: &[OsString]) -> Result<Exit> {
+    let mut cmd = Command::new("ps");
+    if ps_args.is_empty() {
+        cmd.arg("-ef");
+    } else {
+        cmd.args(ps_args);
+    }
+    let out = cmd.stdin(Stdio::null()).output().context(|| "run ps")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let column = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| Error::Usage("ps output has no PID column".into()))?;
+    println!("{header}");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(column)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            println!("{line}");
+        }
+    }
+    Ok(exit_code(out.status))
+}

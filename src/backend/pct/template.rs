@@ -1,0 +1,123 @@
+//! The bundle's rootfs as a Proxmox template (`vztmpl`), packed once per content:
+//! the name carries a fingerprint of the tree (paths, types, modes, owners, sizes,
+//! mtimes, link targets), so an unchanged rootfs is not packed again.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::PctConfig;
+use crate::error::{Error, IoContext, Result};
+
+const PREFIX: &str = "nexcage-";
+const SUFFIX: &str = ".tar.zst";
+
+/// The template for `rootfs`, packed if needed; returns `<storage>:vztmpl/<file>`.
+pub fn ensure(cfg: &PctConfig, rootfs: &Path) -> Result<String> {
+    let meta = fs::metadata(rootfs).map_err(|e| Error::Bundle {
+        path: rootfs.to_path_buf(),
+        reason: format!("rootfs: {e}"),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Bundle {
+            path: rootfs.to_path_buf(),
+            reason: "rootfs is not a directory".into(),
+        });
+    }
+    let name = format!("{PREFIX}{}{SUFFIX}", fingerprint(rootfs)?);
+    let path = cfg.template_dir.join(&name);
+    if !path.exists() {
+        pack(rootfs, &cfg.template_dir, &path)?;
+    }
+    Ok(format!("{}:vztmpl/{name}", cfg.template_storage))
+}
+
+/// Packs into a temporary name first, so a half-written template is never used; a
+/// temporary left by a killed packer is swept once its pid is gone.
+fn pack(rootfs: &Path, dir: &Path, target: &Path) -> Result<()> {
+    fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+    sweep(dir);
+    let temp = dir.join(format!(".{PREFIX}tmp-{}{SUFFIX}", std::process::id()));
+    let out = Command::new("tar")
+        .args(["--zstd", "--numeric-owner", "--one-file-system", "-C"])
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(&temp)
+        .arg(".")
+        .stdin(Stdio::null())
+        .output()
+        .context(|| "run tar")?;
+    if !out.status.success() {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::Bundle {
+            path: rootfs.to_path_buf(),
+            reason: format!(
+                "packing the rootfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    fs::rename(&temp, target).context(|| format!("rename into {}", target.display()))
+}
+
+fn sweep(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(&format!(".{PREFIX}tmp-"))
+            .and_then(|rest| rest.strip_suffix(SUFFIX))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// sha256 over every entry's metadata, in a stable order; 16 hex digits.
+fn fingerprint(rootfs: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = rootfs.join(&rel);
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .context(|| format!("read {}", dir.display()))?
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = rel.join(entry.file_name());
+            let meta = entry
+                .metadata()
+                .context(|| format!("stat {}", path.display()))?;
+            hasher.update(path.as_os_str().as_encoded_bytes());
+            for n in [
+                meta.mode() as u64,
+                meta.uid() as u64,
+                meta.gid() as u64,
+                meta.size(),
+            ] {
+                hasher.update(n.to_le_bytes());
+            }
+            hasher.update(meta.mtime().to_le_bytes());
+            hasher.update(meta.mtime_nsec().to_le_bytes());
+            if meta.file_type().is_symlink() {
+                if let Ok(target) = fs::read_link(entry.path()) {
+                    hasher.update(target.as_os_str().as_encoded_bytes());
+                }
+            } else if meta.is_dir() {
+                stack.push(path);
+            }
+            hasher.update([0]);
+        }
+    }
+    let digest = hasher.finalize();
+    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+}

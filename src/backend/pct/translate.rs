@@ -1,0 +1,189 @@
+//! The OCI spec as `pct create` options.
+
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+
+use crate::config::PctConfig;
+use crate::error::{Error, Result};
+use crate::supervise::MOUNT_POINT;
+
+/// Annotations with this prefix would override backend settings; none is allowed yet,
+/// so they are refused rather than ignored.
+pub const ANNOTATION_PREFIX: &str = "org.nexcage.pct.";
+
+pub fn create_options(
+    spec: &Spec,
+    cfg: &PctConfig,
+    id: &str,
+    runtime_dir: &Path,
+) -> Result<Vec<String>> {
+    let bad = |reason: String| Error::Usage(reason);
+    if let Some(key) = spec
+        .annotations()
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| k.starts_with(ANNOTATION_PREFIX))
+    {
+        return Err(bad(format!(
+            "annotation {key} is not allowed by the pct backend's configuration"
+        )));
+    }
+    let mut opts: Vec<String> = vec![
+        "--ostype".into(),
+        "unmanaged".into(),
+        "--hostname".into(),
+        hostname(spec.hostname().as_deref().unwrap_or(""), id),
+        "--unprivileged".into(),
+        if cfg.unprivileged { "1" } else { "0" }.into(),
+        "--rootfs".into(),
+        format!("{}:{}", cfg.storage, cfg.rootfs_size),
+        "--tags".into(),
+        "nexcage".into(),
+        // The OCI id, so that orphans can be found from Proxmox's side.
+        "--description".into(),
+        description(id),
+        "--entrypoint".into(),
+        format!("{MOUNT_POINT}/{} init", crate::supervise::BINARY),
+    ];
+    if let Some(net0) = &cfg.net0 {
+        opts.extend(["--net0".into(), net0.clone()]);
+    }
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+    if let Some(memory) = resources.as_ref().and_then(|r| *r.memory())
+        && let Some(limit) = memory.limit().filter(|l| *l > 0)
+    {
+        let mib = (limit as u64).div_ceil(1 << 20).max(16);
+        opts.extend(["--memory".into(), mib.to_string()]);
+        // OCI's swap is memory+swap; Proxmox's is swap alone.
+        if let Some(total) = memory.swap().filter(|s| *s >= limit) {
+            opts.extend(["--swap".into(), ((total - limit) as u64 >> 20).to_string()]);
+        }
+    }
+    if let Some(cpu) = resources.as_ref().and_then(|r| r.cpu().clone()) {
+        if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period())
+            && quota > 0
+            && period > 0
+        {
+            let limit = (quota as f64 / period as f64 * 100.0).ceil() / 100.0;
+            opts.extend(["--cpulimit".into(), format!("{limit}")]);
+        }
+        if let Some(cpus) = cpu.cpus() {
+            opts.extend(["--cores".into(), count_cpus(cpus).max(1).to_string()]);
+        }
+    }
+    // mp0 is nexcage's own runtime directory; the bundle's directory binds follow.
+    let mut mount_points = vec![format!("{},mp={MOUNT_POINT},ro=1", property(runtime_dir)?)];
+    for mount in spec.mounts().iter().flatten() {
+        let options = mount.options().clone().unwrap_or_default();
+        let is_bind = mount.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
+        let Some(source) = mount.source().as_ref().filter(|_| is_bind) else {
+            continue;
+        };
+        // Proxmox mount points of host paths are directories; engines' file binds
+        // (/etc/hosts, /etc/resolv.conf) are left to the container's own files.
+        if !source.is_dir() {
+            log::debug!("pct: not mapping file bind mount {}", source.display());
+            continue;
+        }
+        let ro = if options.iter().any(|o| o == "ro") {
+            ",ro=1"
+        } else {
+            ""
+        };
+        mount_points.push(format!(
+            "{},mp={}{ro}",
+            property(source)?,
+            property(mount.destination())?
+        ));
+    }
+    for (i, mp) in mount_points.into_iter().enumerate() {
+        opts.extend([format!("--mp{i}"), mp]);
+    }
+    Ok(opts)
+}
+
+/// The description marking a Proxmox container as this OCI container's.
+pub fn description(id: &str) -> String {
+    format!("nexcage container {id}")
+}
+
+/// A path inside a Proxmox property string, where `,` and `=` separate values.
+fn property(path: &Path) -> Result<String> {
+    let text = path.to_string_lossy();
+    if text.contains([',', '=', '\n']) || !path.is_absolute() {
+        return Err(Error::Usage(format!(
+            "path {text:?} cannot be a Proxmox mount point (absolute, no ',' or '=')"
+        )));
+    }
+    Ok(text.into_owned())
+}
+
+/// A valid hostname (one DNS label, <= 63 chars) from the spec's, else from the id.
+pub fn hostname(wanted: &str, id: &str) -> String {
+    let clean = |s: &str| -> String {
+        let mut out: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(63)
+            .collect();
+        while out.ends_with('-') {
+            out.pop();
+        }
+        out.trim_start_matches('-').to_string()
+    };
+    let name = clean(wanted);
+    if name.is_empty() {
+        let fallback = clean(&format!("nexcage-{id}"));
+        if fallback.is_empty() {
+            "nexcage".into()
+        } else {
+            fallback
+        }
+    } else {
+        name
+    }
+}
+
+/// `0-3,6` -> 5
+fn count_cpus(list: &str) -> usize {
+    list.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 0,
+            },
+            None => usize::from(part.trim().parse::<usize>().is_ok()),
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_are_dns_labels() {
+        assert_eq!(hostname("Web_1", "x"), "web-1");
+        assert_eq!(
+            hostname("", &"a".repeat(64)),
+            format!("nexcage-{}", "a".repeat(55))
+        );
+        assert_eq!(hostname("--", "x"), "nexcage-x");
+        assert!(hostname(&"h".repeat(100), "x").len() <= 63);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(count_cpus("0-3,6"), 5);
+        assert_eq!(count_cpus("1"), 1);
+    }
+}

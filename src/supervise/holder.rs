@@ -1,0 +1,125 @@
+//! `nexcage holder`: the process our caller reaps. See the module docs of `supervise`.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::STARTED;
+use super::protocol::{read_line, send_fds, send_line};
+use crate::error::{Error, IoContext, Result};
+
+/// The listening socket is passed to the holder as this fd by `create`.
+pub const LISTENER_FD: i32 = 3;
+/// How long init may take to call in after the start command returned.
+const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Exit status when init vanished without reporting (killed with SIGKILL).
+const KILLED: i32 = 128 + 9;
+
+/// Waits for `start`, runs `start_cmd`, hands fds 0-2 to init, then exits with the
+/// workload's status. Returns the exit code.
+pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
+    // SAFETY: `create` passed us this listening socket as fd 3.
+    let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
+    let starter = loop {
+        let (conn, _) = listener.accept().context(|| "accept on holder socket")?;
+        if read_line(&conn)?.as_deref() == Some("start") {
+            break conn;
+        }
+    };
+    let mut starter = starter;
+    if let Err(reason) = start(dir, start_cmd) {
+        let _ = send_line(&mut starter, &format!("error: {reason}"));
+        return Ok(255);
+    }
+    let init = match accept_within(&listener, INIT_TIMEOUT) {
+        Ok(init) => init,
+        Err(e) => {
+            let _ = send_line(&mut starter, &format!("error: {e}"));
+            return Ok(255);
+        }
+    };
+    if read_line(&init)?.as_deref() != Some("init") {
+        let _ = send_line(&mut starter, "error: unexpected caller on holder socket");
+        return Ok(255);
+    }
+    send_fds(&init, &[0, 1, 2])?;
+    // From now on the workload alone holds the container's stdio, so its readers see
+    // EOF when the workload closes it.
+    release_stdio()?;
+    File::create(dir.join(STARTED)).context(|| "mark started")?;
+    send_line(&mut starter, "ok")?;
+    drop(starter);
+    match read_line(&init)? {
+        Some(line) => Ok(line
+            .strip_prefix("exit ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(255)),
+        None => Ok(KILLED),
+    }
+}
+
+/// Runs the backend's start command with its output in `start.log`, not in the
+/// container's stdio.
+fn start(dir: &Path, start_cmd: &[OsString]) -> std::result::Result<(), String> {
+    let log_path = dir.join("start.log");
+    let log = File::create(&log_path).map_err(|e| e.to_string())?;
+    let err_log = log.try_clone().map_err(|e| e.to_string())?;
+    let (program, args) = start_cmd.split_first().ok_or("no start command")?;
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .status()
+        .map_err(|e| format!("{}: {e}", program.to_string_lossy()))?;
+    if status.success() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(format!(
+        "{} failed ({status}): {}",
+        start_cmd
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        tail.join(" / ")
+    ))
+}
+
+fn accept_within(listener: &UnixListener, timeout: Duration) -> Result<UnixStream> {
+    let mut fds = [PollFd::new(
+        // SAFETY: the listener outlives the poll.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(listener.as_raw_fd()) },
+        PollFlags::POLLIN,
+    )];
+    let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+    let ready = poll(&mut fds, ms).context(|| "wait for init")?;
+    if ready == 0 {
+        return Err(Error::Usage(format!(
+            "the container's init did not call in within {}s",
+            timeout.as_secs()
+        )));
+    }
+    Ok(listener.accept().context(|| "accept init")?.0)
+}
+
+fn release_stdio() -> Result<()> {
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context(|| "open /dev/null")?;
+    nix::unistd::dup2_stdin(&null)
+        .and_then(|()| nix::unistd::dup2_stdout(&null))
+        .and_then(|()| nix::unistd::dup2_stderr(&null))
+        .context(|| "release stdio")
+}

@@ -1,0 +1,759 @@
+//! The Proxmox backend against the pct/pvesh stand-in (hack/pve), which follows
+//! pve-container's CLI and runs the containers with real LXC: nexcage directly,
+//! podman and containerd on top, faults and bad input.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Bundle, CRUN, Env, nexcage, repo, run_cmd, unique};
+
+/// An isolated Proxmox "node" (stand-in dirs and cgroup prefix) and a nexcage config
+/// with backends `crun` (default) and `pve` (ids `pve-*`, or by annotation).
+struct Pve {
+    dir: tempfile::TempDir,
+    env: Env,
+}
+
+impl Pve {
+    fn new() -> Pve {
+        Pve::with_backend_extra("")
+    }
+
+    /// `extra` is spliced into the pve backend's settings, e.g. `,"storage":"x"`.
+    fn with_backend_extra(extra: &str) -> Pve {
+        let dir = tempfile::Builder::new()
+            .prefix("nexcage-pct-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("node");
+        let cgroups = cgroup_top(dir.path());
+        for tool in ["pct", "pvesh"] {
+            let script = format!(
+                "#!/bin/sh\nexport PVE_STANDIN_ROOT='{}' PVE_STANDIN_NODE=testnode PVE_STANDIN_CGROUP_PREFIX='{cgroups}/'\nexec '{}' \"$@\"\n",
+                root.display(),
+                repo().join("hack/pve").join(tool).display()
+            );
+            let path = dir.path().join(tool);
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let templates = root.join("var/lib/vz/template/cache");
+        std::fs::create_dir_all(&templates).unwrap();
+        let env = Env::with_config(&format!(
+            r#"{{"default":"crun",
+                "backends":{{"crun":{{"type":"oci","path":"{CRUN}"}},
+                             "pve":{{"type":"pct","pct":"{}","pvesh":"{}","template_dir":"{}"{extra}}}}},
+                "annotation_backends":["crun","pve"],
+                "rules":[{{"backend":"pve","id":"pve-*"}},
+                         {{"backend":"pve","annotations":{{"org.nexcage.test.place":"proxmox"}}}}]}}"#,
+            dir.path().join("pct").display(),
+            dir.path().join("pvesh").display(),
+            templates.display()
+        ));
+        Pve { dir, env }
+    }
+
+    fn node(&self) -> PathBuf {
+        self.dir.path().join("node")
+    }
+
+    fn pct(&self, args: &[&str]) -> common::Out {
+        let mut cmd = Command::new(self.dir.path().join("pct"));
+        cmd.args(args);
+        run_cmd(cmd, None)
+    }
+
+    fn vmid(&self, id: &str) -> String {
+        std::fs::read_to_string(self.env.root().join("backends/pve").join(id).join("vmid")).unwrap()
+    }
+
+    fn templates(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(self.node().join("var/lib/vz/template/cache"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+        names.sort();
+        names
+    }
+
+    /// No Proxmox container, config, volume, runtime dir or template temporary left.
+    fn assert_clean(&self) {
+        self.env.ok(&["list"]);
+        self.env.assert_clean();
+        assert_eq!(self.pct(&["list"]).stdout, "", "pct list");
+        let confs: Vec<_> = std::fs::read_dir(self.node().join("etc/pve/lxc"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(confs.is_empty(), "{confs:?}");
+        assert!(
+            self.templates().iter().all(|t| !t.starts_with('.')),
+            "{:?}",
+            self.templates()
+        );
+        let runtime: Vec<_> = std::fs::read_dir(self.env.root().join("backends/pve"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(runtime.is_empty(), "{runtime:?}");
+    }
+}
+
+fn cgroup_top(dir: &Path) -> String {
+    format!(
+        "nexcage-pct-test-{}",
+        dir.file_name().unwrap().to_string_lossy()
+    )
+}
+
+impl Drop for Pve {
+    fn drop(&mut self) {
+        let Ok(out) = self.env.cmd().args(["list", "-q"]).output() else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.env.cmd().args(["delete", "--force", id]).output();
+        }
+        // Anything the stand-in still runs, without going through it.
+        let lxc_path = self.node().join("var/lib/lxc");
+        if let Ok(out) = Command::new("lxc-ls")
+            .arg("-P")
+            .arg(&lxc_path)
+            .arg("--running")
+            .output()
+        {
+            for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("lxc-stop")
+                    .arg("-P")
+                    .arg(&lxc_path)
+                    .args(["-n", name, "--kill"])
+                    .output();
+            }
+        }
+        let top = cgroup_top(self.dir.path());
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            remove_cgroup_tree(&h.path().join(&top));
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn lifecycle_through_nexcage() {
+    let pve = Pve::new();
+    let env = &pve.env;
+    let id = unique("pve-life");
+    let bundle = Bundle::with(
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo started; sleep 1000 & wait",
+        ],
+        |s| {
+            s.set_hostname(Some("Life_Host".into()));
+        },
+    );
+    let pid_file = bundle.dir.path().join("holder.pid");
+    let out_file = bundle.dir.path().join("out");
+    let status = env
+        .cmd()
+        .args([
+            "create",
+            "--bundle",
+            bundle.path(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+        ])
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&out_file).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&out_file).unwrap()
+    );
+    let state = env.state(&id);
+    assert_eq!(state["status"], "created");
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(state["pid"], pid);
+    let vmid = pve.vmid(&id);
+    assert_eq!(pve.pct(&["status", &vmid]).stdout, "status: stopped\n");
+
+    env.ok(&["start", &id]);
+    assert_eq!(env.status(&id), "running");
+    assert_eq!(pve.pct(&["status", &vmid]).stdout, "status: running\n");
+    let list = pve.pct(&["list"]).stdout;
+    assert!(
+        list.lines().any(|l| l.starts_with(&vmid)
+            && l.contains("running")
+            && l.trim_end().ends_with("life-host")),
+        "{list:?}"
+    );
+
+    // exec: output, status, and the container's env/cwd/user as defaults.
+    let out = env.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "echo $HOME $(hostname) $PWD $(id -u); echo oops >&2; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(common::stdout(&out), "/root life-host / 0\n");
+    assert_eq!(common::stderr(&out), "oops\n");
+    let out = env.run(&[
+        "exec",
+        "--env",
+        "X=1",
+        "--cwd",
+        "/tmp",
+        "--user",
+        "65534",
+        &id,
+        "sh",
+        "-c",
+        "echo $X $PWD $(id -u)",
+    ]);
+    assert_eq!(
+        common::stdout(&out),
+        "1 /tmp 65534\n",
+        "{}",
+        common::stderr(&out)
+    );
+
+    let exec_pid = bundle.dir.path().join("exec.pid");
+    env.detached(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        &id,
+        "sleep",
+        "1000",
+    ]);
+    let exec_pid: i64 = std::fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
+    assert!(pid_alive(exec_pid));
+
+    let pids: Vec<i64> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert!(pids.len() >= 3, "init, sh, sleep: {pids:?}");
+    let table = env.ok(&["ps", &id]);
+    assert!(table.contains("sleep 1000"), "{table}");
+
+    let err = env.fails(&["delete", &id]);
+    assert!(err.contains("is not stopped"), "{err}");
+    let err = env.fails(&["pause", &id]);
+    assert!(
+        err.contains("pause is not supported by backend \"pve\""),
+        "{err}"
+    );
+
+    // SIGTERM reaches the workload (not PID 1's default), which exits 7.
+    env.ok(&["kill", &id, "TERM"]);
+    env.wait_status(&id, "stopped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pid_alive(pid), "holder still running");
+    assert!(
+        std::fs::read_to_string(&out_file)
+            .unwrap()
+            .contains("started\ngot-term\n")
+    );
+    env.ok(&["delete", &id]);
+    pve.assert_clean();
+}
+
+#[test]
+fn run_output_and_exit_status() {
+    let pve = Pve::new();
+    let bundle = Bundle::new(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let out = pve
+        .env
+        .run(&["run", "--bundle", bundle.path(), &unique("pve-run")]);
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert_eq!(common::stdout(&out), "out\n");
+    assert_eq!(common::stderr(&out), "err\n");
+    pve.assert_clean();
+}
+
+/// hostname, env, cwd, user, memory, cpu and a bind mount, as Proxmox sees them.
+#[test]
+fn spec_maps_to_the_proxmox_config() {
+    let pve = Pve::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("file"), "from-host\n").unwrap();
+    let id = unique("pve-map");
+    let bundle = Bundle::with(&["sleep", "1000"], |s| {
+        use oci_spec::runtime::*;
+        s.set_hostname(Some("mapped".into()));
+        let p = s.process_mut().as_mut().unwrap();
+        p.set_cwd("/tmp".into());
+        p.set_env(Some(vec![
+            "PATH=/bin:/usr/bin".into(),
+            "GREETING=hello".into(),
+        ]));
+        p.set_user(
+            UserBuilder::default()
+                .uid(1000u32)
+                .gid(1000u32)
+                .build()
+                .unwrap(),
+        );
+        let mut mounts = s.mounts().clone().unwrap_or_default();
+        mounts.push(
+            MountBuilder::default()
+                .destination("/data")
+                .typ("bind")
+                .source(data.path())
+                .options(vec!["rbind".into(), "ro".into()])
+                .build()
+                .unwrap(),
+        );
+        s.set_mounts(Some(mounts));
+        let resources = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(256 * 1024 * 1024i64)
+                    .swap(384 * 1024 * 1024i64)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .cpus("0-1")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        s.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_resources(Some(resources));
+    });
+    pve.env
+        .detached(&["create", "--bundle", bundle.path(), &id]);
+    let config = pve.pct(&["config", &pve.vmid(&id)]).stdout;
+    for line in [
+        "hostname: mapped",
+        "memory: 256",
+        "swap: 128",
+        "cpulimit: 0.5",
+        "cores: 2",
+        "ostype: unmanaged",
+        "tags: nexcage",
+        &format!("mp1: {},mp=/data,ro=1", data.path().display()),
+    ] {
+        assert!(
+            config.lines().any(|l| l == line),
+            "{line:?} missing in:\n{config}"
+        );
+    }
+    assert!(
+        config.contains(&format!("description: nexcage container {id}")),
+        "{config}"
+    );
+    pve.env.ok(&["start", &id]);
+    let out = pve.env.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "echo $GREETING $PWD $(id -u):$(id -g); cat /data/file; touch /data/x",
+    ]);
+    assert_eq!(common::stdout(&out), "hello /tmp 1000:1000\nfrom-host\n");
+    assert!(
+        common::stderr(&out).contains("Read-only"),
+        "{}",
+        common::stderr(&out)
+    );
+    // The workload itself runs as the spec's user too.
+    let table = pve.env.ok(&["ps", &id, "-eo", "pid,uid,args"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[1..] == ["1000", "sleep", "1000"]),
+        "{table}"
+    );
+    pve.env.ok(&["delete", "--force", &id]);
+    pve.assert_clean();
+}
+
+/// A second container from an unchanged rootfs reuses the packed template.
+#[test]
+fn template_is_packed_once() {
+    let pve = Pve::new();
+    let bundle = Bundle::new(&["true"]);
+    pve.env
+        .ok(&["run", "--bundle", bundle.path(), &unique("pve-tpl")]);
+    let first = pve.templates();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let path = pve.node().join("var/lib/vz/template/cache").join(&first[0]);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    pve.env
+        .ok(&["run", "--bundle", bundle.path(), &unique("pve-tpl")]);
+    assert_eq!(pve.templates(), first);
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    pve.assert_clean();
+}
+
+fn podman(pve: &Pve) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.arg("--runtime")
+        .arg(nexcage())
+        .arg("--runtime-flag")
+        .arg(format!(
+            "config={}",
+            pve.env.config.as_ref().unwrap().display()
+        ));
+    cmd
+}
+
+/// Removes a podman container even when the test fails.
+struct PodmanName(String);
+
+impl Drop for PodmanName {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "--force", "--time", "0", &self.0])
+            .output();
+    }
+}
+
+const IMAGE: &str = "localhost/nexcage-busybox:latest";
+
+#[test]
+fn podman_on_pct() {
+    let pve = Pve::new();
+    // By annotation, and by rule (the container id podman picks never matches
+    // `pve-*`, so a rule on an annotation value does it).
+    let name = PodmanName(unique("nxc-pct"));
+    let mut cmd = podman(&pve);
+    cmd.args([
+        "run",
+        "--rm",
+        "--name",
+        &name.0,
+        "--annotation",
+        "org.nexcage.backend=pve",
+        IMAGE,
+    ])
+    .args(["sh", "-c", "echo hi; echo err >&2; exit 3"]);
+    let out = run_cmd(cmd, None);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert_eq!(out.stdout, "hi\n");
+    assert_eq!(out.stderr, "err\n");
+    assert_eq!(pve.pct(&["list"]).stdout, "");
+
+    // -d, logs, exec, stop, rm.
+    let name = PodmanName(unique("nxc-pct-d"));
+    let mut cmd = podman(&pve);
+    cmd.args([
+        "run",
+        "-d",
+        "--name",
+        &name.0,
+        "--annotation",
+        "org.nexcage.backend=pve",
+        IMAGE,
+    ])
+    .args([
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; echo started; sleep 1000 & wait",
+    ]);
+    let out = run_cmd(cmd, None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(pve.pct(&["list"]).stdout.contains("running"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = run_cmd(command(&["podman", "logs", &name.0]), None).stdout;
+        if logs == "started\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {logs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut cmd = podman(&pve);
+    cmd.args(["exec", &name.0, "sh", "-c", "echo in-exec; exit 5"]);
+    let out = run_cmd(cmd, None);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(5), "in-exec\n"),
+        "{}",
+        out.stderr
+    );
+    let out = run_cmd(command(&["podman", "stop", "--time", "10", &name.0]), None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let exit = run_cmd(
+        command(&[
+            "podman",
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}}",
+            &name.0,
+        ]),
+        None,
+    );
+    assert_eq!(exit.stdout.trim(), "0");
+    let out = run_cmd(command(&["podman", "rm", &name.0]), None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
+    // stdin through -i, and a terminal with -it.
+    let name = PodmanName(unique("nxc-pct-i"));
+    let mut cmd = podman(&pve);
+    cmd.args([
+        "run",
+        "--rm",
+        "-i",
+        "--name",
+        &name.0,
+        "--annotation",
+        "org.nexcage.backend=pve",
+        IMAGE,
+    ])
+    .args(["sh", "-c", "read x; echo got:$x"]);
+    let out = run_cmd(cmd, Some("piped\n"));
+    assert_eq!(out.stdout, "got:piped\n", "{}", out.stderr);
+    let name = PodmanName(unique("nxc-pct-t"));
+    let inner = format!(
+        "podman --runtime {} --runtime-flag config={} run --rm -it --name {} --annotation org.nexcage.backend=pve {IMAGE} sh -c 'test -t 0 && echo tty; read x; echo got:$x; exit 4'",
+        nexcage(),
+        pve.env.config.as_ref().unwrap().display(),
+        name.0
+    );
+    let out = run_cmd(
+        command(&["script", "-qec", &inner, "/dev/null"]),
+        Some("typed\n"),
+    );
+    assert_eq!(out.code, Some(4), "{out:?}", out = out.stderr);
+    assert!(
+        out.stdout.contains("tty\r\n") && out.stdout.contains("got:typed"),
+        "{:?}",
+        out.stdout
+    );
+    pve.assert_clean();
+}
+
+fn command(argv: &[&str]) -> Command {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+#[test]
+fn containerd_on_pct() {
+    let pve = Pve::new();
+    let dir = tempfile::Builder::new()
+        .prefix("nxp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let start = run_cmd(
+        command(&[
+            repo().join("hack/containerd/start.sh").to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ]),
+        None,
+    );
+    assert_eq!(start.code, Some(0), "{}", start.stderr);
+    let sock = start.stdout.trim().to_string();
+    struct Stop(PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(repo().join("hack/containerd/stop.sh"))
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _stop = Stop(dir.path().to_path_buf());
+    let import = run_cmd(
+        command(&[
+            repo()
+                .join("hack/containerd/import-images.sh")
+                .to_str()
+                .unwrap(),
+            &sock,
+        ]),
+        None,
+    );
+    assert_eq!(import.code, Some(0), "{}", import.stderr);
+    // ctr takes a binary, not flags: a wrapper adds the config.
+    let wrapper = pve.dir.path().join("nexcage-pve");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{}' --config '{}' \"$@\"\n",
+            nexcage(),
+            pve.env.config.as_ref().unwrap().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = unique("pve-ctr");
+    let out = run_cmd(
+        command(&[
+            "ctr",
+            "--address",
+            &sock,
+            "run",
+            "--rm",
+            "--runc-binary",
+            wrapper.to_str().unwrap(),
+            IMAGE,
+            &id,
+            "sh",
+            "-c",
+            "echo hi; exit 9",
+        ]),
+        None,
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(9), "hi\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(pve.pct(&["list"]).stdout, "");
+}
+
+/// kill -9 of the holder while the container runs, and of nexcage during create:
+/// `delete --force` then leaves nothing.
+#[test]
+fn killed_holder_or_creator_then_forced_delete() {
+    let pve = Pve::new();
+    let id = unique("pve-k9");
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    pve.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let holder = pve.env.state(&id)["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the holder's pid.
+    unsafe { libc::kill(holder as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pve.env.status(&id) != "stopped" {
+        assert!(Instant::now() < deadline, "holder death not seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pve.env.ok(&["delete", "--force", &id]);
+    pve.assert_clean();
+
+    // Kill nexcage at several points of a create; each must be cleanable.
+    for delay_ms in [5u64, 50, 150, 400] {
+        let id = unique("pve-k9c");
+        let mut create = pve
+            .env
+            .cmd()
+            .args(["create", "--bundle", bundle.path(), &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = create.kill();
+        let _ = create.wait();
+        pve.env.ok(&["delete", "--force", &id]);
+        pve.assert_clean();
+    }
+}
+
+/// pct failing: a clear error and no half-made container; an id someone else holds
+/// is never touched.
+#[test]
+fn pct_failures_leave_nothing() {
+    // Storage the node does not have.
+    let pve = Pve::with_backend_extra(r#","storage":"nosuch""#);
+    let bundle = Bundle::new(&["true"]);
+    let err = pve
+        .env
+        .fails(&["create", "--bundle", bundle.path(), &unique("pve-st")]);
+    assert!(
+        err.contains("pct create failed") && err.contains("nosuch"),
+        "{err}"
+    );
+    pve.assert_clean();
+
+    // pvesh keeps offering an id that is taken (a VM/CT created elsewhere).
+    let pve = Pve::new();
+    let taken = pve.pct(&[
+        "create",
+        "100",
+        &format!("local:vztmpl/{}", "missing.tar.zst"),
+    ]);
+    assert_ne!(taken.code, Some(0));
+    let foreign = pve.node().join("etc/pve/lxc/100.conf");
+    std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
+    std::fs::write(
+        &foreign,
+        "hostname: someone-else\nmemory: 512\nostype: unmanaged\n",
+    )
+    .unwrap();
+    std::fs::write(pve.dir.path().join("pvesh"), "#!/bin/sh\necho 100\n").unwrap();
+    let err = pve
+        .env
+        .fails(&["create", "--bundle", bundle.path(), &unique("pve-taken")]);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(foreign.exists(), "the foreign container was touched");
+    std::fs::remove_file(&foreign).unwrap();
+    pve.assert_clean();
+}
+
+#[test]
+fn bad_input_for_pct() {
+    let pve = Pve::new();
+    let bundle = Bundle::annotated(&["true"], &[("org.nexcage.pct.storage", "local")]);
+    let err = pve
+        .env
+        .fails(&["create", "--bundle", bundle.path(), &unique("pve-ann")]);
+    assert!(
+        err.contains("annotation org.nexcage.pct.storage is not allowed"),
+        "{err}"
+    );
+    let bundle = Bundle::with(&["true"], |s| {
+        s.set_root(Some(
+            oci_spec::runtime::RootBuilder::default()
+                .path("/nonexistent/rootfs")
+                .build()
+                .unwrap(),
+        ));
+    });
+    let err = pve
+        .env
+        .fails(&["create", "--bundle", bundle.path(), &unique("pve-nofs")]);
+    assert!(err.contains("/nonexistent/rootfs"), "{err}");
+    pve.assert_clean();
+}
