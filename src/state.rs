@@ -114,6 +114,13 @@ impl Root {
     pub fn claim(&self, record: &Record) -> Result<Locked> {
         ids::validate(&record.id)?;
         let containers = self.containers();
+        // Searchable, not listable: unprivileged containers reach their runtime
+        // directory below the root as a mapped uid.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.path)
+            .context(|| format!("create {}", self.path.display()))?;
         mkdir_private(&containers)?;
         let temp = containers.join(temp_name("new"));
         fs::DirBuilder::new()

@@ -298,6 +298,23 @@ fn lifecycle_through_nexcage() {
 }
 
 #[test]
+fn unprivileged_container() {
+    let pve = Pve::with_backend_extra(r#","unprivileged":true"#);
+    let bundle = Bundle::new(&["sh", "-c", "echo uid $(id -u); exit 2"]);
+    let id = unique("pve-unpriv");
+    // A root others cannot search: refused clearly, nothing made.
+    std::fs::set_permissions(pve.env.root(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = pve.env.fails(&["run", "--bundle", bundle.path(), &id]);
+    assert!(err.contains("searchable by others"), "{err}");
+    pve.assert_clean();
+    std::fs::set_permissions(pve.env.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let out = pve.env.run(&["run", "--bundle", bundle.path(), &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert_eq!(common::stdout(&out), "uid 0\n");
+    pve.assert_clean();
+}
+
+#[test]
 fn run_output_and_exit_status() {
     let pve = Pve::new();
     let bundle = Bundle::new(&["sh", "-c", "echo out; echo err >&2; exit 3"]);

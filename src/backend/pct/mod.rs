@@ -133,6 +133,20 @@ impl Pct {
             .mode(0o711)
             .create(&self.base)
             .context(|| format!("create {}", self.base.display()))?;
+        if self.cfg.unprivileged {
+            // The container's root is a mapped uid: it must reach the runtime dir.
+            for dir in self.base.ancestors() {
+                let mode = fs::metadata(dir)
+                    .map(|m| m.permissions().mode())
+                    .unwrap_or(0);
+                if mode & 0o001 == 0 {
+                    return Err(Error::Usage(format!(
+                        "unprivileged containers need {} to be searchable by others (o+x)",
+                        dir.display()
+                    )));
+                }
+            }
+        }
         let dir = self.dir(&record.id);
         fs::DirBuilder::new()
             .mode(0o755)
