@@ -80,6 +80,14 @@ pub struct PctConfig {
     /// Proxmox's `--net0` value, e.g. `name=eth0,bridge=vmbr0,ip=dhcp`; none: no network.
     #[serde(default)]
     pub net0: Option<String>,
+    /// Settings a container may override with an `org.nexcage.pct.<key>` annotation;
+    /// any of [`PctConfig::OVERRIDABLE`]. Empty: none.
+    #[serde(default)]
+    pub allowed_annotations: Vec<String>,
+}
+
+impl PctConfig {
+    pub const OVERRIDABLE: &[&str] = &["vmid", "storage", "rootfs_size"];
 }
 
 fn default_pct() -> PathBuf {
@@ -255,6 +263,16 @@ impl Config {
                     resolve(name, &mut pct.pvesh)?;
                     if !valid_storage_id(&pct.storage) || !valid_storage_id(&pct.template_storage) {
                         return Err(format!("backend {name:?}: invalid storage id"));
+                    }
+                    if let Some(key) = pct
+                        .allowed_annotations
+                        .iter()
+                        .find(|k| !PctConfig::OVERRIDABLE.contains(&k.as_str()))
+                    {
+                        return Err(format!(
+                            "backend {name:?}: {key:?} cannot be overridden (possible: {})",
+                            PctConfig::OVERRIDABLE.join(", ")
+                        ));
                     }
                     if !pct.template_dir.is_absolute() {
                         return Err(format!("backend {name:?}: template_dir must be absolute"));

@@ -774,3 +774,48 @@ fn bad_input_for_pct() {
     assert!(err.contains("/nonexistent/rootfs"), "{err}");
     pve.assert_clean();
 }
+
+/// `org.nexcage.pct.*` overrides: only keys the backend allows, values validated.
+#[test]
+fn annotation_overrides() {
+    let pve = Pve::with_backend_extra(r#","allowed_annotations":["vmid","rootfs_size"]"#);
+    let id = unique("pve-fixed");
+    let bundle = Bundle::annotated(
+        &["true"],
+        &[
+            ("org.nexcage.pct.vmid", "4242"),
+            ("org.nexcage.pct.rootfs_size", "2"),
+        ],
+    );
+    pve.env
+        .detached(&["create", "--bundle", bundle.path(), &id]);
+    assert_eq!(pve.vmid(&id), "4242");
+    let config = pve.pct(&["config", "4242"]).stdout;
+    assert!(
+        config
+            .lines()
+            .any(|l| l.starts_with("rootfs: ") && l.contains("size=2G")),
+        "{config}"
+    );
+    // The fixed id is taken now: a clear error, the first container untouched.
+    let err = pve
+        .env
+        .fails(&["create", "--bundle", bundle.path(), &unique("pve-fixed")]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(pve.pct(&["status", "4242"]).stdout, "status: stopped\n");
+    pve.env.ok(&["delete", &id]);
+    for (key, value, needle) in [
+        ("org.nexcage.pct.vmid", "12", "a vmid is 100 to 999999999"),
+        ("org.nexcage.pct.vmid", "abc", "not a number"),
+        ("org.nexcage.pct.rootfs_size", "0", "a size in GiB"),
+        ("org.nexcage.pct.storage", "local", "not allowed"),
+        ("org.nexcage.pct.hookscript", "x", "unknown annotation"),
+    ] {
+        let bundle = Bundle::annotated(&["true"], &[(key, value)]);
+        let err = pve
+            .env
+            .fails(&["create", "--bundle", bundle.path(), &unique("pve-bad")]);
+        assert!(err.contains(needle), "{key}={value}: {err}");
+    }
+    pve.assert_clean();
+}

@@ -171,9 +171,18 @@ impl Pct {
     /// `pct create` with a fresh vmid, retrying when another create took it first.
     /// The vmid is noted in the runtime dir before `pct create` runs, so that a create
     /// killed half-way leaves something `delete --force` can find.
-    fn create_ct(&self, dir: &Path, template: &str, options: &[String]) -> Result<String> {
+    fn create_ct(
+        &self,
+        dir: &Path,
+        template: &str,
+        options: &[String],
+        fixed: Option<&str>,
+    ) -> Result<String> {
         let mut last = None;
         for _ in 0..CREATE_ATTEMPTS {
+            if let Some(vmid) = fixed {
+                return self.create_with(dir, vmid, template, options);
+            }
             let out = Command::new(&self.cfg.pvesh)
                 .args(["get", "/cluster/nextid"])
                 .stdin(Stdio::null())
@@ -192,24 +201,39 @@ impl Pct {
                     reason: format!("pvesh gave no vmid: {vmid:?}"),
                 });
             }
-            fs::write(dir.join("vmid"), &vmid).context(|| "write vmid")?;
-            let mut args: Vec<&str> = vec!["create", &vmid, template];
-            args.extend(options.iter().map(String::as_str));
-            let out = self.pct(&args)?;
-            if out.status.success() {
-                return Ok(vmid);
+            match self.create_with(dir, &vmid, template, options) {
+                Err(Error::Backend { reason, .. }) if reason.contains("already exists") => {
+                    last = Some(reason);
+                }
+                other => return other,
             }
-            // Not ours: someone else's container must never be destroyed as ours.
-            let _ = fs::remove_file(dir.join("vmid"));
-            if !String::from_utf8_lossy(&out.stderr).contains("already exists") {
-                return Err(self.failed("pct create", &out));
-            }
-            last = Some(out);
         }
-        Err(match last {
-            Some(out) => self.failed("pct create (vmid taken each time)", &out),
-            None => self.unsupported("create"),
+        Err(Error::Backend {
+            backend: self.name.clone(),
+            reason: format!(
+                "pct create: vmid taken {CREATE_ATTEMPTS} times in a row: {}",
+                last.unwrap_or_default()
+            ),
         })
+    }
+
+    fn create_with(
+        &self,
+        dir: &Path,
+        vmid: &str,
+        template: &str,
+        options: &[String],
+    ) -> Result<String> {
+        fs::write(dir.join("vmid"), vmid).context(|| "write vmid")?;
+        let mut args: Vec<&str> = vec!["create", vmid, template];
+        args.extend(options.iter().map(String::as_str));
+        let out = self.pct(&args)?;
+        if out.status.success() {
+            return Ok(vmid.to_string());
+        }
+        // Not ours: someone else's container must never be destroyed as ours.
+        let _ = fs::remove_file(dir.join("vmid"));
+        Err(self.failed("pct create", &out))
     }
 
     /// Starts the holder with the container's stdio and the listening socket as fd 3.
@@ -338,10 +362,12 @@ impl Backend for Pct {
             }
             (false, None) => None,
         };
+        let settings = translate::settings(&bundle.spec, &self.cfg)?;
         let dir = self.prepare_dir(record, &bundle)?;
         let template = template::ensure(&self.cfg, &record.rootfs)?;
-        let options = translate::create_options(&bundle.spec, &self.cfg, &record.id, &dir)?;
-        let vmid = self.create_ct(&dir, &template, &options)?;
+        let options =
+            translate::create_options(&bundle.spec, &self.cfg, &settings, &record.id, &dir)?;
+        let vmid = self.create_ct(&dir, &template, &options, settings.vmid.as_deref())?;
         let holder = self.spawn_holder(&dir, &vmid, tty)?;
         if let Some(pid_file) = &create.pid_file {
             write_pid_file(pid_file, holder)?;

@@ -8,28 +8,74 @@ use crate::config::PctConfig;
 use crate::error::{Error, Result};
 use crate::supervise::MOUNT_POINT;
 
-/// Annotations with this prefix would override backend settings; none is allowed yet,
-/// so they are refused rather than ignored.
+/// Annotations with this prefix override backend settings, each only if the backend's
+/// `allowed_annotations` lists it; anything else under it is refused, never ignored.
 pub const ANNOTATION_PREFIX: &str = "org.nexcage.pct.";
+
+/// Backend settings after the container's allowed annotations.
+#[derive(Debug, PartialEq)]
+pub struct Settings {
+    /// Fixed vmid; else one from `pvesh get /cluster/nextid`.
+    pub vmid: Option<String>,
+    pub storage: String,
+    pub rootfs_size: u32,
+}
+
+pub fn settings(spec: &Spec, cfg: &PctConfig) -> Result<Settings> {
+    let mut out = Settings {
+        vmid: None,
+        storage: cfg.storage.clone(),
+        rootfs_size: cfg.rootfs_size,
+    };
+    for (name, value) in spec.annotations().iter().flatten() {
+        let Some(key) = name.strip_prefix(ANNOTATION_PREFIX) else {
+            continue;
+        };
+        if !PctConfig::OVERRIDABLE.contains(&key) {
+            return Err(Error::Usage(format!(
+                "unknown annotation {name} (the pct backend knows {ANNOTATION_PREFIX}{{{}}})",
+                PctConfig::OVERRIDABLE.join(",")
+            )));
+        }
+        if !cfg.allowed_annotations.iter().any(|k| k == key) {
+            return Err(Error::Usage(format!(
+                "annotation {name} is not allowed by the pct backend's configuration"
+            )));
+        }
+        let invalid = |what: &str| Error::Usage(format!("annotation {name}={value:?}: {what}"));
+        match key {
+            "vmid" => {
+                let n: u64 = value.parse().map_err(|_| invalid("not a number"))?;
+                if !(100..=999_999_999).contains(&n) {
+                    return Err(invalid("a vmid is 100 to 999999999"));
+                }
+                out.vmid = Some(n.to_string());
+            }
+            "storage" => {
+                if !crate::config::valid_storage_id(value) {
+                    return Err(invalid("not a storage id"));
+                }
+                out.storage = value.clone();
+            }
+            _ => {
+                out.rootfs_size = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=131_072).contains(n))
+                    .ok_or_else(|| invalid("a size in GiB, 1 to 131072"))?;
+            }
+        }
+    }
+    Ok(out)
+}
 
 pub fn create_options(
     spec: &Spec,
     cfg: &PctConfig,
+    settings: &Settings,
     id: &str,
     runtime_dir: &Path,
 ) -> Result<Vec<String>> {
-    let bad = |reason: String| Error::Usage(reason);
-    if let Some(key) = spec
-        .annotations()
-        .iter()
-        .flatten()
-        .map(|(k, _)| k)
-        .find(|k| k.starts_with(ANNOTATION_PREFIX))
-    {
-        return Err(bad(format!(
-            "annotation {key} is not allowed by the pct backend's configuration"
-        )));
-    }
     let mut opts: Vec<String> = vec![
         "--ostype".into(),
         "unmanaged".into(),
@@ -38,7 +84,7 @@ pub fn create_options(
         "--unprivileged".into(),
         if cfg.unprivileged { "1" } else { "0" }.into(),
         "--rootfs".into(),
-        format!("{}:{}", cfg.storage, cfg.rootfs_size),
+        format!("{}:{}", settings.storage, settings.rootfs_size),
         "--tags".into(),
         "nexcage".into(),
         // The OCI id, so that orphans can be found from Proxmox's side.
