@@ -11,14 +11,22 @@ Peak RSS: VmHWM of the nexcage process itself, read from /proc at its exit under
 ptrace. ru_maxrss (wait4, GNU time) is no good here: it includes the children
 nexcage spawns (`list` and `state` ask crun/runc, which use far more), and after a
 fork from a big parent (Python) it starts at the parent's RSS.
+
+Proxmox backend (--pct-runs): nexcage's pct backend against the pct/pvesh stand-in
+(hack/pve) on a private node that hack/bench.sh sets up. The first container from a
+rootfs (its template gets packed) vs later ones (the packed template is reused), for
+rootfs copies of different sizes; each as one foreground `run` and, on a separate
+container, as its phases (create; start and wait until stopped; delete).
 """
 
 import argparse
 import ctypes
+import json
 import math
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +36,10 @@ PTRACE_CONT = 7
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_O_TRACEEXIT = 0x40
 PTRACE_EVENT_EXIT = 6
+
+# The pct phases: `state` is polled this often until the container has stopped.
+PCT_POLL_S = 0.01
+PCT_STOP_TIMEOUT_S = 60
 
 
 def log(msg):
@@ -80,6 +92,14 @@ class Runner:
     def run(self, argv):
         """Runs a setup/cleanup command, untimed."""
         self.timed(argv)
+
+    def output(self, argv):
+        """stdout of a command, untimed; raises CommandFailed unless it exits 0."""
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=self.env)
+        if p.returncode != 0:
+            stderr = p.stderr.decode(errors="replace").strip()
+            raise CommandFailed(f"{' '.join(argv)}: exit {p.returncode}: {stderr}")
+        return p.stdout
 
     def peak_rss_kib(self, argv):
         """VmHWM (KiB) of the process at its exit; see the module docstring."""
@@ -167,6 +187,123 @@ def row(name, samples_ns, ratio):
     )
 
 
+def pct_section(runner, a, tag):
+    """Measures and prints the Proxmox-backend section (see the module docstring)."""
+    nx = [a.nexcage, "--root", a.pct_root, "--config", a.pct_config]
+    bundles = []
+    for spec in a.pct_bundle:
+        mib, _, path = spec.partition("=")
+        bundles.append((int(mib), path))
+
+    def templates():
+        # Packed templates only: temporaries are `.nexcage-tmp-*`.
+        return {n for n in os.listdir(a.pct_templates) if n.startswith("nexcage-")}
+
+    started = time.monotonic()
+    # Warm-up: one unmeasured `run` per rootfs, which also packs its template and
+    # tells us which file that is.
+    template = {}
+    for mib, bundle in bundles:
+        before = templates()
+        runner.run(nx + ["run", "--bundle", bundle, f"{tag}-pct{mib}-w"])
+        new = templates() - before
+        if len(new) != 1:
+            raise CommandFailed(f"{bundle}: expected one new template, found {sorted(new)}")
+        template[mib] = os.path.join(a.pct_templates, new.pop())
+    packed = templates()
+
+    def wait_stopped(cid):
+        deadline = time.monotonic() + PCT_STOP_TIMEOUT_S
+        while json.loads(runner.output(nx + ["state", cid]))["status"] != "stopped":
+            if time.monotonic() > deadline:
+                raise CommandFailed(f"{cid}: not stopped after {PCT_STOP_TIMEOUT_S} s")
+            time.sleep(PCT_POLL_S)
+
+    def sample(mib, bundle, first, phased, cid):
+        """{part: ns}; part is "run", or "create", "start" and "delete"."""
+        path = template[mib]
+        if first:
+            os.unlink(path)
+        else:
+            mtime = os.stat(path).st_mtime_ns
+        # Writeback of what earlier samples wrote (templates, volumes) must not land
+        # in this one: it would fall on whichever variant happens to come next.
+        os.sync()
+        if phased:
+            t = {"create": runner.timed(nx + ["create", "--bundle", bundle, cid])}
+            start = time.perf_counter_ns()
+            runner.run(nx + ["start", cid])
+            wait_stopped(cid)
+            t["start"] = time.perf_counter_ns() - start
+            t["delete"] = runner.timed(nx + ["delete", cid])
+        else:
+            t = {"run": runner.timed(nx + ["run", "--bundle", bundle, cid])}
+        # The labels must be true: "first" packed the template again (under the same
+        # name: the rootfs did not change), "later" left it untouched.
+        if templates() != packed:
+            raise CommandFailed(f"templates changed: {sorted(templates() ^ packed)}")
+        if not first and os.stat(path).st_mtime_ns != mtime:
+            raise CommandFailed(f"{path} was packed again for a later container")
+        return t
+
+    variants = [(mib, bundle, first, phased)
+                for mib, bundle in bundles for first in (True, False) for phased in (False, True)]
+    samples = {}
+    log(f"pct: {a.pct_runs} rounds of {len(variants)} samples (+{len(bundles)} warm-up)")
+    for i in range(a.pct_runs):
+        order = variants if i % 2 == 0 else list(reversed(variants))
+        for mib, bundle, first, phased in order:
+            cid = f"{tag}-pct{mib}-{'f' if first else 'l'}{'p' if phased else 'r'}-{i}"
+            for part, ns in sample(mib, bundle, first, phased, cid).items():
+                samples.setdefault((mib, first, part), []).append(ns)
+        log(f"pct: {i + 1}/{a.pct_runs} rounds")
+    elapsed = time.monotonic() - started
+
+    print()
+    print("### Proxmox backend (pct), against the stand-in")
+    print()
+    print("| variant | n | median ms | p90 ms | mean ms | template MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    size = {mib: os.stat(template[mib]).st_size / 1048576 for mib, _ in bundles}
+    for mib, _ in bundles:
+        for first in (True, False):
+            kind = ("first container (packs the template)" if first
+                    else "later container (template cached)")
+            print(row(f"`nexcage run` → pct, {mib} MiB rootfs, {kind}",
+                      samples[(mib, first, "run")], f"{size[mib]:.1f}"))
+            for part, name in (("create", "`create`"), ("start", "`start` + wait until stopped"),
+                               ("delete", "`delete`")):
+                print(row(f"↳ {name}", samples[(mib, first, part)], ""))
+    print()
+
+    def median_ms(mib, first):
+        return statistics.median(samples[(mib, first, "run")]) / 1e6
+
+    for mib, _ in bundles:
+        print(f"- {mib} MiB rootfs, first − later container: Δ median "
+              f"{median_ms(mib, True) - median_ms(mib, False):+.0f} ms "
+              f"(packing a {size[mib]:.1f} MiB template)")
+    (small, _), (large, _) = bundles[0], bundles[-1]
+    if large != small:
+        print(f"- later containers, {large} vs {small} MiB rootfs: Δ median "
+              f"{median_ms(large, False) - median_ms(small, False):+.0f} ms")
+    print()
+    print(f"Method: pct rounds {a.pct_runs}, each taking every sample above once (order "
+          f"reversed every other round), after one unmeasured warm-up `run` per rootfs, which "
+          f"packs its template. \"First\" deletes that rootfs's template just before "
+          f"(untimed), so the sample packs it again (the rootfs is in the page cache, no cache is dropped); "
+          f"\"later\" reuses it; both checked after each sample (same template name, mtime "
+          f"untouched). Before each sample, untimed: sync(2), so earlier samples' writeback "
+          f"does not land in it. `run` is one foreground `nexcage run` of a /bin/true bundle (create, "
+          f"start, wait, delete), wall time posix_spawn→waitpid. The phases are a separate "
+          f"container: `create`; `start` plus polling `nexcage state` every "
+          f"{PCT_POLL_S * 1000:.0f} ms until \"stopped\" (so up to one interval and one "
+          f"`state` call late); `delete`. All of it runs against the stand-in: pct and pvesh "
+          f"are Python scripts, volumes are directories tar unpacks into, LXC runs the "
+          f"containers; on a Proxmox host pct, its storage and its start path cost "
+          f"differently. Took {elapsed:.0f} s.")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nexcage", required=True)
@@ -181,7 +318,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rss-runs", type=int, default=10)
     ap.add_argument("--tag", default=f"b{os.getpid()}", help="prefix of container ids, podman label value")
+    ap.add_argument("--pct-runs", type=int, default=10, help="pct section rounds; 0 skips it")
+    ap.add_argument("--pct-bundle", action="append", default=[], metavar="MIB=PATH",
+                    help="/bin/true bundle, rootfs of about MIB MiB (repeat; smallest first)")
+    ap.add_argument("--pct-config", help="config whose default backend is the pct stand-in")
+    ap.add_argument("--pct-root", help="nexcage --root for the pct section")
+    ap.add_argument("--pct-templates", help="the stand-in's template dir (template_dir)")
     a = ap.parse_args()
+    if a.pct_runs > 0 and not (a.pct_bundle and a.pct_config and a.pct_root and a.pct_templates):
+        ap.error("--pct-runs > 0 needs --pct-bundle, --pct-config, --pct-root, --pct-templates")
 
     runner = Runner()
     tag = a.tag
@@ -281,6 +426,11 @@ def main():
           f"posix_spawn→waitpid, stdout to /dev/null; p90 is nearest-rank; ratios are "
           f"nexcage median / direct median, rounded up. Peak RSS is the nexcage "
           f"process's own VmHWM at exit (children excluded). Took {elapsed:.0f} s.")
+
+    if a.pct_runs > 0:
+        # What is measured so far stays on stdout even if this section fails.
+        sys.stdout.flush()
+        pct_section(runner, a, tag)
 
 
 if __name__ == "__main__":

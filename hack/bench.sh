@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # nexcage's performance benchmark (the numbers the README cites), measured side by
 # side in one run: `run` of a /bin/true bundle through nexcage vs crun and runc
-# directly, `podman run --rm` with nexcage vs crun, and nexcage's own peak RSS.
+# directly, `podman run --rm` with nexcage vs crun, nexcage's own peak RSS, and the
+# Proxmox backend (pct) against the stand-in in hack/pve: first vs later container
+# from a rootfs (template packed vs cached), small vs large rootfs.
 # Prints the machine facts and markdown tables on stdout; progress goes to stderr.
 # The timing and RSS work is in hack/bench.py.
 set -euo pipefail
@@ -10,20 +12,23 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<EOF
-Usage: hack/bench.sh [--runs N] [--podman-runs N] [--quick]
+Usage: hack/bench.sh [--runs N] [--podman-runs N] [--pct-runs N] [--quick]
   --runs N         rounds of the run comparison (default 100)
   --podman-runs N  rounds of the podman comparison (default: same as --runs; 0 skips it)
-  --quick          smoke run: 10 rounds of each
+  --pct-runs N     rounds of the Proxmox-backend (pct stand-in) section (default 10; 0 skips it)
+  --quick          smoke run: 10 rounds of each, 3 of the pct section
 EOF
 }
 
 runs=100
 podman_runs=""
+pct_runs=10
 while (( $# > 0 )); do
     case "$1" in
         --runs) [[ $# -ge 2 ]] || die "--runs needs a value"; runs="$2"; shift 2 ;;
         --podman-runs) [[ $# -ge 2 ]] || die "--podman-runs needs a value"; podman_runs="$2"; shift 2 ;;
-        --quick) runs=10; podman_runs=10; shift ;;
+        --pct-runs) [[ $# -ge 2 ]] || die "--pct-runs needs a value"; pct_runs="$2"; shift 2 ;;
+        --quick) runs=10; podman_runs=10; pct_runs=3; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -31,6 +36,7 @@ done
 podman_runs="${podman_runs:-$runs}"
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer, got $runs"
 [[ "$podman_runs" =~ ^[0-9]+$ ]] || die "--podman-runs must be an integer, got $podman_runs"
+[[ "$pct_runs" =~ ^[0-9]+$ ]] || die "--pct-runs must be an integer, got $pct_runs"
 
 require_root
 cd "$NEXCAGE_ROOT"
@@ -49,6 +55,8 @@ tag="b$$"
 # Under /run, where crun, runc and nexcage keep their state by default: file
 # creation cost there (tmpfs on most machines) is part of what is measured.
 work="$(mktemp -d /run/nexcage-bench.XXXXXX)"
+# The pct section's isolated Proxmox "node" (set below when it runs).
+pct_dir=""
 cleanup() {
     # Containers a failed run may have left in our private roots (and only those).
     local id
@@ -64,7 +72,31 @@ cleanup() {
     while IFS= read -r id; do
         "$NEXCAGE_RUNC" --root "$work/runc" delete --force "$id" >/dev/null 2>&1 || true
     done < <("$NEXCAGE_RUNC" --root "$work/runc" list --quiet 2>/dev/null || true)
+    if [[ -n "$pct_dir" ]]; then cleanup_pct; fi
     rm -rf -- "$work"
+}
+# As tests/pct.rs's fixture does it: our containers through nexcage, then whatever
+# the stand-in still runs directly with LXC, then the (empty) cgroups under our
+# prefix, then the node with its templates, volumes and the rootfs copies.
+cleanup_pct() {
+    local id name cg dir
+    while IFS= read -r id; do
+        "$nexcage" --root "$pct_root" --config "$pct_config" delete --force "$id" >/dev/null 2>&1 || true
+    done < <("$nexcage" --root "$pct_root" --config "$pct_config" list --quiet 2>/dev/null || true)
+    while IFS= read -r name; do
+        lxc-stop -P "$pct_lxc" -n "$name" --kill >/dev/null 2>&1 || true
+    done < <(lxc-ls -P "$pct_lxc" --running -1 2>/dev/null || true)
+    for cg in /sys/fs/cgroup/*/"$pct_cgroup" /sys/fs/cgroup/"$pct_cgroup"; do
+        [[ -d "$cg" ]] || continue
+        # Deepest first; a cgroup whose last process is still exiting gets 5 s.
+        while IFS= read -r dir; do
+            for _ in {1..100}; do
+                rmdir -- "$dir" 2>/dev/null && break
+                sleep 0.05
+            done
+        done < <(find "$cg" -depth -type d 2>/dev/null || true)
+    done
+    rm -rf -- "$pct_dir"
 }
 trap cleanup EXIT
 
@@ -86,6 +118,61 @@ for backend in crun runc; do
     [[ "$route" == "$backend "* ]] || die "$work/$backend.json routes to $route"
 done
 
+# The pct section: an isolated Proxmox "node" for the stand-in (hack/pve), made as
+# tests/pct.rs's `Pve` fixture makes it: its own dirs, a cgroup prefix of its own,
+# pct/pvesh wrappers exporting PVE_STANDIN_*, and a config whose only backend is
+# of type pct. On disk (/var/tmp; /tmp and /run may be tmpfs), like /var/lib/vz:
+# templates, unpacked volumes and the rootfs copies are hundreds of MiB.
+pct_sizes=(50 500)
+pct_args=()
+if (( pct_runs > 0 )); then
+    have lxc-start || die "lxc is needed for the pct section (hack/setup.sh installs it)"
+    dir="$(mktemp -d /var/tmp/nexcage-pct-bench.XXXXXX)"
+    pct_node="$dir/node"
+    pct_lxc="$pct_node/var/lib/lxc"
+    pct_templates="$pct_node/var/lib/vz/template/cache"
+    pct_cgroup="nexcage-pct-bench-$(basename "$dir")"
+    pct_config="$dir/pct.json"
+    pct_root="$work/nexcage-pct"
+    pct_dir="$dir"  # from here on, cleanup_pct has all it needs
+    chmod 0755 "$pct_dir"
+    # Peak: the rootfs copies, their templates, the largest unpacked volume, slack.
+    sum=0
+    for mib in "${pct_sizes[@]}"; do (( sum += mib )); done
+    need=$(( 2 * sum + pct_sizes[-1] + 512 ))
+    avail="$(df --output=avail -B1M "$pct_dir" | tail -n 1 | tr -d ' ')"
+    (( avail >= need )) ||
+        die "the pct section needs ${need} MiB free in /var/tmp, has ${avail} (--pct-runs 0 skips it)"
+    mkdir -p "$pct_templates"
+    wrapper='#!/bin/sh\nexport PVE_STANDIN_ROOT=%q PVE_STANDIN_NODE=benchnode'
+    wrapper+=' PVE_STANDIN_CGROUP_PREFIX=%q\nexec %q "$@"\n'
+    for tool in pct pvesh; do
+        # shellcheck disable=SC2059 # the format is ours
+        printf "$wrapper" "$pct_node" "$pct_cgroup/" "$NEXCAGE_ROOT/hack/pve/$tool" >"$pct_dir/$tool"
+        chmod 0755 "$pct_dir/$tool"
+    done
+    jq -nc --arg pct "$pct_dir/pct" --arg pvesh "$pct_dir/pvesh" --arg templates "$pct_templates" \
+        '{default: "pve",
+          backends: {pve: {type: "pct", pct: $pct, pvesh: $pvesh, template_dir: $templates}}}' \
+        >"$pct_config"
+    # Rootfs copies of ~50 and ~500 MiB: the busybox rootfs plus one file of random
+    # (incompressible) data making up the rest, on the node's filesystem.
+    rootfs_bytes="$(du -sb "$NEXCAGE_ROOTFS" | cut -f1)"
+    for mib in "${pct_sizes[@]}"; do
+        log "pct: making a ${mib} MiB rootfs"
+        cp -a "$NEXCAGE_ROOTFS" "$pct_dir/rootfs-$mib"
+        head -c "$(( mib * 1048576 - rootfs_bytes ))" /dev/urandom \
+            >"$pct_dir/rootfs-$mib/bench-random"
+        mkdir "$pct_dir/bundle-$mib"
+        jq --arg rootfs "$pct_dir/rootfs-$mib" '.process.args = ["/bin/true"] | .root.path = $rootfs' \
+            bundles/busybox/config.json >"$pct_dir/bundle-$mib/config.json"
+        route="$("$nexcage" --config "$pct_config" route --bundle "$pct_dir/bundle-$mib" check)"
+        [[ "$route" == "pve "* ]] || die "$pct_config routes to $route"
+        pct_args+=(--pct-bundle "$mib=$pct_dir/bundle-$mib")
+    done
+    pct_args+=(--pct-config "$pct_config" --pct-root "$pct_root" --pct-templates "$pct_templates")
+fi
+
 printf '## nexcage benchmark\n\n'
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then commit+="+dirty"; fi
@@ -99,13 +186,20 @@ printf -- '- cgroups: %s; state dirs in /run, filesystem %s\n' "$cgroups" "$(sta
 printf -- '- nexcage: %s (commit %s, release build)\n' "$("$nexcage" --version | head -n 1)" "$commit"
 printf -- '- %s; %s; %s\n' "$("$NEXCAGE_CRUN" --version | head -n 1)" \
     "$("$NEXCAGE_RUNC" --version | head -n 1)" "$(podman --version)"
+if (( pct_runs > 0 )); then
+    printf -- '- pct: the stand-in hack/pve (%s, lxc %s, %s, zstd %s); %s, filesystem %s\n' \
+        "$(python3 --version)" "$(lxc-start --version)" "$(tar --version | head -n 1)" \
+        "$(zstd --version | sed -n 's/.* v\([0-9.]*\).*/\1/p')" \
+        "node, templates, volumes and rootfs copies in /var/tmp" "$(stat -f -c %T "$pct_dir")"
+fi
 printf -- '- load average before: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 hack/bench.py \
     --nexcage "$nexcage" --crun "$NEXCAGE_CRUN" --runc "$NEXCAGE_RUNC" \
     --podman "$(command -v podman)" --image "$NEXCAGE_IMAGE" \
     --bundle "$work/bundle" --work "$work" \
-    --runs "$runs" --podman-runs "$podman_runs" --tag "$tag"
+    --runs "$runs" --podman-runs "$podman_runs" --tag "$tag" \
+    --pct-runs "$pct_runs" ${pct_args[@]+"${pct_args[@]}"}
 
 # A foreground `run` execs the delegate, so its record stays until the next reader
 # clears it: `list` must clear every one, and no runtime may hold a container.
@@ -128,7 +222,43 @@ held+=(${ids[@]+"${ids[@]}"})
 printf -- '- nexcage records of finished runs before "nexcage list": %s; listed by it: %s; after: %s\n' \
     "$before" "$(wc -w <<<"$listed")" "$after"
 printf -- '- containers still held by crun, runc (direct and under nexcage) or podman: %s\n' "${#held[@]}"
-if [[ -n "$listed" || "$after" -ne 0 || ${#held[@]} -ne 0 ]]; then
-    die "containers left behind: ${listed} ${held[*]}"
+pct_left=()
+if (( pct_runs > 0 )); then
+    # The pct section's node: no container through nexcage, in Proxmox's view (pct
+    # list, configs), in LXC's, in the stand-in's cgroups, and no template temporary.
+    # `wait "$!"` after a `< <(...)`: the listing must have succeeded (set -e).
+    pct_records() { find "$pct_root/containers" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+    pct_before="$(pct_records)"
+    mapfile -t pct_listed < <("$nexcage" --root "$pct_root" --config "$pct_config" list --quiet)
+    wait "$!"
+    pct_after="$(pct_records)"
+    mapfile -t cts < <("$pct_dir/pct" list)
+    wait "$!"
+    mapfile -t lxcs < <(lxc-ls -P "$pct_lxc" -1)
+    wait "$!"
+    mapfile -t confs < <(find "$pct_node/etc/pve/lxc" -mindepth 1 -maxdepth 1 2>/dev/null)
+    mapfile -t runtime < <(find "$pct_root/backends" -mindepth 2 -maxdepth 2 2>/dev/null)
+    mapfile -t temps < <(find "$pct_templates" -mindepth 1 -maxdepth 1 -name '.nexcage-tmp-*')
+    cgs=()
+    for cg in /sys/fs/cgroup/*/"$pct_cgroup" /sys/fs/cgroup/"$pct_cgroup"; do
+        if [[ -d "$cg" ]]; then cgs+=("$cg"); fi
+    done
+    procs=()
+    if (( ${#cgs[@]} > 0 )); then
+        mapfile -t procs < <(find "${cgs[@]}" -name cgroup.procs -exec cat -- {} + | sort -u)
+    fi
+    printf -- '- pct: nexcage records of finished runs before "nexcage list": %s; %s: %s; %s: %s\n' \
+        "$pct_before" "listed by it" "${#pct_listed[@]}" "after" "$pct_after"
+    printf -- '- pct: containers in "pct list": %s; CT configs: %s; LXC containers: %s; ' \
+        "${#cts[@]}" "${#confs[@]}" "${#lxcs[@]}"
+    printf -- 'nexcage runtime dirs: %s; template temporaries (.nexcage-tmp-*): %s; %s: %s\n' \
+        "${#runtime[@]}" "${#temps[@]}" "processes in the stand-in cgroups" "${#procs[@]}"
+    pct_left=(${pct_listed[@]+"${pct_listed[@]}"} ${cts[@]+"${cts[@]}"} ${confs[@]+"${confs[@]}"}
+        ${lxcs[@]+"${lxcs[@]}"} ${runtime[@]+"${runtime[@]}"} ${temps[@]+"${temps[@]}"}
+        ${procs[@]+"${procs[@]}"})
+    (( pct_after == 0 )) || pct_left+=("$pct_after records")
+fi
+if [[ -n "$listed" || "$after" -ne 0 || ${#held[@]} -ne 0 || ${#pct_left[@]} -ne 0 ]]; then
+    die "containers left behind: ${listed} ${held[*]} ${pct_left[*]}"
 fi
 printf -- '- nothing left\n'
