@@ -279,6 +279,11 @@ fn lifecycle_through_nexcage() {
         err.contains("pause is not supported by backend \"pve\""),
         "{err}"
     );
+    let err = env.fails(&["exec", "--tty", &id, "true"]);
+    assert!(
+        err.contains("exec --tty is not supported by backend \"pve\""),
+        "{err}"
+    );
 
     // SIGTERM reaches the workload (not PID 1's default), which exits 7.
     env.ok(&["kill", &id, "TERM"]);
