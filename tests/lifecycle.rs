@@ -64,18 +64,7 @@ fn full_lifecycle(backend: &str) {
     assert_eq!(stdout(&out), "42 /tmp\n");
 
     // Detached exec leaves a pid file naming a live process.
-    let exec_pid = bundle.dir.path().join("exec.pid");
-    env.detached(&[
-        "exec",
-        "--detach",
-        "--pid-file",
-        exec_pid.to_str().unwrap(),
-        &id,
-        "sleep",
-        "1000",
-    ]);
-    let exec_pid: i32 = std::fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
-    assert!(std::path::Path::new(&format!("/proc/{exec_pid}")).exists());
+    common::assert_detached_exec(&env, bundle.dir.path(), &id);
 
     env.ok(&["pause", &id]);
     assert_eq!(env.status(&id), "paused");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Bundle, CRUN, Env, nexcage, repo, run_cmd, unique};
+use common::{Bundle, CRUN, Env, nexcage, pid_alive, repo, run_cmd, unique};
 
 /// An isolated Proxmox "node" (stand-in dirs and cgroup prefix) and a nexcage config
 /// with backends `crun` (default) and `pve` (ids `pve-*`, or by annotation).
@@ -160,15 +160,6 @@ fn remove_cgroup_tree(dir: &Path) {
     }
 }
 
-fn pid_alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn lifecycle_through_nexcage() {
     let pve = Pve::new();
@@ -254,18 +245,7 @@ fn lifecycle_through_nexcage() {
         common::stderr(&out)
     );
 
-    let exec_pid = bundle.dir.path().join("exec.pid");
-    env.detached(&[
-        "exec",
-        "--detach",
-        "--pid-file",
-        exec_pid.to_str().unwrap(),
-        &id,
-        "sleep",
-        "1000",
-    ]);
-    let exec_pid: i64 = std::fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
-    assert!(pid_alive(exec_pid));
+    common::assert_detached_exec(env, bundle.dir.path(), &id);
 
     let pids: Vec<i64> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
     assert!(pids.len() >= 3, "init, sh, sleep: {pids:?}");

@@ -313,3 +313,29 @@ pub fn run_cmd(mut cmd: Command, stdin: Option<&str>) -> Out {
         stderr: read(&mut err),
     }
 }
+
+/// A live (not zombie) process.
+pub fn pid_alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// `exec --detach --pid-file` of a sleeper: the pid file names a live process.
+pub fn assert_detached_exec(env: &Env, scratch: &Path, id: &str) {
+    let pid_file = scratch.join("exec.pid");
+    env.detached(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+        "sleep",
+        "1000",
+    ]);
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(pid_alive(pid), "exec'd process {pid} is not running");
+}
