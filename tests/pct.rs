@@ -675,7 +675,7 @@ fn killed_holder_or_creator_then_forced_delete() {
     pve.assert_clean();
 
     // Kill nexcage at several points of a create; each must be cleanable.
-    for delay_ms in [5u64, 50, 150, 400] {
+    for delay_ms in [5u64, 50, 150, 400, 800] {
         let id = unique("pve-k9c");
         let mut create = pve
             .env

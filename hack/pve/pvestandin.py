@@ -1902,6 +1902,18 @@ def cmd_set(argv):
     return 0
 
 
+@command('unlock', ['vmid'])
+def cmd_unlock(argv):
+    # PVE: `pct unlock <vmid>` = remove_lock under the config lock, whatever the lock.
+    p = parse('unlock', argv, {}, ['vmid'])
+    vmid = p['vmid']
+    with ConfigLock(vmid):
+        conf = load_config(vmid)
+        conf.opts.pop('lock', None)
+        write_config(vmid, conf)
+    return 0
+
+
 @command('destroy', ['vmid'], task=True)
 def cmd_destroy(argv):
     p = parse('destroy', argv, {'force': P('boolean'), 'purge': P('boolean'),
@@ -1991,7 +2003,7 @@ def cmd_exec(argv):
 NOT_IMPLEMENTED = ['clone', 'console', 'cpusets', 'delsnapshot', 'df', 'enter', 'fsck',
                    'fstrim', 'listsnapshot', 'migrate', 'mount', 'move-volume', 'move_volume',
                    'pending', 'pull', 'push', 'remote-migrate', 'rescan', 'resize', 'restore',
-                   'resume', 'rollback', 'snapshot', 'suspend', 'template', 'unlock', 'unmount']
+                   'resume', 'rollback', 'snapshot', 'suspend', 'template', 'unmount']
 
 
 def main_pct(argv):

@@ -29,6 +29,15 @@ use crate::supervise::{self, BINARY, HOLDER_PID, MOUNT_POINT, PROCESS, SOCKET, S
 
 /// `pvesh get /cluster/nextid` does not reserve: another create may take the id first.
 const CREATE_ATTEMPTS: usize = 5;
+/// How long `delete` waits for a `pct create` left running by a killed nexcage.
+const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+enum Ct {
+    Gone,
+    Ours,
+    Creating,
+    Other,
+}
 
 pub struct Pct {
     name: String,
@@ -110,21 +119,74 @@ impl Pct {
             .and_then(|p| p.trim().parse().ok()))
     }
 
-    /// Whether Proxmox container `vmid` is this OCI container's (its description says
-    /// so), or is gone already (`false`).
-    fn owns(&self, vmid: &str, id: &str) -> Result<bool> {
+    /// Whose Proxmox container `vmid` is: this OCI container's if its description says
+    /// so; in creation if it holds only `lock: create` (the description comes with the
+    /// rest of the config when `pct create` finishes).
+    fn ct(&self, vmid: &str, id: &str) -> Result<Ct> {
         let out = self.pct(&["config", vmid])?;
         if !out.status.success() {
             if String::from_utf8_lossy(&out.stderr).contains("does not exist") {
-                return Ok(false);
+                return Ok(Ct::Gone);
             }
             return Err(self.failed("pct config", &out));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text
+        let ours = text
             .lines()
             .filter_map(|l| l.strip_prefix("description: "))
-            .any(|d| percent_decode(d).trim_end() == translate::description(id)))
+            .any(|d| percent_decode(d).trim_end() == translate::description(id));
+        Ok(if ours {
+            Ct::Ours
+        } else if text.lines().any(|l| l == "lock: create") {
+            Ct::Creating
+        } else {
+            Ct::Other
+        })
+    }
+
+    /// Destroys the Proxmox container of a record, waiting out a `pct create` still
+    /// running for a killed nexcage.
+    fn destroy_ct(&self, vmid: &str, id: &str) -> Result<()> {
+        let deadline = std::time::Instant::now() + CREATE_WAIT;
+        loop {
+            match self.ct(vmid, id)? {
+                Ct::Gone | Ct::Other => return Ok(()),
+                Ct::Ours => break,
+                Ct::Creating if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                // The create itself was killed; the vmid was noted before it started.
+                Ct::Creating => {
+                    let out = self.pct(&["unlock", vmid])?;
+                    if !out.status.success() {
+                        return Err(self.failed("pct unlock", &out));
+                    }
+                    let out = self.pct(&[
+                        "destroy",
+                        vmid,
+                        "--purge",
+                        "--destroy-unreferenced-disks",
+                        "1",
+                    ])?;
+                    if !out.status.success() {
+                        return Err(self.failed("pct destroy", &out));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let status = self.pct(&["status", vmid])?;
+        if String::from_utf8_lossy(&status.stdout).contains("status: running") {
+            let out = self.pct(&["stop", vmid])?;
+            if !out.status.success() {
+                return Err(self.failed("pct stop", &out));
+            }
+        }
+        let out = self.pct(&["destroy", vmid, "--purge"])?;
+        if !out.status.success() {
+            return Err(self.failed("pct destroy", &out));
+        }
+        Ok(())
     }
 
     fn prepare_dir(&self, record: &Record, bundle: &Bundle) -> Result<PathBuf> {
@@ -231,8 +293,11 @@ impl Pct {
         if out.status.success() {
             return Ok(vmid.to_string());
         }
-        // Not ours: someone else's container must never be destroyed as ours.
-        let _ = fs::remove_file(dir.join("vmid"));
+        // Taken by someone else, whose container must never be destroyed as ours. Any
+        // other failure keeps the note: the cleanup then checks what pct left.
+        if String::from_utf8_lossy(&out.stderr).contains("already exists") {
+            let _ = fs::remove_file(dir.join("vmid"));
+        }
         Err(self.failed("pct create", &out))
     }
 
@@ -452,26 +517,10 @@ impl Backend for Pct {
             // SAFETY: kill(2) on the holder we started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        if let Some(vmid) = self.vmid(&record.id)
-            && self.owns(&vmid, &record.id)?
-        {
-            let status = self.pct(&["status", &vmid])?;
-            let text = String::from_utf8_lossy(&status.stdout);
-            if status.status.success() {
-                if text.contains("status: running") {
-                    let out = self.pct(&["stop", &vmid])?;
-                    if !out.status.success() {
-                        return Err(self.failed("pct stop", &out));
-                    }
-                }
-                let out = self.pct(&["destroy", &vmid, "--purge"])?;
-                if !out.status.success() {
-                    return Err(self.failed("pct destroy", &out));
-                }
-            } else if !String::from_utf8_lossy(&status.stderr).contains("does not exist") {
-                return Err(self.failed("pct status", &status));
-            }
+        if let Some(vmid) = self.vmid(&record.id) {
+            self.destroy_ct(&vmid, &record.id)?;
         }
+        template::sweep(&self.cfg.template_dir);
         let dir = self.dir(&record.id);
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -36,12 +36,23 @@ pub fn ensure(cfg: &PctConfig, rootfs: &Path) -> Result<String> {
 }
 
 /// Packs into a temporary name first, so a half-written template is never used; a
-/// temporary left by a killed packer is swept once its pid is gone.
+/// temporary left by a killed packer is swept (here and by `delete`) once its pid is gone.
 fn pack(rootfs: &Path, dir: &Path, target: &Path) -> Result<()> {
     fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
     sweep(dir);
     let temp = dir.join(format!(".{PREFIX}tmp-{}{SUFFIX}", std::process::id()));
-    let out = Command::new("tar")
+    let mut tar = Command::new("tar");
+    // SAFETY: prctl is async-signal-safe. If we are killed, tar goes too, so that the
+    // temporary it writes is not left growing after the sweep.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut tar, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = tar
         .args(["--zstd", "--numeric-owner", "--one-file-system", "-C"])
         .arg(rootfs)
         .arg("-cf")
@@ -63,7 +74,7 @@ fn pack(rootfs: &Path, dir: &Path, target: &Path) -> Result<()> {
     fs::rename(&temp, target).context(|| format!("rename into {}", target.display()))
 }
 
-fn sweep(dir: &Path) {
+pub fn sweep(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
