@@ -282,7 +282,17 @@ fn mkdir_private(dir: &Path) -> Result<()> {
 }
 
 /// A temporary whose lock is free belongs to a process that died mid-create or mid-delete.
+/// A temporary is abandoned when the process named in it is gone (it is not locked
+/// between its mkdir and its flock, so the lock alone cannot tell) and its lock is free.
 fn sweep_if_abandoned(path: &Path) {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let creator = name
+        .rsplit('-')
+        .nth(1)
+        .and_then(|pid| pid.parse::<u32>().ok());
+    if creator.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        return;
+    }
     let Ok(handle) = File::open(path) else { return };
     if let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
         let _ = fs::remove_dir_all(path);
@@ -339,6 +349,23 @@ mod tests {
         assert!(matches!(root.load("a"), Err(Error::NotExist(_))));
         assert!(root.list().unwrap().is_empty());
         assert!(matches!(root.load("../a"), Err(Error::InvalidId(_))));
+    }
+
+    #[test]
+    fn list_sweeps_only_temporaries_of_dead_creators() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::resolve(Some(tmp.path())).unwrap();
+        let containers = tmp.path().join("containers");
+        let live = containers.join(format!("{TEMP_PREFIX}new-{}-7", std::process::id()));
+        let dead = containers.join(format!("{TEMP_PREFIX}new-{}-7", u32::MAX));
+        fs::create_dir_all(&live).unwrap();
+        fs::create_dir_all(&dead).unwrap();
+        assert!(root.list().unwrap().is_empty());
+        assert!(
+            live.exists(),
+            "a creator between mkdir and flock must keep its dir"
+        );
+        assert!(!dead.exists());
     }
 
     #[test]

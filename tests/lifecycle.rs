@@ -217,11 +217,12 @@ fn killed_foreground_run(backend: &str) {
     let env = Env::two_backends();
     let id = id_for(backend);
     let bundle = Bundle::new(&["sleep", "1000"]);
+    let log = bundle.dir.path().join("run.log");
     let mut run = env
         .cmd()
         .args(["run", "--bundle", bundle.path(), &id])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     // Wait until the container runs, then kill the runtime process under it.
@@ -229,8 +230,9 @@ fn killed_foreground_run(backend: &str) {
     while !env.ok(&["list", "-q"]).contains(&id) || env.status(&id) != "running" {
         assert!(
             std::time::Instant::now() < deadline,
-            "container never ran: {}",
-            String::from_utf8_lossy(&env.run(&["list"]).stdout)
+            "container never ran: {} {:?}",
+            String::from_utf8_lossy(&env.run(&["list"]).stdout),
+            std::fs::read_to_string(&log)
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
