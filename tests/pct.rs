@@ -674,6 +674,47 @@ fn killed_holder_or_creator_then_forced_delete() {
     pve.env.ok(&["delete", "--force", &id]);
     pve.assert_clean();
 
+    // The holder killed before start: the container is stopped, and cleanable.
+    let id = unique("pve-k9h");
+    pve.env
+        .detached(&["create", "--bundle", bundle.path(), &id]);
+    let holder = pve.env.state(&id)["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the holder's pid.
+    unsafe { libc::kill(holder as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pve.env.status(&id) != "stopped" {
+        assert!(Instant::now() < deadline, "holder death not seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = pve.env.fails(&["start", &id]);
+    assert!(
+        err.contains("cannot start a container that has stopped"),
+        "{err}"
+    );
+    pve.env.ok(&["delete", "--force", &id]);
+    pve.assert_clean();
+
+    // A foreground `run` killed while its container runs: still listed, cleanable.
+    let id = unique("pve-k9r");
+    let mut run = pve
+        .env
+        .cmd()
+        .args(["run", "--bundle", bundle.path(), &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pve.env.ok(&["list", "-q"]).contains(&id) || pve.env.status(&id) != "running" {
+        assert!(Instant::now() < deadline, "container never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(pve.env.ok(&["list", "-q"]), format!("{id}\n"));
+    pve.env.ok(&["delete", "--force", &id]);
+    pve.assert_clean();
+
     // Kill nexcage at several points of a create; each must be cleanable.
     for delay_ms in [5u64, 50, 150, 400, 800] {
         let id = unique("pve-k9c");
