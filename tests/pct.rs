@@ -259,11 +259,9 @@ fn lifecycle_through_nexcage() {
         err.contains("pause is not supported by backend \"pve\""),
         "{err}"
     );
-    let err = env.fails(&["exec", "--tty", &id, "true"]);
-    assert!(
-        err.contains("exec --tty is not supported by backend \"pve\""),
-        "{err}"
-    );
+    // --tty without a console socket: the caller's own stdio is the terminal.
+    let out = env.run(&["exec", "--tty", &id, "sh", "-c", "exit 6"]);
+    assert_eq!(out.status.code(), Some(6), "{}", common::stderr(&out));
 
     // SIGTERM reaches the workload (not PID 1's default), which exits 7.
     env.ok(&["kill", &id, "TERM"]);
@@ -536,6 +534,51 @@ fn podman_on_pct() {
     assert_eq!(exit.stdout.trim(), "0");
     let out = run_cmd(command(&["podman", "rm", &name.0]), None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+
+    // exec with a terminal: -t (pty by console socket) and -it.
+    let name = PodmanName(unique("nxc-pct-x"));
+    let mut cmd = podman(&pve);
+    cmd.args([
+        "run",
+        "-d",
+        "--name",
+        &name.0,
+        "--annotation",
+        "org.nexcage.backend=pve",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(run_cmd(cmd, None).code, Some(0));
+    let mut cmd = podman(&pve);
+    cmd.args([
+        "exec",
+        "-t",
+        &name.0,
+        "sh",
+        "-c",
+        "test -t 0 && echo exec-tty; exit 3",
+    ]);
+    let out = run_cmd(cmd, None);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(3), "exec-tty\r\n"),
+        "{}",
+        out.stderr
+    );
+    let inner = format!(
+        "podman --runtime {} --runtime-flag config={} exec -it {} sh -c 'read a; echo got:$a; exit 2'",
+        nexcage(),
+        pve.env.config.as_ref().unwrap().display(),
+        name.0
+    );
+    let out = run_cmd(
+        command(&["script", "-qec", &inner, "/dev/null"]),
+        Some("xyz\n"),
+    );
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stdout.contains("got:xyz"), "{:?}", out.stdout);
+    drop(name);
 
     // stdin through -i, and a terminal with -it.
     let name = PodmanName(unique("nxc-pct-i"));

@@ -142,6 +142,9 @@ pub struct EnterArgs {
     pub group: Vec<u32>,
     #[arg(long)]
     pub no_new_privileges: bool,
+    /// Take stdin/stdout/stderr from this socket (SCM_RIGHTS), e.g. a terminal
+    #[arg(long)]
+    pub stdio_socket: Option<PathBuf>,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<OsString>,
 }

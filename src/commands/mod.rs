@@ -53,6 +53,7 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
                 rlimits: Vec::new(),
                 no_new_privileges: a.no_new_privileges,
             },
+            a.stdio_socket.as_deref(),
         )),
     }
 }

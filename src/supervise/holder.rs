@@ -95,7 +95,7 @@ fn start(dir: &Path, start_cmd: &[OsString]) -> std::result::Result<(), String> 
     ))
 }
 
-fn accept_within(listener: &UnixListener, timeout: Duration) -> Result<UnixStream> {
+pub fn accept_within(listener: &UnixListener, timeout: Duration) -> Result<UnixStream> {
     let mut fds = [PollFd::new(
         // SAFETY: the listener outlives the poll.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(listener.as_raw_fd()) },

@@ -34,9 +34,6 @@ pub fn init() -> Result<i32> {
     let text = std::fs::read(dir.join(PROCESS)).context(|| "read process.json")?;
     let process: Process =
         serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("process.json: {e}")))?;
-    let mut holder = UnixStream::connect(dir.join(SOCKET)).context(|| "connect to holder")?;
-    send_line(&mut holder, "init")?;
-    let stdio = recv_fds(&holder, 3)?;
     let user = process.user();
     let identity = Identity {
         uid: user.uid(),
@@ -53,23 +50,7 @@ pub fn init() -> Result<i32> {
     let args = process.args().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();
     let mut cmd = command(&args, &env, process.cwd(), &identity)?;
-    let [stdin, stdout, stderr]: [OwnedFd; 3] = stdio
-        .try_into()
-        .map_err(|_| Error::Usage("expected 3 fds".into()))?;
-    let tty = nix::unistd::isatty(&stdin).unwrap_or(false);
-    cmd.stdin(Stdio::from(stdin))
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
-    // SAFETY: only async-signal-safe calls (setsid, ioctl).
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut holder = stdio_from(&mut cmd, &dir.join(SOCKET), "init")?;
     let code = match cmd.spawn() {
         Ok(child) => wait_forwarding(child.id() as i32),
         // As runc: a workload that cannot start is exit 127 (not found) / 126.
@@ -86,16 +67,59 @@ pub fn init() -> Result<i32> {
     Ok(code)
 }
 
-/// `enter`: become the exec'd process inside a running container.
-pub fn enter(args: &[OsString], env: &[String], cwd: &str, identity: &Identity) -> Error {
+/// `enter`: become the exec'd process inside a running container. With `stdio_socket`, stdin/stdout/stderr (a terminal, say) come from whoever
+/// listens there, as init's come from the holder.
+pub fn enter(
+    args: &[OsString],
+    env: &[String],
+    cwd: &str,
+    identity: &Identity,
+    stdio_socket: Option<&Path>,
+) -> Error {
     let args: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    match command(&args, env, Path::new(cwd), identity) {
+    let prepared = command(&args, env, Path::new(cwd), identity).and_then(|mut cmd| {
+        if let Some(socket) = stdio_socket {
+            // The connection only carries the fds; it may close with us.
+            stdio_from(&mut cmd, socket, "stdio")?;
+        }
+        Ok(cmd)
+    });
+    match prepared {
         Ok(cmd) => crate::process::exec(cmd),
         Err(e) => e,
     }
+}
+
+/// Connects to `socket`, says `hello`, and makes the 3 fds it is sent `cmd`'s stdio;
+/// a terminal among them becomes the controlling terminal of a new session.
+fn stdio_from(cmd: &mut Command, socket: &Path, hello: &str) -> Result<UnixStream> {
+    let mut conn =
+        UnixStream::connect(socket).context(|| format!("connect to {}", socket.display()))?;
+    send_line(&mut conn, hello)?;
+    let fds = recv_fds(&conn, 3)?;
+    let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+        .try_into()
+        .map_err(|_| Error::Usage("expected 3 fds".into()))?;
+    let tty = nix::unistd::isatty(&stdin).unwrap_or(false);
+    cmd.stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    // SAFETY: only async-signal-safe calls. Hooks run in order, so this runs after
+    // `command`'s identity change; neither setsid nor TIOCSCTTY on a terminal that is
+    // no session's needs privilege.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(conn)
 }
 
 fn command(args: &[String], env: &[String], cwd: &Path, id: &Identity) -> Result<Command> {

@@ -378,20 +378,6 @@ impl Backend for Pct {
             | cli::Command::Update(_)
             | cli::Command::Checkpoint(_)
             | cli::Command::Restore(_) => Err(self.unsupported(inv.command.name())),
-            cli::Command::Exec(a) if a.tty || a.console_socket.is_some() => {
-                Err(self.unsupported("exec --tty"))
-            }
-            cli::Command::Exec(a) if a.process.is_some() => {
-                // A process.json with terminal:true needs a tty we cannot give yet.
-                let text = fs::read(a.process.as_ref().unwrap_or(&PathBuf::new()))
-                    .context(|| "read --process file")?;
-                let p: oci_spec::runtime::Process = serde_json::from_slice(&text)
-                    .map_err(|e| Error::Usage(format!("--process: {e}")))?;
-                if p.terminal().unwrap_or(false) {
-                    return Err(self.unsupported("exec with a terminal"));
-                }
-                Ok(())
-            }
             _ => Ok(()),
         }
     }
@@ -538,17 +524,70 @@ impl Backend for Pct {
                     return Err(Error::Usage("cannot exec in a stopped container".into()));
                 }
                 let vmid = self.vmid(&record.id).unwrap_or_default();
+                let dir = self.dir(&record.id);
+                let (mut args, terminal) = enter_args(a, &dir)?;
+                let tty = match (terminal, &a.console_socket) {
+                    (true, Some(socket)) => Some(console(socket)?),
+                    (true, None) if a.detach => {
+                        return Err(Error::Usage(
+                            "cannot allocate tty if runc will detach without setting console socket"
+                                .into(),
+                        ));
+                    }
+                    (false, Some(_)) => {
+                        return Err(Error::Usage(
+                            "cannot use console socket if runc will not detach or allocate tty"
+                                .into(),
+                        ));
+                    }
+                    _ => None,
+                };
+                // A terminal reaches the process by SCM_RIGHTS, as init's stdio does,
+                // not through lxc-attach's own pty relay.
+                let stdio = if terminal {
+                    let name = format!("exec-{}.sock", std::process::id());
+                    let listener = UnixListener::bind(dir.join(&name))
+                        .context(|| format!("bind {}", dir.join(&name).display()))?;
+                    fs::set_permissions(dir.join(&name), fs::Permissions::from_mode(0o777))
+                        .context(|| "chmod exec socket")?;
+                    args.splice(
+                        2..2,
+                        [
+                            "--stdio-socket".into(),
+                            format!("{MOUNT_POINT}/{name}").into(),
+                        ],
+                    );
+                    Some((listener, dir.join(name)))
+                } else {
+                    None
+                };
                 let mut cmd = Command::new(&self.cfg.pct);
                 cmd.args(["exec", &vmid, "--keep-env", "0", "--"])
-                    .args(enter_args(a, &self.dir(&record.id))?);
+                    .args(args);
+                if stdio.is_some() {
+                    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+                }
+                if !a.detach && stdio.is_none() {
+                    return Err(process::exec(cmd));
+                }
+                let mut child = process::spawn(&mut cmd)?;
+                if let Some((listener, path)) = stdio {
+                    let handed = hand_stdio(&listener, tty);
+                    let _ = fs::remove_file(&path);
+                    if let Err(e) = handed {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(e);
+                    }
+                }
                 if a.detach {
-                    let child = process::spawn(&mut cmd)?;
                     if let Some(pid_file) = &a.pid_file {
                         write_pid_file(pid_file, child.id() as i32)?;
                     }
                     return Ok(0);
                 }
-                Err(process::exec(cmd))
+                let status = child.wait().context(|| "wait for pct exec")?;
+                Ok(exit_code(status))
             }
             cli::Command::Ps(a) => {
                 if !running() {
@@ -570,15 +609,31 @@ impl Backend for Pct {
     }
 }
 
+/// Gives the process `nexcage enter` starts its stdio: the pty slave, or our own
+/// (the caller's terminal, for a foreground `exec -t`).
+fn hand_stdio(listener: &UnixListener, tty: Option<OwnedFd>) -> Result<()> {
+    let conn = supervise::holder::accept_within(listener, std::time::Duration::from_secs(30))?;
+    if supervise::protocol::read_line(&conn)?.as_deref() != Some("stdio") {
+        return Err(Error::Usage("unexpected caller on the exec socket".into()));
+    }
+    match tty {
+        Some(fd) => {
+            let raw = fd.as_raw_fd();
+            supervise::protocol::send_fds(&conn, &[raw, raw, raw])
+        }
+        None => supervise::protocol::send_fds(&conn, &[0, 1, 2]),
+    }
+}
+
 /// `nexcage enter` argv for `pct exec`: the process from `--process`, or the
 /// container's own process (process.json in the runtime dir) changed by the flags, as
-/// runc composes it.
-fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<Vec<OsString>> {
+/// runc composes it; and whether the process wants a terminal.
+fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<(Vec<OsString>, bool)> {
     let read_process = |path: &Path| -> Result<oci_spec::runtime::Process> {
         let text = fs::read(path).context(|| format!("read {}", path.display()))?;
         serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
     };
-    let (p, args) = match &a.process {
+    let (p, args, terminal) = match &a.process {
         Some(path) => {
             let p = read_process(path)?;
             let args = p
@@ -588,9 +643,10 @@ fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<Vec<OsString>> {
                 .into_iter()
                 .map(OsString::from)
                 .collect();
-            (p, args)
+            let terminal = p.terminal().unwrap_or(false);
+            (p, args, terminal)
         }
-        None => (read_process(&dir.join(PROCESS))?, a.command.clone()),
+        None => (read_process(&dir.join(PROCESS))?, a.command.clone(), a.tty),
     };
     let user = p.user();
     let (mut uid, mut gid) = (user.uid(), user.gid());
@@ -637,7 +693,7 @@ fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<Vec<OsString>> {
     }
     out.push("--".into());
     out.extend(args);
-    Ok(out)
+    Ok((out, terminal))
 }
 
 /// `pct config` prints the description %XX-encoded.
