@@ -4,11 +4,12 @@
 //! holder + init mechanism of `crate::supervise`. Nothing depends on Proxmox
 //! internals: only `pct`, `pvesh` and their outputs.
 
+mod exec;
+mod ps;
 mod template;
 mod translate;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -525,7 +526,7 @@ impl Backend for Pct {
                 }
                 let vmid = self.vmid(&record.id).unwrap_or_default();
                 let dir = self.dir(&record.id);
-                let (mut args, terminal) = enter_args(a, &dir)?;
+                let (mut args, terminal) = exec::enter_args(a, &dir)?;
                 let tty = match (terminal, &a.console_socket) {
                     (true, Some(socket)) => Some(console(socket)?),
                     (true, None) if a.detach => {
@@ -572,7 +573,7 @@ impl Backend for Pct {
                 }
                 let mut child = process::spawn(&mut cmd)?;
                 if let Some((listener, path)) = stdio {
-                    let handed = hand_stdio(&listener, tty);
+                    let handed = exec::hand_stdio(&listener, tty);
                     let _ = fs::remove_file(&path);
                     if let Err(e) = handed {
                         let _ = child.kill();
@@ -597,103 +598,16 @@ impl Backend for Pct {
                 let init = self
                     .init_pid(&vmid)?
                     .ok_or_else(|| Error::Usage("container not running".into()))?;
-                let pids = cgroup_pids(init)?;
+                let pids = ps::cgroup_pids(init)?;
                 if a.format == "json" {
                     println!("{}", serde_json::to_string(&pids).unwrap_or_default());
                     return Ok(0);
                 }
-                print_ps_table(&pids, &a.ps_args)
+                ps::print_ps_table(&pids, &a.ps_args)
             }
             other => Err(self.unsupported(other.name())),
         }
     }
-}
-
-/// Gives the process `nexcage enter` starts its stdio: the pty slave, or our own
-/// (the caller's terminal, for a foreground `exec -t`).
-fn hand_stdio(listener: &UnixListener, tty: Option<OwnedFd>) -> Result<()> {
-    let conn = supervise::holder::accept_within(listener, std::time::Duration::from_secs(30))?;
-    if supervise::protocol::read_line(&conn)?.as_deref() != Some("stdio") {
-        return Err(Error::Usage("unexpected caller on the exec socket".into()));
-    }
-    match tty {
-        Some(fd) => {
-            let raw = fd.as_raw_fd();
-            supervise::protocol::send_fds(&conn, &[raw, raw, raw])
-        }
-        None => supervise::protocol::send_fds(&conn, &[0, 1, 2]),
-    }
-}
-
-/// `nexcage enter` argv for `pct exec`: the process from `--process`, or the
-/// container's own process (process.json in the runtime dir) changed by the flags, as
-/// runc composes it; and whether the process wants a terminal.
-fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<(Vec<OsString>, bool)> {
-    let read_process = |path: &Path| -> Result<oci_spec::runtime::Process> {
-        let text = fs::read(path).context(|| format!("read {}", path.display()))?;
-        serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
-    };
-    let (p, args, terminal) = match &a.process {
-        Some(path) => {
-            let p = read_process(path)?;
-            let args = p
-                .args()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(OsString::from)
-                .collect();
-            let terminal = p.terminal().unwrap_or(false);
-            (p, args, terminal)
-        }
-        None => (read_process(&dir.join(PROCESS))?, a.command.clone(), a.tty),
-    };
-    let user = p.user();
-    let (mut uid, mut gid) = (user.uid(), user.gid());
-    let mut groups = user.additional_gids().clone().unwrap_or_default();
-    let mut env = p.env().clone().unwrap_or_default();
-    let mut cwd = p.cwd().to_string_lossy().into_owned();
-    if a.process.is_none() {
-        if let Some(u) = &a.user {
-            (uid, gid) = supervise::init::Identity::parse_user(u)
-                .ok_or_else(|| Error::Usage(format!("invalid --user {u:?}")))?;
-        }
-        if !a.additional_gids.is_empty() {
-            groups = a
-                .additional_gids
-                .iter()
-                .map(|g| {
-                    g.parse()
-                        .map_err(|_| Error::Usage(format!("invalid gid {g:?}")))
-                })
-                .collect::<Result<Vec<u32>>>()?;
-        }
-        env.extend(a.env.iter().cloned());
-        if let Some(c) = &a.cwd {
-            cwd = c.clone();
-        }
-    }
-    let nnp = a.no_new_privs || p.no_new_privileges().unwrap_or(false);
-    let mut out: Vec<OsString> = vec![format!("{MOUNT_POINT}/{BINARY}").into(), "enter".into()];
-    out.extend([
-        "--cwd".into(),
-        cwd.into(),
-        "--uid".into(),
-        uid.to_string().into(),
-    ]);
-    out.extend(["--gid".into(), gid.to_string().into()]);
-    for g in groups {
-        out.extend(["--group".into(), g.to_string().into()]);
-    }
-    for e in env {
-        out.extend(["--env".into(), e.into()]);
-    }
-    if nnp {
-        out.push("--no-new-privileges".into());
-    }
-    out.push("--".into());
-    out.extend(args);
-    Ok((out, terminal))
 }
 
 /// `pct config` prints the description %XX-encoded.
@@ -749,70 +663,4 @@ fn console(socket: &Path) -> Result<OwnedFd> {
         .context(|| format!("connect to console socket {}", socket.display()))?;
     supervise::protocol::send_fds(&conn, &[pty.master.as_raw_fd()])?;
     Ok(pty.slave)
-}
-
-/// Host pids in the cgroup of `init` and below it (v1 `pids`, else the unified tree).
-fn cgroup_pids(init: i32) -> Result<Vec<i32>> {
-    let text =
-        fs::read_to_string(format!("/proc/{init}/cgroup")).context(|| "read init's cgroup")?;
-    let path = text
-        .lines()
-        .find_map(|l| {
-            l.split_once(":pids:")
-                .map(|(_, p)| format!("/sys/fs/cgroup/pids{p}"))
-        })
-        .or_else(|| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("0::").map(|p| format!("/sys/fs/cgroup{p}")))
-        })
-        .ok_or_else(|| Error::Usage("cannot find the container's cgroup".into()))?;
-    // init sits in the container's cgroup or in a child of it: list the parent's tree.
-    let top = Path::new(&path)
-        .parent()
-        .unwrap_or(Path::new(&path))
-        .to_path_buf();
-    let mut pids = Vec::new();
-    let mut stack = vec![top];
-    while let Some(dir) = stack.pop() {
-        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        }
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
-            }
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    Ok(pids)
-}
-
-/// runc's table: `ps ARGS` (default `-ef`), header plus the container's lines.
-fn print_ps_table(pids: &[i32], ps_args: &[OsString]) -> Result<Exit> {
-    let mut cmd = Command::new("ps");
-    if ps_args.is_empty() {
-        cmd.arg("-ef");
-    } else {
-        cmd.args(ps_args);
-    }
-    let out = cmd.stdin(Stdio::null()).output().context(|| "run ps")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    let column = header
-        .split_whitespace()
-        .position(|h| h == "PID")
-        .ok_or_else(|| Error::Usage("ps output has no PID column".into()))?;
-    println!("{header}");
-    for line in lines {
-        let pid = line
-            .split_whitespace()
-            .nth(column)
-            .and_then(|p| p.parse::<i32>().ok());
-        if pid.is_some_and(|p| pids.contains(&p)) {
-            println!("{line}");
-        }
-    }
-    Ok(exit_code(out.status))
 }

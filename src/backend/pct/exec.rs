@@ -1,0 +1,99 @@
+//! `exec` inside a Proxmox container: `pct exec` into `nexcage enter`, with the
+//! process composed as runc does and, for a terminal, the pty handed over by SCM_RIGHTS.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use crate::cli;
+use crate::error::{Error, IoContext, Result};
+use crate::supervise::{self, BINARY, MOUNT_POINT, PROCESS};
+
+/// Gives the process `nexcage enter` starts its stdio: the pty slave, or our own
+/// (the caller's terminal, for a foreground `exec -t`).
+pub fn hand_stdio(listener: &UnixListener, tty: Option<OwnedFd>) -> Result<()> {
+    let conn = supervise::holder::accept_within(listener, std::time::Duration::from_secs(30))?;
+    if supervise::protocol::read_line(&conn)?.as_deref() != Some("stdio") {
+        return Err(Error::Usage("unexpected caller on the exec socket".into()));
+    }
+    match tty {
+        Some(fd) => {
+            let raw = fd.as_raw_fd();
+            supervise::protocol::send_fds(&conn, &[raw, raw, raw])
+        }
+        None => supervise::protocol::send_fds(&conn, &[0, 1, 2]),
+    }
+}
+
+/// `nexcage enter` argv for `pct exec`: the process from `--process`, or the
+/// container's own process (process.json in the runtime dir) changed by the flags, as
+/// runc composes it; and whether the process wants a terminal.
+pub fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<(Vec<OsString>, bool)> {
+    let read_process = |path: &Path| -> Result<oci_spec::runtime::Process> {
+        let text = fs::read(path).context(|| format!("read {}", path.display()))?;
+        serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+    };
+    let (p, args, terminal) = match &a.process {
+        Some(path) => {
+            let p = read_process(path)?;
+            let args = p
+                .args()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(OsString::from)
+                .collect();
+            let terminal = p.terminal().unwrap_or(false);
+            (p, args, terminal)
+        }
+        None => (read_process(&dir.join(PROCESS))?, a.command.clone(), a.tty),
+    };
+    let user = p.user();
+    let (mut uid, mut gid) = (user.uid(), user.gid());
+    let mut groups = user.additional_gids().clone().unwrap_or_default();
+    let mut env = p.env().clone().unwrap_or_default();
+    let mut cwd = p.cwd().to_string_lossy().into_owned();
+    if a.process.is_none() {
+        if let Some(u) = &a.user {
+            (uid, gid) = supervise::init::Identity::parse_user(u)
+                .ok_or_else(|| Error::Usage(format!("invalid --user {u:?}")))?;
+        }
+        if !a.additional_gids.is_empty() {
+            groups = a
+                .additional_gids
+                .iter()
+                .map(|g| {
+                    g.parse()
+                        .map_err(|_| Error::Usage(format!("invalid gid {g:?}")))
+                })
+                .collect::<Result<Vec<u32>>>()?;
+        }
+        env.extend(a.env.iter().cloned());
+        if let Some(c) = &a.cwd {
+            cwd = c.clone();
+        }
+    }
+    let nnp = a.no_new_privs || p.no_new_privileges().unwrap_or(false);
+    let mut out: Vec<OsString> = vec![format!("{MOUNT_POINT}/{BINARY}").into(), "enter".into()];
+    out.extend([
+        "--cwd".into(),
+        cwd.into(),
+        "--uid".into(),
+        uid.to_string().into(),
+    ]);
+    out.extend(["--gid".into(), gid.to_string().into()]);
+    for g in groups {
+        out.extend(["--group".into(), g.to_string().into()]);
+    }
+    for e in env {
+        out.extend(["--env".into(), e.into()]);
+    }
+    if nnp {
+        out.push("--no-new-privileges".into());
+    }
+    out.push("--".into());
+    out.extend(args);
+    Ok((out, terminal))
+}
