@@ -458,47 +458,67 @@ impl Drop for PodmanName {
 
 const IMAGE: &str = "localhost/nexcage-busybox:latest";
 
+/// Routes a podman container to the pct backend by annotation.
+const ON_PVE: &str = "org.nexcage.backend=pve";
+
+/// `podman run FLAGS --name NAME --annotation ANNOTATION IMAGE ARGV` on nexcage.
+fn podman_run(
+    pve: &Pve,
+    flags: &[&str],
+    name: &str,
+    annotation: &str,
+    argv: &[&str],
+    stdin: Option<&str>,
+) -> common::Out {
+    let mut cmd = podman(pve);
+    cmd.arg("run")
+        .args(flags)
+        .args(["--name", name, "--annotation", annotation, IMAGE])
+        .args(argv);
+    run_cmd(cmd, stdin)
+}
+
+/// `podman ARGS` on nexcage inside `script`, which gives it a terminal (for -it).
+fn podman_in_terminal(pve: &Pve, args: &str, stdin: &str) -> common::Out {
+    let line = format!(
+        "podman --runtime {} --runtime-flag config={} {args}",
+        nexcage(),
+        pve.env.config.as_ref().unwrap().display()
+    );
+    run_cmd(
+        command(&["script", "-qec", &line, "/dev/null"]),
+        Some(stdin),
+    )
+}
+
 #[test]
 fn podman_on_pct() {
     let pve = Pve::new();
-    // By annotation, and by rule (the container id podman picks never matches
-    // `pve-*`, so a rule on an annotation value does it).
+    // Routed by annotation.
     let name = PodmanName(unique("nxc-pct"));
-    let mut cmd = podman(&pve);
-    cmd.args([
-        "run",
-        "--rm",
-        "--name",
-        &name.0,
-        "--annotation",
-        "org.nexcage.backend=pve",
-        IMAGE,
-    ])
-    .args(["sh", "-c", "echo hi; echo err >&2; exit 3"]);
-    let out = run_cmd(cmd, None);
+    let argv = ["sh", "-c", "echo hi; echo err >&2; exit 3"];
+    let out = podman_run(&pve, &["--rm"], &name.0, ON_PVE, &argv, None);
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert_eq!(out.stdout, "hi\n");
     assert_eq!(out.stderr, "err\n");
     assert_eq!(pve.pct(&["list"]).stdout, "");
 
-    // -d, logs, exec, stop, rm.
+    // -d, logs, exec, stop, rm; routed by a rule on an annotation (the ids podman
+    // picks never match the `pve-*` rule).
     let name = PodmanName(unique("nxc-pct-d"));
-    let mut cmd = podman(&pve);
-    cmd.args([
-        "run",
-        "-d",
-        "--name",
-        &name.0,
-        "--annotation",
-        "org.nexcage.backend=pve",
-        IMAGE,
-    ])
-    .args([
+    let serve = [
         "sh",
         "-c",
         "trap 'exit 0' TERM; echo started; sleep 1000 & wait",
-    ]);
-    let out = run_cmd(cmd, None);
+    ];
+    let out = podman_run(
+        &pve,
+        &["-d"],
+        &name.0,
+        "org.nexcage.test.place=proxmox",
+        &serve,
+        None,
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(pve.pct(&["list"]).stdout.contains("running"));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -521,35 +541,21 @@ fn podman_on_pct() {
     );
     let out = run_cmd(command(&["podman", "stop", "--time", "10", &name.0]), None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let exit = run_cmd(
-        command(&[
-            "podman",
-            "inspect",
-            "--format",
-            "{{.State.ExitCode}}",
-            &name.0,
-        ]),
-        None,
-    );
-    assert_eq!(exit.stdout.trim(), "0");
+    let format = [
+        "podman",
+        "inspect",
+        "--format",
+        "{{.State.ExitCode}}",
+        &name.0,
+    ];
+    assert_eq!(run_cmd(command(&format), None).stdout.trim(), "0");
     let out = run_cmd(command(&["podman", "rm", &name.0]), None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 
     // exec with a terminal: -t (pty by console socket) and -it.
     let name = PodmanName(unique("nxc-pct-x"));
-    let mut cmd = podman(&pve);
-    cmd.args([
-        "run",
-        "-d",
-        "--name",
-        &name.0,
-        "--annotation",
-        "org.nexcage.backend=pve",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    assert_eq!(run_cmd(cmd, None).code, Some(0));
+    let out = podman_run(&pve, &["-d"], &name.0, ON_PVE, &["sleep", "1000"], None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     let mut cmd = podman(&pve);
     cmd.args([
         "exec",
@@ -566,48 +572,31 @@ fn podman_on_pct() {
         "{}",
         out.stderr
     );
-    let inner = format!(
-        "podman --runtime {} --runtime-flag config={} exec -it {} sh -c 'read a; echo got:$a; exit 2'",
-        nexcage(),
-        pve.env.config.as_ref().unwrap().display(),
-        name.0
-    );
-    let out = run_cmd(
-        command(&["script", "-qec", &inner, "/dev/null"]),
-        Some("xyz\n"),
-    );
+    let args = format!("exec -it {} sh -c 'read a; echo got:$a; exit 2'", name.0);
+    let out = podman_in_terminal(&pve, &args, "xyz\n");
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stdout.contains("got:xyz"), "{:?}", out.stdout);
     drop(name);
 
     // stdin through -i, and a terminal with -it.
     let name = PodmanName(unique("nxc-pct-i"));
-    let mut cmd = podman(&pve);
-    cmd.args([
-        "run",
-        "--rm",
-        "-i",
-        "--name",
+    let argv = ["sh", "-c", "read x; echo got:$x"];
+    let out = podman_run(
+        &pve,
+        &["--rm", "-i"],
         &name.0,
-        "--annotation",
-        "org.nexcage.backend=pve",
-        IMAGE,
-    ])
-    .args(["sh", "-c", "read x; echo got:$x"]);
-    let out = run_cmd(cmd, Some("piped\n"));
+        ON_PVE,
+        &argv,
+        Some("piped\n"),
+    );
     assert_eq!(out.stdout, "got:piped\n", "{}", out.stderr);
     let name = PodmanName(unique("nxc-pct-t"));
-    let inner = format!(
-        "podman --runtime {} --runtime-flag config={} run --rm -it --name {} --annotation org.nexcage.backend=pve {IMAGE} sh -c 'test -t 0 && echo tty; read x; echo got:$x; exit 4'",
-        nexcage(),
-        pve.env.config.as_ref().unwrap().display(),
+    let args = format!(
+        "run --rm -it --name {} --annotation {ON_PVE} {IMAGE} sh -c 'test -t 0 && echo tty; read x; echo got:$x; exit 4'",
         name.0
     );
-    let out = run_cmd(
-        command(&["script", "-qec", &inner, "/dev/null"]),
-        Some("typed\n"),
-    );
-    assert_eq!(out.code, Some(4), "{out:?}", out = out.stderr);
+    let out = podman_in_terminal(&pve, &args, "typed\n");
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
     assert!(
         out.stdout.contains("tty\r\n") && out.stdout.contains("got:typed"),
         "{:?}",
