@@ -47,14 +47,7 @@ fn missing_or_broken_bundles() {
         "not a valid OCI spec",
     );
     // A valid spec whose rootfs is missing fails in the backend: still nothing left.
-    let bundle = Bundle::with(&["true"], |s| {
-        s.set_root(Some(
-            oci_spec::runtime::RootBuilder::default()
-                .path("/nonexistent/rootfs")
-                .build()
-                .unwrap(),
-        ));
-    });
+    let bundle = Bundle::missing_rootfs();
     let out = env.run(&["create", "--bundle", bundle.path(), &unique("b")]);
     assert!(!out.status.success());
     env.assert_clean();

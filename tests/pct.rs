@@ -818,14 +818,7 @@ fn bad_input_for_pct() {
         err.contains("annotation org.nexcage.pct.storage is not allowed"),
         "{err}"
     );
-    let bundle = Bundle::with(&["true"], |s| {
-        s.set_root(Some(
-            oci_spec::runtime::RootBuilder::default()
-                .path("/nonexistent/rootfs")
-                .build()
-                .unwrap(),
-        ));
-    });
+    let bundle = Bundle::missing_rootfs();
     let err = pve
         .env
         .fails(&["create", "--bundle", bundle.path(), &unique("pve-nofs")]);

@@ -77,6 +77,18 @@ impl Bundle {
         Bundle { dir }
     }
 
+    /// A valid spec whose root.path does not exist.
+    pub fn missing_rootfs() -> Bundle {
+        Bundle::with(&["true"], |s| {
+            s.set_root(Some(
+                oci_spec::runtime::RootBuilder::default()
+                    .path("/nonexistent/rootfs")
+                    .build()
+                    .unwrap(),
+            ));
+        })
+    }
+
     pub fn annotated(args: &[&str], annotations: &[(&str, &str)]) -> Bundle {
         let map: HashMap<String, String> = annotations
             .iter()
