@@ -160,6 +160,16 @@ impl Root {
         claimed
     }
 
+    /// Locks `record`'s container exclusively if it is still that one: `None` if it
+    /// was deleted, or deleted and its id reused, meanwhile.
+    pub fn lock_same(&self, record: &Record) -> Result<Option<Locked>> {
+        match self.lock(&record.id) {
+            Ok((locked, current)) if current.created == record.created => Ok(Some(locked)),
+            Ok(_) | Err(Error::NotExist(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Locks an existing container exclusively (delete, end of `run`).
     pub fn lock(&self, id: &str) -> Result<(Locked, Record)> {
         ids::validate(id)?;

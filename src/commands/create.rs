@@ -101,12 +101,9 @@ fn listen_fds() -> i32 {
 /// Drops a finished foreground container, unless someone deleted it (and perhaps
 /// reused the id) meanwhile.
 fn forget(inv: &Invocation, root: &Root, backend: &dyn Backend, record: &Record) {
-    let Ok((locked, current)) = root.lock(&record.id) else {
+    let Ok(Some(locked)) = root.lock_same(record) else {
         return;
     };
-    if current.created != record.created {
-        return;
-    }
     let cleaned = backend.remove(inv, record).and_then(|()| locked.remove());
     if let Err(e) = cleaned {
         log::warn!("container {}: cleaning up after run: {e}", record.id);

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 
 use crate::backend::{self, Exit, Invocation};
 use crate::cli::{Command, GlobalOpts};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::{Record, Root};
 use crate::supervise;
 
@@ -69,12 +69,11 @@ fn reap_if_finished(root: &Root, record: &Record) -> Result<bool> {
     {
         return Ok(false);
     }
-    match root.lock(&record.id) {
-        // Unless the id was deleted and reused meanwhile.
-        Ok((locked, current)) if current.created == record.created => locked.remove()?,
-        Ok(_) => return Ok(false),
-        Err(Error::NotExist(_)) => {}
-        Err(e) => return Err(e),
+    match root.lock_same(record)? {
+        Some(locked) => locked.remove()?,
+        // Gone already; or deleted and the id reused, which is no longer this record.
+        None if root.load(&record.id).is_ok() => return Ok(false),
+        None => {}
     }
     Ok(true)
 }
