@@ -307,6 +307,12 @@ fn run_output_and_exit_status() {
     assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
     assert_eq!(common::stdout(&out), "out\n");
     assert_eq!(common::stderr(&out), "err\n");
+    // A workload that cannot be started: 127, as a shell says for "not found".
+    let bundle = Bundle::new(&["/no/such/program"]);
+    let out = pve
+        .env
+        .run(&["run", "--bundle", bundle.path(), &unique("pve-run")]);
+    assert_eq!(out.status.code(), Some(127), "{}", common::stderr(&out));
     pve.assert_clean();
 }
 

@@ -55,13 +55,20 @@ pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
     File::create(dir.join(STARTED)).context(|| "mark started")?;
     send_line(&mut starter, "ok")?;
     drop(starter);
-    match read_line(&init)? {
-        Some(line) => Ok(line
-            .strip_prefix("exit ")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(255)),
-        None => Ok(KILLED),
+    // init may first explain why the workload could not start ("error: ..."); that
+    // goes to start.log, as the workload's stdio is not ours to write to.
+    while let Some(line) = read_line(&init)? {
+        if let Some(code) = line.strip_prefix("exit ") {
+            return Ok(code.parse().unwrap_or(255));
+        }
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("start.log"))
+            .and_then(|mut log| {
+                std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes())
+            });
     }
+    Ok(KILLED)
 }
 
 /// Runs the backend's start command with its output in `start.log`, not in the
