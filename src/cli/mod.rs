@@ -111,7 +111,7 @@ pub enum Command {
     Holder(HolderArgs),
     /// (internal) PID 1 inside a supervised container
     #[command(hide = true)]
-    Init,
+    Init(InitArgs),
     /// (internal) run a process inside a supervised container, as `exec` asked
     #[command(hide = true)]
     Enter(EnterArgs),
@@ -125,6 +125,13 @@ pub struct HolderArgs {
     /// How to start the container
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub start: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// The runtime directory as mounted inside the container
+    #[arg(long, default_value = crate::supervise::MOUNT_POINT)]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -142,6 +149,9 @@ pub struct EnterArgs {
     pub group: Vec<u32>,
     #[arg(long)]
     pub no_new_privileges: bool,
+    /// Capability sets BOUNDING:EFFECTIVE:PERMITTED:INHERITABLE:AMBIENT, hex bitmasks
+    #[arg(long)]
+    pub caps: Option<String>,
     /// Take stdin/stdout/stderr from this socket (SCM_RIGHTS), e.g. a terminal
     #[arg(long)]
     pub stdio_socket: Option<PathBuf>,
@@ -462,7 +472,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Route(_) => "route",
             Command::Holder(_) => "holder",
-            Command::Init => "init",
+            Command::Init(_) => "init",
             Command::Enter(_) => "enter",
         }
     }

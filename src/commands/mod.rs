@@ -11,7 +11,7 @@ use std::ffi::OsString;
 
 use crate::backend::{self, Exit, Invocation};
 use crate::cli::{Command, GlobalOpts};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::{Record, Root};
 use crate::supervise;
 
@@ -41,7 +41,7 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
         Command::Holder(a) => supervise::holder::run(&a.dir, &a.start),
-        Command::Init => supervise::init::init(),
+        Command::Init(a) => supervise::init::init(&a.dir),
         Command::Enter(a) => Err(supervise::init::enter(
             &a.command,
             &a.env,
@@ -52,6 +52,11 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
                 groups: a.group.clone(),
                 rlimits: Vec::new(),
                 no_new_privileges: a.no_new_privileges,
+                caps: match a.caps.as_deref().map(supervise::init::CapSets::parse) {
+                    Some(None) => return Err(Error::Usage("invalid --caps".into())),
+                    Some(Some(c)) => Some(c),
+                    None => None,
+                },
             },
             a.stdio_socket.as_deref(),
         )),

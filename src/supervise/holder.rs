@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::STARTED;
+use super::{INIT_PID, STARTED};
 use super::protocol::{read_line, send_fds, send_line};
 use crate::error::{Error, IoContext, Result};
 
@@ -48,6 +48,13 @@ pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
         let _ = send_line(&mut starter, "error: unexpected caller on holder socket");
         return Ok(255);
     }
+    // The peer's pid is translated into our (the host's) pid namespace: this is
+    // init's host pid, which `kill` and `ps` need.
+    if let Ok(cred) =
+        nix::sys::socket::getsockopt(&init, nix::sys::socket::sockopt::PeerCredentials)
+    {
+        super::host::write_pid_note(&dir.join(INIT_PID), cred.pid())?;
+    }
     send_fds(&init, &[0, 1, 2])?;
     // From now on the workload alone holds the container's stdio, so its readers see
     // EOF when the workload closes it.
@@ -72,10 +79,15 @@ pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
 }
 
 /// Runs the backend's start command with its output in `start.log`, not in the
-/// container's stdio.
+/// container's stdio. The log is opened for appending, so that the start command may
+/// also name it as its own log file.
 fn start(dir: &Path, start_cmd: &[OsString]) -> std::result::Result<(), String> {
     let log_path = dir.join("start.log");
-    let log = File::create(&log_path).map_err(|e| e.to_string())?;
+    File::create(&log_path).map_err(|e| e.to_string())?;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| e.to_string())?;
     let err_log = log.try_clone().map_err(|e| e.to_string())?;
     let (program, args) = start_cmd.split_first().ok_or("no start command")?;
     let status = Command::new(program)
@@ -89,8 +101,6 @@ fn start(dir: &Path, start_cmd: &[OsString]) -> std::result::Result<(), String> 
         return Ok(());
     }
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(3).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
     Err(format!(
         "{} failed ({status}): {}",
         start_cmd
@@ -98,8 +108,23 @@ fn start(dir: &Path, start_cmd: &[OsString]) -> std::result::Result<(), String> 
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" "),
-        tail.join(" / ")
+        reason(&text)
     ))
+}
+
+/// The first error of a liblxc log (`... ERROR  conf - src/conf.c:fn:N - what`) is
+/// the cause; later ones only say that the start failed. Else the last lines.
+fn reason(log: &str) -> String {
+    if let Some(line) = log.lines().find(|l| l.contains(" ERROR ")) {
+        let after = line.split_once(" ERROR ").map_or(line, |(_, a)| a);
+        let mut parts = after.splitn(3, " - ");
+        if let (Some(_), Some(_), Some(what)) = (parts.next(), parts.next(), parts.next()) {
+            return what.trim().to_string();
+        }
+        return after.trim().to_string();
+    }
+    let tail: Vec<&str> = log.lines().rev().take(3).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
 }
 
 pub fn accept_within(listener: &UnixListener, timeout: Duration) -> Result<UnixStream> {

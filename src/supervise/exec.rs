@@ -1,5 +1,6 @@
-//! `exec` inside a Proxmox container: `pct exec` into `nexcage enter`, with the
-//! process composed as runc does and, for a terminal, the pty handed over by SCM_RIGHTS.
+//! `exec` inside a supervised container: the backend's attach tool runs `nexcage
+//! enter`, with the process composed as runc does and, for a terminal, the pty handed
+//! over by SCM_RIGHTS.
 
 use std::ffi::OsString;
 use std::fs;
@@ -9,7 +10,7 @@ use std::path::Path;
 
 use crate::cli;
 use crate::error::{Error, IoContext, Result};
-use crate::supervise::{self, BINARY, MOUNT_POINT, PROCESS};
+use crate::supervise::{self, BINARY, PROCESS};
 
 /// Gives the process `nexcage enter` starts its stdio: the pty slave, or our own
 /// (the caller's terminal, for a foreground `exec -t`).
@@ -27,10 +28,14 @@ pub fn hand_stdio(listener: &UnixListener, tty: Option<OwnedFd>) -> Result<()> {
     }
 }
 
-/// `nexcage enter` argv for `pct exec`: the process from `--process`, or the
+/// `nexcage enter` argv (the runtime dir is at `mount_point` inside): the process from `--process`, or the
 /// container's own process (process.json in the runtime dir) changed by the flags, as
 /// runc composes it; and whether the process wants a terminal.
-pub fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<(Vec<OsString>, bool)> {
+pub fn enter_args(
+    a: &cli::ExecArgs,
+    dir: &Path,
+    mount_point: &str,
+) -> Result<(Vec<OsString>, bool)> {
     let read_process = |path: &Path| -> Result<oci_spec::runtime::Process> {
         let text = fs::read(path).context(|| format!("read {}", path.display()))?;
         serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
@@ -76,7 +81,22 @@ pub fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<(Vec<OsString>, bool)
         }
     }
     let nnp = a.no_new_privs || p.no_new_privileges().unwrap_or(false);
-    let mut out: Vec<OsString> = vec![format!("{MOUNT_POINT}/{BINARY}").into(), "enter".into()];
+    let mut caps = p
+        .capabilities()
+        .as_ref()
+        .map(supervise::init::CapSets::from_spec);
+    // runc's `exec --cap` adds to the bounding, effective and permitted sets (of a
+    // process that has sets; one without keeps everything anyway).
+    for name in &a.cap {
+        let cap: caps::Capability = name
+            .parse()
+            .map_err(|_| Error::Usage(format!("unknown capability {name:?}")))?;
+        let Some(c) = caps.as_mut() else { continue };
+        c.bounding |= cap.bitmask();
+        c.effective |= cap.bitmask();
+        c.permitted |= cap.bitmask();
+    }
+    let mut out: Vec<OsString> = vec![format!("{mount_point}/{BINARY}").into(), "enter".into()];
     out.extend([
         "--cwd".into(),
         cwd.into(),
@@ -92,6 +112,9 @@ pub fn enter_args(a: &cli::ExecArgs, dir: &Path) -> Result<(Vec<OsString>, bool)
     }
     if nnp {
         out.push("--no-new-privileges".into());
+    }
+    if let Some(c) = caps {
+        out.extend(["--caps".into(), c.arg().into()]);
     }
     out.push("--".into());
     out.extend(args);

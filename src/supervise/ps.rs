@@ -1,4 +1,4 @@
-//! `ps` of a Proxmox container: the host pids of its cgroup, as runc lists them.
+//! `ps` of a supervised container: the host pids of its cgroup, as runc lists them.
 
 use std::ffi::OsString;
 use std::fs;

@@ -1,0 +1,92 @@
+//! What init does to the container's mounts before the workload runs, as runc does
+//! it: masked paths, read-only paths and a read-only root. These need privileges the
+//! workload usually lacks, so they happen in init, before any are dropped.
+
+use std::path::Path;
+
+use nix::mount::{MsFlags, mount};
+use nix::sys::statvfs::{FsFlags, statvfs};
+
+use super::host::Setup;
+use crate::error::{Error, Result};
+
+pub fn apply(setup: &Setup) -> Result<()> {
+    for path in &setup.masked_paths {
+        mask(Path::new(path))?;
+    }
+    for path in &setup.readonly_paths {
+        readonly(Path::new(path))?;
+    }
+    if setup.readonly_root {
+        remount_readonly(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+fn failed(what: &str, path: &Path, e: nix::errno::Errno) -> Error {
+    Error::Usage(format!("{what} {}: {e}", path.display()))
+}
+
+/// A directory gets an empty read-only tmpfs, anything else /dev/null; a path the
+/// container does not have needs no masking.
+fn mask(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let done = if meta.is_dir() {
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    done.map_err(|e| failed("mask", path, e))
+}
+
+fn readonly(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| failed("bind", path, e))?;
+    remount_readonly(path)
+}
+
+/// A read-only bind remount keeps the flags already there: in a user namespace the
+/// kernel refuses to clear locked ones (nosuid, nodev, noexec).
+fn remount_readonly(path: &Path) -> Result<()> {
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Ok(st) = statvfs(path) {
+        let have = st.flags();
+        for (fs, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if have.contains(fs) {
+                flags |= ms;
+            }
+        }
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(|e| failed("remount read-only", path, e))
+}
