@@ -53,6 +53,34 @@ pub enum BackendConfig {
     },
     /// A Proxmox VE LXC container made and driven with `pct` (see backend::pct).
     Pct(PctConfig),
+    /// A plain LXC container made and driven with the `lxc-*` tools (see backend::lxc).
+    Lxc(LxcConfig),
+}
+
+/// Settings of an `lxc` backend.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LxcConfig {
+    /// LXC's lxcpath (`lxc-* -P`), where the container definitions go; by default
+    /// `<root>/lxc/<backend name>`, beside nexcage's own state.
+    #[serde(default)]
+    pub lxcpath: Option<PathBuf>,
+    /// Run containers whose spec asks for no user namespace in one anyway, with
+    /// container ids 0..`id_count` mapped to host ids from `id_base`; the rootfs and
+    /// bind mounts are id-mapped mounts, so the bundle stays as it is.
+    #[serde(default)]
+    pub unprivileged: bool,
+    #[serde(default = "default_id_base")]
+    pub id_base: u32,
+    #[serde(default = "default_id_count")]
+    pub id_count: u32,
+}
+
+fn default_id_base() -> u32 {
+    100_000
+}
+fn default_id_count() -> u32 {
+    65_536
 }
 
 /// Settings of a `pct` backend; every key has Proxmox's usual default.
@@ -276,6 +304,14 @@ impl Config {
                     }
                     if !pct.template_dir.is_absolute() {
                         return Err(format!("backend {name:?}: template_dir must be absolute"));
+                    }
+                }
+                BackendConfig::Lxc(lxc) => {
+                    if lxc.lxcpath.as_ref().is_some_and(|p| !p.is_absolute()) {
+                        return Err(format!("backend {name:?}: lxcpath must be absolute"));
+                    }
+                    if lxc.id_count == 0 || lxc.id_base.checked_add(lxc.id_count).is_none() {
+                        return Err(format!("backend {name:?}: invalid id_base/id_count"));
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! The one interface every backend implements. The core (commands) owns ids, records,
 //! routing and output formats; a backend only makes and drives containers.
 
+pub mod lxc;
 pub mod oci;
 pub mod pct;
 
@@ -91,6 +92,13 @@ pub fn open(name: &str, config: &BackendConfig, root: &Root) -> Box<dyn Backend>
             root.backend_root(name),
         )),
         BackendConfig::Pct(cfg) => Box::new(pct::Pct::new(name, cfg, root.backend_root(name))),
+        BackendConfig::Lxc(cfg) => {
+            let lxcpath = cfg
+                .lxcpath
+                .clone()
+                .unwrap_or_else(|| root.path().join("lxc").join(name));
+            Box::new(lxc::Lxc::new(name, cfg, root.backend_root(name), lxcpath))
+        }
     }
 }
 

@@ -44,9 +44,17 @@ pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
             return Ok(255);
         }
     };
-    if read_line(&init)?.as_deref() != Some("init") {
-        let _ = send_line(&mut starter, "error: unexpected caller on holder socket");
-        return Ok(255);
+    match read_line(&init)? {
+        Some(line) if line == "init" => {}
+        // init could not set the container up; `start` reports why.
+        Some(line) if line.starts_with("error: ") => {
+            let _ = send_line(&mut starter, &line);
+            return Ok(255);
+        }
+        _ => {
+            let _ = send_line(&mut starter, "error: unexpected caller on holder socket");
+            return Ok(255);
+        }
     }
     // The peer's pid is translated into our (the host's) pid namespace: this is
     // init's host pid, which `kill` and `ps` need.

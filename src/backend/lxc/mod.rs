@@ -1,0 +1,336 @@
+//! Backend `lxc`: the bundle runs as a plain LXC container, defined in place (the
+//! rootfs is not copied) and driven with the `lxc-*` tools, on any Linux host. The
+//! engine gets a reapable pid, the container's stdio and its exit status through the
+//! holder + init mechanism of `crate::supervise`, exactly as with `pct`; only how
+//! the container is defined and started differs.
+
+mod cgroups;
+mod seccomp;
+mod translate;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use super::{Backend, Exit, Invocation, Observed, Status};
+use crate::bundle::Bundle;
+use crate::cli;
+use crate::config::{self, LxcConfig};
+use crate::error::{Error, IoContext, Result};
+use crate::state::Record;
+use crate::supervise::host::{self, Supervisor};
+
+/// Notes in the runtime directory, for the commands that come after `create`.
+const MOUNT_POINT_NOTE: &str = "mount_point";
+const CGROUP_NOTE: &str = "cgroup";
+const SECCOMP_PROFILE: &str = "seccomp";
+/// How long `delete` waits for LXC to report a killed container stopped.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub struct Lxc {
+    name: String,
+    cfg: LxcConfig,
+    sup: Supervisor,
+    /// LXC's lxcpath: `<lxcpath>/<id>/config` defines the container.
+    lxcpath: PathBuf,
+}
+
+impl Lxc {
+    pub fn new(name: &str, cfg: &LxcConfig, base: PathBuf, lxcpath: PathBuf) -> Lxc {
+        Lxc {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            sup: Supervisor {
+                backend: name.to_string(),
+                base,
+            },
+            lxcpath,
+        }
+    }
+
+    fn unsupported(&self, what: &str) -> Error {
+        Error::Unsupported {
+            command: what.to_string(),
+            backend: self.name.clone(),
+        }
+    }
+
+    fn tool(&self, name: &str) -> Result<PathBuf> {
+        config::find_binary(Path::new(name)).ok_or_else(|| Error::Backend {
+            backend: self.name.clone(),
+            reason: format!("{name} not found (install LXC: apt-get install lxc)"),
+        })
+    }
+
+    /// `lxc-TOOL -n ID -P LXCPATH ARGS...`
+    fn command(&self, tool: &str, id: &str) -> Result<Command> {
+        let mut cmd = Command::new(self.tool(tool)?);
+        cmd.arg("-n").arg(id).arg("-P").arg(&self.lxcpath);
+        Ok(cmd)
+    }
+
+    fn run(&self, tool: &str, id: &str, args: &[&str]) -> Result<Output> {
+        self.command(tool, id)?
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context(|| format!("run {tool}"))
+    }
+
+    fn failed(&self, what: &str, out: &Output) -> Error {
+        let text = String::from_utf8_lossy(&out.stderr);
+        Error::Backend {
+            backend: self.name.clone(),
+            reason: format!("{what} failed: {}", text.trim().replace('\n', " / ")),
+        }
+    }
+
+    fn ct_dir(&self, id: &str) -> PathBuf {
+        self.lxcpath.join(id)
+    }
+
+    fn note(&self, id: &str, name: &str) -> Option<String> {
+        fs::read_to_string(self.sup.dir(id).join(name)).ok()
+    }
+
+    /// LXC's state: STOPPED, STARTING, RUNNING, STOPPING, ABORTING, FREEZING, FROZEN...
+    fn lxc_state(&self, id: &str) -> Result<String> {
+        let out = self.run("lxc-info", id, &["-s", "-H"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Whether the container's freezer says frozen (v1 freezer, else cgroup.freeze).
+    fn frozen(&self, id: &str) -> bool {
+        let Some(cgroup) = self.note(id, CGROUP_NOTE) else {
+            return false;
+        };
+        let v1 = Path::new("/sys/fs/cgroup/freezer").join(&cgroup).join("freezer.state");
+        if let Ok(state) = fs::read_to_string(v1) {
+            return state.trim() == "FROZEN";
+        }
+        let v2 = Path::new("/sys/fs/cgroup").join(&cgroup).join("cgroup.freeze");
+        fs::read_to_string(v2).is_ok_and(|s| s.trim() == "1")
+    }
+
+    /// Defines the container: `<lxcpath>/<id>/config`, made exclusively so that a
+    /// container of the same name is never taken over.
+    fn define(&self, id: &str, config: &str) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.lxcpath)
+            .context(|| format!("create {}", self.lxcpath.display()))?;
+        let dir = self.ct_dir(id);
+        fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Backend {
+                    backend: self.name.clone(),
+                    reason: format!(
+                        "an LXC container {id:?} is already defined in {}",
+                        self.lxcpath.display()
+                    ),
+                }
+            } else {
+                Error::io(format!("create {}", dir.display()), e)
+            }
+        })?;
+        fs::write(dir.join("config"), config).context(|| "write the LXC config")
+    }
+
+    /// Stops the LXC container if it runs (or is still starting), and waits until
+    /// LXC reports it stopped, its cgroups gone.
+    fn stop_ct(&self, id: &str) -> Result<()> {
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        loop {
+            let state = self.lxc_state(id)?;
+            if state.is_empty() || state == "STOPPED" {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Backend {
+                    backend: self.name.clone(),
+                    reason: format!("container {id} still {state} after lxc-stop"),
+                });
+            }
+            if state == "FROZEN" || state == "FREEZING" {
+                // A frozen task only dies once thawed.
+                let _ = self.run("lxc-unfreeze", id, &[]);
+            }
+            if let Some(init) = self.sup.init_pid(id) {
+                // SAFETY: kill(2) on the init we were told about, checked against reuse.
+                unsafe { libc::kill(init, libc::SIGKILL) };
+            } else if state == "RUNNING" {
+                let _ = self.run("lxc-stop", id, &["--kill", "--nowait"]);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn pause(&self, id: &str, freeze: bool) -> Result<Exit> {
+        if !self.sup.running(id) {
+            return Err(Error::Usage("container not running".into()));
+        }
+        if !freeze && !self.frozen(id) {
+            return Err(Error::Usage("container not paused".into()));
+        }
+        let tool = if freeze { "lxc-freeze" } else { "lxc-unfreeze" };
+        let out = self.run(tool, id, &[])?;
+        if !out.status.success() {
+            return Err(self.failed(tool, &out));
+        }
+        Ok(0)
+    }
+}
+
+impl Backend for Lxc {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<()> {
+        match inv.command {
+            cli::Command::Events(_)
+            | cli::Command::Update(_)
+            | cli::Command::Checkpoint(_)
+            | cli::Command::Restore(_) => Err(self.unsupported(inv.command.name())),
+            _ => Ok(()),
+        }
+    }
+
+    fn create(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
+        let (create, run) = match inv.command {
+            cli::Command::Create(a) => (a, None),
+            cli::Command::Run(r) => (&r.create, Some(r)),
+            other => return Err(self.unsupported(other.name())),
+        };
+        let bundle = Bundle::load(&record.bundle)?;
+        let dir = self.sup.dir(&record.id);
+        let seccomp_path = dir.join(SECCOMP_PROFILE);
+        // LXC refuses a rootfs path with a symlink in it.
+        let rootfs = fs::canonicalize(&record.rootfs).map_err(|e| Error::Bundle {
+            path: record.bundle.clone(),
+            reason: format!("rootfs {}: {e}", record.rootfs.display()),
+        })?;
+        let paths = translate::Paths {
+            rootfs: &rootfs,
+            runtime_dir: &dir,
+            seccomp_path: &seccomp_path,
+        };
+        // Everything is checked before anything is made.
+        let t = translate::translate(&bundle.spec, &self.cfg, &record.id, &paths)
+            .map_err(|what| self.unsupported(&what))?;
+        if !rootfs.is_dir() {
+            return Err(Error::Bundle {
+                path: record.bundle.clone(),
+                reason: format!("rootfs {} is not a directory", record.rootfs.display()),
+            });
+        }
+        let start = [
+            "lxc-start",
+            "-n",
+            &record.id,
+            "-P",
+            &self.lxcpath.to_string_lossy(),
+            "-d",
+            "-l",
+            "ERROR",
+            "-o",
+            &dir.join("start.log").to_string_lossy(),
+        ]
+        .map(OsString::from);
+        let tool = self.tool("lxc-start")?;
+        let tty = host::create_terminal(&bundle, create, run, &self.name)?;
+        let mapped = t.config.contains("lxc.idmap");
+        let dir = self.sup.prepare(record, &bundle, &t.setup, mapped)?;
+        fs::write(dir.join(MOUNT_POINT_NOTE), &t.mount_point).context(|| "note mount point")?;
+        fs::write(dir.join(CGROUP_NOTE), &t.cgroup).context(|| "note cgroup")?;
+        if let Some(profile) = &t.seccomp {
+            fs::write(&seccomp_path, profile).context(|| "write the seccomp profile")?;
+        }
+        self.define(&record.id, &t.config)?;
+        let mut start = start.to_vec();
+        start[0] = tool.into_os_string();
+        let holder = self.sup.spawn_holder(&dir, &start, tty)?;
+        if let Some(pid_file) = &create.pid_file {
+            host::write_pid_file(pid_file, holder)?;
+        }
+        let Some(run) = run else { return Ok(0) };
+        self.sup.start(&record.id)?;
+        if run.detach {
+            return Ok(0);
+        }
+        let code = host::wait_holder(holder)?;
+        if !run.keep {
+            self.remove(inv, record)?;
+        }
+        Ok(code)
+    }
+
+    fn start(&self, _inv: &Invocation, record: &Record) -> Result<Exit> {
+        self.sup.start(&record.id).map(|()| 0)
+    }
+
+    fn holds(&self, record: &Record) -> bool {
+        self.sup.dir(&record.id).exists() || self.ct_dir(&record.id).exists()
+    }
+
+    fn observe(&self, _inv: &Invocation, records: &[&Record]) -> Result<HashMap<String, Observed>> {
+        Ok(records
+            .iter()
+            .filter_map(|r| {
+                let mut seen = self.sup.observe(&r.id)?;
+                if seen.status == Status::Running && self.frozen(&r.id) {
+                    seen.status = Status::Paused;
+                }
+                Some((r.id.clone(), seen))
+            })
+            .collect())
+    }
+
+    fn kill(&self, _inv: &Invocation, record: &Record, signal: i32, _all: bool) -> Result<Exit> {
+        self.sup.kill(&record.id, signal)
+    }
+
+    fn delete(&self, inv: &Invocation, record: &Record, _force: bool) -> Result<Exit> {
+        self.remove(inv, record).map(|()| 0)
+    }
+
+    /// Idempotent, from any state: holder gone, LXC container stopped and its
+    /// definition removed (never its rootfs: that is the bundle's), runtime dir removed.
+    fn remove(&self, _inv: &Invocation, record: &Record) -> Result<()> {
+        self.sup.kill_holder(&record.id);
+        let ct = self.ct_dir(&record.id);
+        if ct.exists() {
+            self.stop_ct(&record.id)?;
+            fs::remove_dir_all(&ct).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(Error::io(format!("remove {}", ct.display()), e)),
+            })?;
+        }
+        self.sup.remove_dir(&record.id)
+    }
+
+    fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
+        let id = &record.id;
+        match inv.command {
+            cli::Command::Exec(a) => {
+                if !a.ignore_paused && self.frozen(id) {
+                    return Err(Error::Usage("cannot exec in a paused container".into()));
+                }
+                let mount_point = self
+                    .note(id, MOUNT_POINT_NOTE)
+                    .unwrap_or_else(|| crate::supervise::MOUNT_POINT.into());
+                let mut attach = self.command("lxc-attach", id)?;
+                attach.args(["--clear-env", "--"]);
+                self.sup.exec(a, id, &mount_point, attach)
+            }
+            cli::Command::Ps(a) => self.sup.ps(a, id),
+            cli::Command::Pause(_) => self.pause(id, true),
+            cli::Command::Resume(_) => self.pause(id, false),
+            other => Err(self.unsupported(other.name())),
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The OCI spec as an LXC container configuration, plus what init must do itself
+//! (see `supervise::host::Setup`). Anything security-relevant that cannot be
+//! expressed is refused with the field's name, never dropped.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
+use serde::Serialize;
+
+use crate::config::LxcConfig;
+use crate::supervise::BINARY;
+use crate::supervise::host::Setup;
+
+/// What the backend writes for one container.
+pub struct Translation {
+    pub config: String,
+    pub setup: Setup,
+    /// `lxc.seccomp.profile` text, to be written to [`Translation::seccomp_path`].
+    pub seccomp: Option<String>,
+    /// The container's cgroup, relative to each hierarchy's root.
+    pub cgroup: String,
+    /// Where the runtime directory appears inside the container.
+    pub mount_point: String,
+}
+
+/// Everything `translate` needs to know about where things are.
+pub struct Paths<'a> {
+    pub rootfs: &'a Path,
+    pub runtime_dir: &'a Path,
+    pub seccomp_path: &'a Path,
+}
+
+/// A field the backend cannot honour; becomes `Error::Unsupported`.
+pub type Refusal = String;
+
+pub fn translate(
+    spec: &Spec,
+    cfg: &LxcConfig,
+    id: &str,
+    paths: &Paths,
+) -> Result<Translation, Refusal> {
+    refuse_unsupported(spec)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mut c = Conf::default();
+    let autodev = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .any(|m| m.destination() == Path::new("/dev"));
+    // Under /dev (a fresh tmpfs) the mount point never needs the rootfs to be writable.
+    let mount_point = if autodev { "/dev/.nexcage" } else { "/.nexcage" };
+
+    c.set("lxc.rootfs.path", format!("dir:{}", value(paths.rootfs)?));
+    c.set(
+        "lxc.init.cmd",
+        format!("{mount_point}/{BINARY} init --dir {mount_point}"),
+    );
+    // stdio comes from the holder; LXC allocates no console or ttys of its own.
+    c.set("lxc.console.path", "none");
+    c.set("lxc.tty.max", "0");
+    c.set("lxc.pty.max", "1024");
+    c.set("lxc.autodev", if autodev { "1" } else { "0" });
+    c.set(
+        "lxc.apparmor.profile",
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.apparmor_profile().clone())
+            .unwrap_or_else(|| "unconfined".into()),
+    );
+    if let Some(p) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        c.set("lxc.proc.oom_score_adj", p.to_string());
+    }
+
+    let userns = namespaces(spec, cfg, &mut c)?;
+    let idmapped = userns == UserNs::FromConfig;
+    if idmapped {
+        c.set("lxc.rootfs.options", "idmap=container");
+    }
+    if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        let has_uts = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Uts);
+        if !has_uts {
+            return Err("hostname without a UTS namespace".into());
+        }
+        c.set("lxc.uts.name", value(hostname)?);
+    }
+
+    let cgroup = cgroup_path(linux.cgroups_path().as_deref(), id)?;
+    c.set("lxc.cgroup.relative", "0");
+    c.set("lxc.cgroup.dir.container", cgroup.clone());
+    c.set("lxc.cgroup.dir.monitor", format!("nexcage.monitor/{id}"));
+    if let Some(resources) = linux.resources() {
+        super::cgroups::limits(resources, linux.devices().as_deref().unwrap_or(&[]), &mut c)?;
+    }
+
+    mounts(spec, idmapped, &mut c)?;
+    devices(spec, &mut c)?;
+    c.set(
+        "lxc.mount.entry",
+        format!(
+            "{} {} none ro,bind,create=dir{} 0 0",
+            fstab(paths.runtime_dir)?,
+            mount_point.trim_start_matches('/'),
+            if idmapped { ",idmap=container" } else { "" }
+        ),
+    );
+
+    for (key, val) in linux.sysctl().iter().flatten() {
+        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(format!("linux.sysctl key {key:?}"));
+        }
+        c.set(&format!("lxc.sysctl.{key}"), value(val)?);
+    }
+
+    let seccomp = match linux.seccomp() {
+        Some(s) => {
+            let text = super::seccomp::lxc_profile(s)?;
+            c.set("lxc.seccomp.profile", value(paths.seccomp_path)?);
+            // Else LXC silently loads nothing when lxc-start itself runs under seccomp.
+            c.set("lxc.seccomp.allow_nesting", "1");
+            Some(text)
+        }
+        None => None,
+    };
+
+    let setup = Setup {
+        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+    };
+    Ok(Translation {
+        config: c.text,
+        setup,
+        seccomp,
+        cgroup,
+        mount_point: mount_point.to_string(),
+    })
+}
+
+/// LXC config text, one `key = value` per line.
+#[derive(Default)]
+pub struct Conf {
+    text: String,
+}
+
+impl Conf {
+    pub fn set(&mut self, key: &str, value: impl AsRef<str>) {
+        let _ = writeln!(self.text, "{key} = {}", value.as_ref());
+    }
+}
+
+/// A config value runs to the end of its line: a newline would inject keys.
+fn value(v: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
+    let text = v.as_ref().to_string_lossy().into_owned();
+    if text.contains(['\n', '\r', '\0']) {
+        return Err(format!("a value with a line break ({text:?})"));
+    }
+    Ok(text)
+}
+
+/// A path in an fstab-style mount entry: whitespace and backslashes octal-escaped.
+fn fstab(p: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
+    let text = value(p)?;
+    Ok(text
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011"))
+}
+
+fn is_set<T: Serialize>(v: &T) -> bool {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::Null) => false,
+        Ok(serde_json::Value::Object(m)) => m.values().any(is_set),
+        Ok(serde_json::Value::Array(a)) => !a.is_empty(),
+        Ok(serde_json::Value::String(s)) => !s.is_empty(),
+        _ => true,
+    }
+}
+
+fn refuse_unsupported(spec: &Spec) -> Result<(), Refusal> {
+    if is_set(spec.hooks()) {
+        return Err("hooks".into());
+    }
+    if spec.domainname().as_deref().is_some_and(|d| !d.is_empty()) {
+        return Err("domainname".into());
+    }
+    if let Some(p) = spec.process() {
+        if p.selinux_label().as_deref().is_some_and(|l| !l.is_empty()) {
+            return Err("process.selinuxLabel".into());
+        }
+        if is_set(p.io_priority()) {
+            return Err("process.ioPriority".into());
+        }
+        if is_set(p.scheduler()) {
+            return Err("process.scheduler".into());
+        }
+        if is_set(p.exec_cpu_affinity()) {
+            return Err("process.execCPUAffinity".into());
+        }
+    }
+    if let Some(l) = spec.linux() {
+        if l.mount_label().as_deref().is_some_and(|l| !l.is_empty()) {
+            return Err("linux.mountLabel".into());
+        }
+        if is_set(l.intel_rdt()) {
+            return Err("linux.intelRdt".into());
+        }
+        if is_set(l.personality()) {
+            return Err("linux.personality".into());
+        }
+        if is_set(l.time_offsets()) {
+            return Err("linux.timeOffsets".into());
+        }
+        if let Some(p) = l.rootfs_propagation().as_deref() {
+            // LXC keeps the container's mounts from propagating to the host.
+            if !matches!(p, "" | "private" | "rprivate" | "slave" | "rslave") {
+                return Err(format!("linux.rootfsPropagation {p:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(PartialEq)]
+enum UserNs {
+    /// The caller's (no user namespace).
+    Host,
+    /// Mapped as the spec says, or joined.
+    FromSpec,
+    /// The backend's `unprivileged` mapping; the rootfs is an id-mapped mount.
+    FromConfig,
+}
+
+/// New namespaces are LXC's default; the spec's joined ones become
+/// `lxc.namespace.share.*`, the ones it leaves out `lxc.namespace.keep`.
+fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refusal> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let wanted = linux.namespaces().clone().unwrap_or_default();
+    let find = |t: LinuxNamespaceType| wanted.iter().find(|n| n.typ() == t);
+    if find(LinuxNamespaceType::Mount).is_none_or(|n| n.path().is_some()) {
+        return Err("a container without a new mount namespace".into());
+    }
+    let mut keep = Vec::new();
+    for (typ, name) in [
+        (LinuxNamespaceType::Network, "net"),
+        (LinuxNamespaceType::Pid, "pid"),
+        (LinuxNamespaceType::Ipc, "ipc"),
+        (LinuxNamespaceType::Uts, "uts"),
+    ] {
+        match find(typ) {
+            None => keep.push(name),
+            Some(ns) => {
+                if let Some(path) = ns.path() {
+                    c.set(&format!("lxc.namespace.share.{name}"), value(path)?);
+                }
+            }
+        }
+    }
+    // A cgroup namespace is always made, even if the spec has none: LXC then mounts
+    // the container's own cgroup at /sys/fs/cgroup, as runc does without one.
+    if let Some(path) = find(LinuxNamespaceType::Cgroup).and_then(|n| n.path().clone()) {
+        c.set("lxc.namespace.share.cgroup", value(path)?);
+    }
+    if let Some(ns) = find(LinuxNamespaceType::Time) {
+        if let Some(path) = ns.path() {
+            c.set("lxc.namespace.share.time", value(path)?);
+        }
+    }
+    let userns = match find(LinuxNamespaceType::User) {
+        Some(ns) => {
+            if let Some(path) = ns.path() {
+                c.set("lxc.namespace.share.user", value(path)?);
+            } else {
+                let maps = [
+                    ('u', linux.uid_mappings().clone().unwrap_or_default()),
+                    ('g', linux.gid_mappings().clone().unwrap_or_default()),
+                ];
+                for (kind, list) in &maps {
+                    if list.is_empty() {
+                        return Err("a user namespace without uid and gid mappings".into());
+                    }
+                    for m in list {
+                        c.set(
+                            "lxc.idmap",
+                            format!(
+                                "{kind} {} {} {}",
+                                m.container_id(),
+                                m.host_id(),
+                                m.size()
+                            ),
+                        );
+                    }
+                }
+            }
+            UserNs::FromSpec
+        }
+        None if cfg.unprivileged => {
+            for kind in ['u', 'g'] {
+                c.set(
+                    "lxc.idmap",
+                    format!("{kind} 0 {} {}", cfg.id_base, cfg.id_count),
+                );
+            }
+            UserNs::FromConfig
+        }
+        None => {
+            // Without this LXC makes a user namespace with no mapping at all.
+            keep.push("user");
+            UserNs::Host
+        }
+    };
+    if !keep.is_empty() {
+        c.set("lxc.namespace.keep", keep.join(" "));
+    }
+    Ok(userns)
+}
+
+/// runc's cgroupfs paths: absolute from each hierarchy's root; none: nexcage/<id>.
+fn cgroup_path(path: Option<&Path>, id: &str) -> Result<String, Refusal> {
+    let Some(path) = path else {
+        return Ok(format!("nexcage/{id}"));
+    };
+    let text = value(path)?;
+    if text.contains(':') {
+        return Err(format!(
+            "linux.cgroupsPath {text:?} (systemd slice:prefix:name; this backend needs a cgroupfs path)"
+        ));
+    }
+    let rel = text.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("linux.cgroupsPath {text:?}"));
+    }
+    Ok(rel.to_string())
+}
+
+/// The spec's mounts: proc, sysfs, cgroup and /dev become LXC's own automatic mounts
+/// (which set them up the way runc does); the rest mount entries, in order.
+fn mounts(spec: &Spec, idmapped: bool, c: &mut Conf) -> Result<(), Refusal> {
+    let mut auto = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let dest = m.destination();
+        let typ = m.typ().as_deref().unwrap_or("");
+        let options = m.options().clone().unwrap_or_default();
+        let ro = options.iter().any(|o| o == "ro");
+        let bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if !dest.is_absolute() {
+            return Err(format!("mount destination {dest:?} (not absolute)"));
+        }
+        match (dest.to_str(), typ) {
+            (Some("/proc"), "proc") => auto.push("proc:rw"),
+            (Some("/sys"), "sysfs") => auto.push(if ro { "sys:ro" } else { "sys:rw" }),
+            (Some("/sys/fs/cgroup"), "cgroup" | "cgroup2") => {
+                // `force`: LXC otherwise leaves cgroupfs to a cgroup-aware init.
+                auto.push(if ro { "cgroup:ro:force" } else { "cgroup:rw:force" })
+            }
+            (Some("/dev"), "tmpfs") => {} // lxc.autodev
+            (Some("/dev/pts"), "devpts") => {} // LXC's own devpts (lxc.pty.max)
+            _ if bind => c.set("lxc.mount.entry", bind_entry(m, idmapped)?),
+            _ => {
+                let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+                c.set(
+                    "lxc.mount.entry",
+                    format!(
+                        "{} {} {} {},create=dir 0 0",
+                        fstab(&source)?,
+                        fstab(relative(dest))?,
+                        fstab(typ)?,
+                        mount_options(&options)?
+                    ),
+                );
+            }
+        }
+    }
+    if !auto.is_empty() {
+        c.set("lxc.mount.auto", auto.join(" "));
+    }
+    Ok(())
+}
+
+fn bind_entry(m: &Mount, idmapped: bool) -> Result<String, Refusal> {
+    let source = m
+        .source()
+        .clone()
+        .ok_or_else(|| format!("bind mount on {:?} without a source", m.destination()))?;
+    let options = m.options().clone().unwrap_or_default();
+    let mut opts = mount_options(&options)?;
+    if !options.iter().any(|o| o == "bind" || o == "rbind") {
+        opts.push_str(",rbind");
+    }
+    let is_dir = std::fs::metadata(&source).map(|m| m.is_dir()).unwrap_or(true);
+    opts.push_str(if is_dir { ",create=dir" } else { ",create=file" });
+    if idmapped {
+        opts.push_str(",idmap=container");
+    }
+    Ok(format!(
+        "{} {} none {opts} 0 0",
+        fstab(&source)?,
+        fstab(relative(m.destination()))?
+    ))
+}
+
+fn relative(dest: &Path) -> &Path {
+    dest.strip_prefix("/").unwrap_or(dest)
+}
+
+/// Mount options LXC understands; anything else is filesystem data (size=, mode=),
+/// which LXC passes to mount(2) as runc does.
+fn mount_options(options: &[String]) -> Result<String, Refusal> {
+    let mut out = Vec::new();
+    for o in options {
+        if o.contains([',', ' ', '\t', '\n']) || o.starts_with("create=") || o == "optional" {
+            return Err(format!("mount option {o:?}"));
+        }
+        // crun's extensions and SELinux relabelling have no LXC equivalent.
+        if matches!(o.as_str(), "tmpcopyup" | "copy-symlink" | "z" | "Z" | "U" | "idmap") {
+            return Err(format!("mount option {o:?}"));
+        }
+        out.push(o.as_str());
+    }
+    if out.is_empty() {
+        out.push("defaults");
+    }
+    Ok(out.join(","))
+}
+
+/// The spec's device nodes, bound from the host's identical node; anything else
+/// cannot be made in place and is refused.
+fn devices(spec: &Spec, c: &mut Conf) -> Result<(), Refusal> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    for d in linux.devices().iter().flatten() {
+        let (want_char, want_block) = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => (true, false),
+            LinuxDeviceType::B => (false, true),
+            _ => return Err(format!("device {:?} (not a char or block device)", d.path())),
+        };
+        let host = std::fs::metadata(d.path()).ok().filter(|meta| {
+            let t = meta.file_type();
+            let rdev = meta.rdev();
+            (t.is_char_device() == want_char && t.is_block_device() == want_block)
+                && libc::major(rdev) as i64 == d.major()
+                && libc::minor(rdev) as i64 == d.minor()
+        });
+        if host.is_none() {
+            return Err(format!(
+                "device {:?} {}:{} (no identical node on the host to bind)",
+                d.path(),
+                d.major(),
+                d.minor()
+            ));
+        }
+        c.set(
+            "lxc.mount.entry",
+            format!(
+                "{} {} none bind,create=file 0 0",
+                fstab(d.path())?,
+                fstab(relative(d.path()))?
+            ),
+        );
+    }
+    Ok(())
+}
