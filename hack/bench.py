@@ -319,6 +319,8 @@ def main():
     ap.add_argument("--rss-runs", type=int, default=10)
     ap.add_argument("--tag", default=f"b{os.getpid()}", help="prefix of container ids, podman label value")
     ap.add_argument("--pct-runs", type=int, default=10, help="pct section rounds; 0 skips it")
+    ap.add_argument("--lxc-runs", type=int, default=30,
+                    help="rounds of the plain-LXC backend comparison (needs lxc.json in --work); 0 skips it")
     ap.add_argument("--pct-bundle", action="append", default=[], metavar="MIB=PATH",
                     help="/bin/true bundle, rootfs of about MIB MiB (repeat; smallest first)")
     ap.add_argument("--pct-config", help="config whose default backend is the pct stand-in")
@@ -365,6 +367,17 @@ def main():
     started = time.monotonic()
     log(f"run: {a.runs} rounds of {len(run_variants)} variants (+{a.warmup} warm-up)")
     run_samples = interleave(runner, run_variants, a.runs, a.warmup, "run")
+    lxc_variants = [
+        ("`nexcage run` → lxc", lambda i: [a.nexcage, "--root", nx_root, "--config",
+                                          os.path.join(a.work, "lxc.json"), "run",
+                                          "--bundle", a.bundle, f"{tag}-nxlxc-{i}"]),
+        ("`nexcage run` → crun", lambda i: nexcage_run("crun")(f"l{i}")),
+        ("`crun run`", lambda i: direct_run("crun")(f"l{i}")),
+    ]
+    lxc_samples = {}
+    if a.lxc_runs > 0:
+        log(f"lxc: {a.lxc_runs} rounds of {len(lxc_variants)} variants (+{a.warmup} warm-up)")
+        lxc_samples = interleave(runner, lxc_variants, a.lxc_runs, a.warmup, "lxc")
     podman_samples = {}
     if a.podman_runs > 0:
         log(f"podman: {a.podman_runs} rounds of 2 variants (+{a.warmup} warm-up)")
@@ -414,6 +427,19 @@ def main():
     print()
     print("\n".join(verdicts))
     print()
+    if lxc_samples:
+        base = statistics.median(lxc_samples[lxc_variants[2][0]])
+        print("#### Plain LXC backend: `run` of the same /bin/true bundle\n")
+        print("| variant | n | median ms | p90 ms | mean ms | × `crun run` (median) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, _ in lxc_variants:
+            ratio = statistics.median(lxc_samples[name]) / base
+            print(row(name, lxc_samples[name], f"{ceil3(ratio):.3f}"))
+        print()
+        print(f"The lxc backend starts a full LXC container (lxc-start: monitor, "
+              f"namespaces, cgroups, autodev, mounts) behind the holder; {a.lxc_runs} "
+              f"rounds, interleaved as above.")
+        print()
     print("| nexcage command (no delegate exec) | n | peak RSS KiB min | median | max |")
     print("|---|---:|---:|---:|---:|")
     for name, values in rss:

@@ -12,10 +12,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<EOF
-Usage: hack/bench.sh [--runs N] [--podman-runs N] [--pct-runs N] [--quick]
+Usage: hack/bench.sh [--runs N] [--podman-runs N] [--pct-runs N] [--lxc-runs N] [--quick]
   --runs N         rounds of the run comparison (default 100)
   --podman-runs N  rounds of the podman comparison (default: same as --runs; 0 skips it)
   --pct-runs N     rounds of the Proxmox-backend (pct stand-in) section (default 10; 0 skips it)
+  --lxc-runs N     rounds of the plain-LXC backend comparison (default 30; 0 skips it)
   --quick          smoke run: 10 rounds of each, 3 of the pct section
 EOF
 }
@@ -23,12 +24,14 @@ EOF
 runs=100
 podman_runs=""
 pct_runs=10
+lxc_runs=30
 while (( $# > 0 )); do
     case "$1" in
         --runs) [[ $# -ge 2 ]] || die "--runs needs a value"; runs="$2"; shift 2 ;;
         --podman-runs) [[ $# -ge 2 ]] || die "--podman-runs needs a value"; podman_runs="$2"; shift 2 ;;
         --pct-runs) [[ $# -ge 2 ]] || die "--pct-runs needs a value"; pct_runs="$2"; shift 2 ;;
-        --quick) runs=10; podman_runs=10; pct_runs=3; shift ;;
+        --lxc-runs) [[ $# -ge 2 ]] || die "--lxc-runs needs a value"; lxc_runs="$2"; shift 2 ;;
+        --quick) runs=10; podman_runs=10; pct_runs=3; lxc_runs=10; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -37,6 +40,7 @@ podman_runs="${podman_runs:-$runs}"
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer, got $runs"
 [[ "$podman_runs" =~ ^[0-9]+$ ]] || die "--podman-runs must be an integer, got $podman_runs"
 [[ "$pct_runs" =~ ^[0-9]+$ ]] || die "--pct-runs must be an integer, got $pct_runs"
+[[ "$lxc_runs" =~ ^[0-9]+$ ]] || die "--lxc-runs must be an integer, got $lxc_runs"
 
 require_root
 cd "$NEXCAGE_ROOT"
@@ -112,8 +116,10 @@ for backend in crun runc; do
         '{default: $name, backends: {($name): {type: "oci", path: $path}}}' >"$work/$backend.json"
 done
 
+jq -nc '{default: "lxc", backends: {lxc: {type: "lxc"}}}' >"$work/lxc.json"
+
 # Check the routing the numbers depend on before spending minutes on them.
-for backend in crun runc; do
+for backend in crun runc lxc; do
     route="$("$nexcage" --config "$work/$backend.json" route --bundle "$work/bundle" check)"
     [[ "$route" == "$backend "* ]] || die "$work/$backend.json routes to $route"
 done
@@ -199,7 +205,7 @@ python3 hack/bench.py \
     --podman "$(command -v podman)" --image "$NEXCAGE_IMAGE" \
     --bundle "$work/bundle" --work "$work" \
     --runs "$runs" --podman-runs "$podman_runs" --tag "$tag" \
-    --pct-runs "$pct_runs" ${pct_args[@]+"${pct_args[@]}"}
+    --pct-runs "$pct_runs" ${pct_args[@]+"${pct_args[@]}"} --lxc-runs "$lxc_runs"
 
 # A foreground `run` execs the delegate, so its record stays until the next reader
 # clears it: `list` must clear every one, and no runtime may hold a container.
@@ -217,11 +223,16 @@ for backend in crun runc; do
         held+=(${ids[@]+"${ids[@]}"})
     done
 done
+# The lxc backend: no LXC container defined or running under nexcage's lxcpath.
+if [[ -d "$work/nexcage/lxc/lxc" ]]; then
+    mapfile -t ids < <(lxc-ls -P "$work/nexcage/lxc/lxc" -1)
+    held+=(${ids[@]+"${ids[@]}"})
+fi
 mapfile -t ids < <(podman ps --all --quiet --filter "label=org.nexcage.bench=$tag")
 held+=(${ids[@]+"${ids[@]}"})
 printf -- '- nexcage records of finished runs before "nexcage list": %s; listed by it: %s; after: %s\n' \
     "$before" "$(wc -w <<<"$listed")" "$after"
-printf -- '- containers still held by crun, runc (direct and under nexcage) or podman: %s\n' "${#held[@]}"
+printf -- '- containers still held by crun, runc (direct and under nexcage), LXC or podman: %s\n' "${#held[@]}"
 pct_left=()
 if (( pct_runs > 0 )); then
     # The pct section's node: no container through nexcage, in Proxmox's view (pct

@@ -3,7 +3,10 @@
 # install the release binary, then show nexcage at work and check what it does:
 #   (a) the example bundle run through nexcage to crun,
 #   (b) the same bundle to runc,
-#   (c) podman --runtime nexcage: output and exit code.
+#   (c) podman --runtime nexcage: output and exit code,
+#   (d) the bundle as a plain LXC container (backend lxc),
+#   (e) podman --runtime nexcage on the lxc backend: output, exit code, and -p to
+#       busybox httpd reached from the host.
 # Every check prints "ok" or "FAIL"; the script exits 1 if any failed.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -37,7 +40,7 @@ cleanup() {
             "$INSTALLED" --root "$tmp/root" delete --force "$id" >/dev/null 2>&1 || true
         done < <("$INSTALLED" --root "$tmp/root" list --quiet 2>/dev/null || true)
     fi
-    podman rm --force --ignore "$podman_name" >/dev/null 2>&1 || true
+    podman rm --force --ignore "$podman_name" "$podman_name-lxc" >/dev/null 2>&1 || true
     if [[ -n "$tmp" ]]; then rm -rf -- "$tmp"; fi
     if (( rc != 0 && failures == 0 )); then
         printf '\nABORTED (exit %d): a step failed before its checks, see above\n' "$rc"
@@ -136,6 +139,54 @@ expect "podman passes the container's exit code" 42 "$rc"
 expect "podman used runtime" nexcage \
     "$(podman container inspect --format '{{.OCIRuntime}}' "$podman_name")"
 podman rm "$podman_name" >/dev/null
+
+heading "(d) $BUNDLE as a plain LXC container (backend lxc)"
+jq -nc '{default: "lxc", backends: {lxc: {type: "lxc"}}}' >"$tmp/lxc.json"
+nx=("$INSTALLED" --root "$root" --config "$tmp/lxc.json")
+id="e2e-lxc-$$"
+show "${nx[@]}" run --bundle "$BUNDLE" "$id"
+rc=0
+out="$("${nx[@]}" run --bundle "$BUNDLE" "$id")" || rc=$?
+printf '%s\n' "$out"
+expect "lxc: run exit code" 0 "$rc"
+expect "lxc: run output" $'hello from nexcage\n0' "$out"
+show "${nx[@]}" create --bundle "$BUNDLE" "$id"
+"${nx[@]}" create --bundle "$BUNDLE" "$id" >/dev/null 2>&1 </dev/null
+# LXC's own view: the definition nexcage generated, under its lxcpath.
+show lxc-ls -P "$root/lxc/lxc" -1
+expect "lxc: LXC knows the container" "$id" "$(lxc-ls -P "$root/lxc/lxc" -1)"
+"${nx[@]}" delete --force "$id"
+expect "lxc: nothing left in LXC after delete" "" "$(lxc-ls -P "$root/lxc/lxc" -1)"
+expect "lxc: nothing left (nexcage list)" "" "$("${nx[@]}" list --quiet)"
+
+heading "(e) podman --runtime nexcage, backend lxc chosen by annotation"
+jq -nc --arg crun "$NEXCAGE_CRUN" '{default: "crun", annotation_backends: ["lxc", "crun"],
+    backends: {crun: {type: "oci", path: $crun}, lxc: {type: "lxc"}}}' >"$tmp/podman.json"
+pod=(podman --runtime nexcage --runtime-flag "config=$tmp/podman.json")
+show "${pod[@]}" run --rm --annotation org.nexcage.backend=lxc "$NEXCAGE_IMAGE" sh -c 'cat /proc/1/cmdline | tr "\0" " "; echo; exit 7'
+rc=0
+out="$("${pod[@]}" run --rm --annotation org.nexcage.backend=lxc "$NEXCAGE_IMAGE" \
+    sh -c 'cat /proc/1/cmdline | tr "\0" " "; echo; exit 7')" || rc=$?
+printf '%s\n' "$out"
+expect "podman/lxc: exit code" 7 "$rc"
+expect "podman/lxc: PID 1 is nexcage init in an LXC container" \
+    "/dev/.nexcage/nexcage init --dir /dev/.nexcage " "$out"
+port=18080
+while ss -Hltn "sport = :$port" | grep -q .; do port=$((port + 1)); done
+show "${pod[@]}" run -d --name "$podman_name-lxc" --annotation org.nexcage.backend=lxc -p "$port:80" "$NEXCAGE_IMAGE" sh -c '...; httpd -f -p 80 -h /www'
+"${pod[@]}" run -d --name "$podman_name-lxc" --annotation org.nexcage.backend=lxc -p "$port:80" \
+    "$NEXCAGE_IMAGE" sh -c 'mkdir /www && echo served by lxc >/www/index.html && exec httpd -f -p 80 -h /www' >/dev/null
+got=""
+for (( i = 0; i < 50; i++ )); do
+    got="$(curl -fsS "http://127.0.0.1:$port/" 2>/dev/null)" && break
+    sleep 0.1
+done
+show curl "http://127.0.0.1:$port/"
+printf '%s\n' "$got"
+expect "podman/lxc: -p $port:80 reaches httpd in the container" "served by lxc" "$got"
+"${pod[@]}" stop -t 5 "$podman_name-lxc" >/dev/null
+"${pod[@]}" rm "$podman_name-lxc" >/dev/null
+expect "podman/lxc: nothing left in LXC" 0 "$(lxc-ls -P /run/nexcage/lxc/lxc -1 2>/dev/null | grep -c . || true)"
 
 heading "summary"
 printf '%d checks, %d failed\n' "$checks" "$failures"

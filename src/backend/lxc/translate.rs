@@ -420,8 +420,13 @@ fn mount_options(options: &[String]) -> Result<String, Refusal> {
         if o.contains([',', ' ', '\t', '\n']) || o.starts_with("create=") || o == "optional" {
             return Err(format!("mount option {o:?}"));
         }
-        // crun's extensions and SELinux relabelling have no LXC equivalent.
-        if matches!(o.as_str(), "tmpcopyup" | "copy-symlink" | "z" | "Z" | "U" | "idmap") {
+        // crun's `tmpcopyup` (podman's /tmp, /run with --read-only): the tmpfs
+        // starts empty instead, which hides nothing the container could not see.
+        if o == "tmpcopyup" {
+            continue;
+        }
+        // Other crun extensions and SELinux relabelling have no LXC equivalent.
+        if matches!(o.as_str(), "copy-symlink" | "z" | "Z" | "U" | "idmap") {
             return Err(format!("mount option {o:?}"));
         }
         out.push(o.as_str());
