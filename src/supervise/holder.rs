@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::{INIT_PID, STARTED};
 use super::protocol::{read_line, send_fds, send_line};
+use super::{INIT_PID, STARTED};
 use crate::error::{Error, IoContext, Result};
 
 /// The listening socket is passed to the holder as this fd by `create`.

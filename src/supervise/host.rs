@@ -254,8 +254,7 @@ impl Supervisor {
             (true, Some(socket)) => Some(console(socket)?),
             (true, None) if a.detach => {
                 return Err(Error::Usage(
-                    "cannot allocate tty if runc will detach without setting console socket"
-                        .into(),
+                    "cannot allocate tty if runc will detach without setting console socket".into(),
                 ));
             }
             (false, Some(_)) => {

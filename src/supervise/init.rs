@@ -78,8 +78,9 @@ fn prepare_init(dir: &Path) -> Result<(Command, Vec<String>)> {
     let process: Process =
         serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("process.json: {e}")))?;
     let setup: Setup = match std::fs::read(dir.join(SETUP)) {
-        Ok(text) => serde_json::from_slice(&text)
-            .map_err(|e| Error::Usage(format!("setup.json: {e}")))?,
+        Ok(text) => {
+            serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("setup.json: {e}")))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Setup::default(),
         Err(e) => return Err(Error::io("read setup.json", e)),
     };

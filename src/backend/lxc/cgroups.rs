@@ -9,14 +9,30 @@ use super::translate::{Conf, Refusal};
 
 /// Whether `controller` is mounted as its own v1 hierarchy (this host: hybrid).
 fn v1(controller: &str) -> bool {
-    Path::new("/sys/fs/cgroup").join(controller).join("cgroup.procs").exists()
-        && !Path::new("/sys/fs/cgroup").join(controller).join("cgroup.controllers").exists()
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join("cgroup.procs")
+        .exists()
+        && !Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join("cgroup.controllers")
+            .exists()
 }
 
 /// runc's devices that every container may use, whatever the spec's rules say.
 const DEFAULT_DEVICES: &[&str] = &[
-    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
 ];
 
 pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Result<(), Refusal> {
@@ -24,18 +40,32 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
         b.weight().is_some()
             || b.leaf_weight().is_some()
             || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
-            || b.throttle_read_bps_device().as_ref().is_some_and(|v| !v.is_empty())
-            || b.throttle_write_bps_device().as_ref().is_some_and(|v| !v.is_empty())
-            || b.throttle_read_iops_device().as_ref().is_some_and(|v| !v.is_empty())
-            || b.throttle_write_iops_device().as_ref().is_some_and(|v| !v.is_empty())
+            || b.throttle_read_bps_device()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
+            || b.throttle_write_bps_device()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
+            || b.throttle_read_iops_device()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
+            || b.throttle_write_iops_device()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
     }) {
         return Err("linux.resources.blockIO".into());
     }
     for (set, name) in [
-        (r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty()), "hugepageLimits"),
+        (
+            r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty()),
+            "hugepageLimits",
+        ),
         (r.network().is_some(), "network"),
         (r.rdma().as_ref().is_some_and(|v| !v.is_empty()), "rdma"),
-        (r.unified().as_ref().is_some_and(|v| !v.is_empty()), "unified"),
+        (
+            r.unified().as_ref().is_some_and(|v| !v.is_empty()),
+            "unified",
+        ),
     ] {
         if set {
             return Err(format!("linux.resources.{name}"));
@@ -49,7 +79,13 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
             (v, _) => v.to_string(),
         };
         if let Some(limit) = m.limit() {
-            set(c, legacy, "memory.limit_in_bytes", "memory.max", bytes(limit));
+            set(
+                c,
+                legacy,
+                "memory.limit_in_bytes",
+                "memory.max",
+                bytes(limit),
+            );
         }
         if let Some(swap) = m.swap() {
             if legacy {
@@ -68,7 +104,13 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
             }
         }
         if let Some(res) = m.reservation() {
-            set(c, legacy, "memory.soft_limit_in_bytes", "memory.low", bytes(res));
+            set(
+                c,
+                legacy,
+                "memory.soft_limit_in_bytes",
+                "memory.low",
+                bytes(res),
+            );
         }
         if let Some(s) = m.swappiness().filter(|s| *s <= 100) {
             if !legacy {
@@ -91,7 +133,13 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
         if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
             // runc's conversion of shares (2..262144) to a v2 weight (1..10000).
             let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
-            set(c, legacy, "cpu.shares", "cpu.weight", if legacy { shares } else { weight }.to_string());
+            set(
+                c,
+                legacy,
+                "cpu.shares",
+                "cpu.weight",
+                if legacy { shares } else { weight }.to_string(),
+            );
         }
         let (quota, period) = (cpu.quota(), cpu.period());
         if quota.is_some() || period.is_some() {
@@ -124,7 +172,11 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
         }
     }
     if let Some(p) = r.pids() {
-        let max = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
+        let max = if p.limit() > 0 {
+            p.limit().to_string()
+        } else {
+            "max".into()
+        };
         set(c, v1("pids"), "pids.max", "pids.max", max);
     }
     if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
@@ -143,7 +195,11 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
             c.set(&key(true), *d);
         }
         for d in devices {
-            let t = if d.typ() == LinuxDeviceType::B { 'b' } else { 'c' };
+            let t = if d.typ() == LinuxDeviceType::B {
+                'b'
+            } else {
+                'c'
+            };
             c.set(&key(true), format!("{t} {}:{} rwm", d.major(), d.minor()));
         }
     }
@@ -159,7 +215,9 @@ fn set(c: &mut Conf, legacy: bool, v1_key: &str, v2_key: &str, value: String) {
 }
 
 fn plain(v: &str) -> Result<String, Refusal> {
-    if v.bytes().all(|b| b.is_ascii_digit() || b == b',' || b == b'-') {
+    if v.bytes()
+        .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+    {
         Ok(v.to_string())
     } else {
         Err(format!("cpuset {v:?}"))
@@ -181,6 +239,13 @@ fn device_rule(rule: &LinuxDeviceCgroup) -> Result<String, Refusal> {
     if typ == 'a' && rule.major().is_none() && rule.minor().is_none() {
         return Ok(format!("a *:* {access}"));
     }
-    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".to_string(), |n| n.to_string());
-    Ok(format!("{typ} {}:{} {access}", num(rule.major()), num(rule.minor())))
+    let num = |n: Option<i64>| {
+        n.filter(|n| *n >= 0)
+            .map_or("*".to_string(), |n| n.to_string())
+    };
+    Ok(format!(
+        "{typ} {}:{} {access}",
+        num(rule.major()),
+        num(rule.minor())
+    ))
 }

@@ -107,11 +107,15 @@ impl Lxc {
         let Some(cgroup) = self.note(id, CGROUP_NOTE) else {
             return false;
         };
-        let v1 = Path::new("/sys/fs/cgroup/freezer").join(&cgroup).join("freezer.state");
+        let v1 = Path::new("/sys/fs/cgroup/freezer")
+            .join(&cgroup)
+            .join("freezer.state");
         if let Ok(state) = fs::read_to_string(v1) {
             return state.trim() == "FROZEN";
         }
-        let v2 = Path::new("/sys/fs/cgroup").join(&cgroup).join("cgroup.freeze");
+        let v2 = Path::new("/sys/fs/cgroup")
+            .join(&cgroup)
+            .join("cgroup.freeze");
         fs::read_to_string(v2).is_ok_and(|s| s.trim() == "1")
     }
 
@@ -124,19 +128,22 @@ impl Lxc {
             .create(&self.lxcpath)
             .context(|| format!("create {}", self.lxcpath.display()))?;
         let dir = self.ct_dir(id);
-        fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Backend {
-                    backend: self.name.clone(),
-                    reason: format!(
-                        "an LXC container {id:?} is already defined in {}",
-                        self.lxcpath.display()
-                    ),
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::Backend {
+                        backend: self.name.clone(),
+                        reason: format!(
+                            "an LXC container {id:?} is already defined in {}",
+                            self.lxcpath.display()
+                        ),
+                    }
+                } else {
+                    Error::io(format!("create {}", dir.display()), e)
                 }
-            } else {
-                Error::io(format!("create {}", dir.display()), e)
-            }
-        })?;
+            })?;
         fs::write(dir.join("config"), config).context(|| "write the LXC config")
     }
 

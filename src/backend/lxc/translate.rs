@@ -50,7 +50,11 @@ pub fn translate(
         .flatten()
         .any(|m| m.destination() == Path::new("/dev"));
     // Under /dev (a fresh tmpfs) the mount point never needs the rootfs to be writable.
-    let mount_point = if autodev { "/dev/.nexcage" } else { "/.nexcage" };
+    let mount_point = if autodev {
+        "/dev/.nexcage"
+    } else {
+        "/.nexcage"
+    };
 
     c.set("lxc.rootfs.path", format!("dir:{}", value(paths.rootfs)?));
     c.set(
@@ -111,7 +115,10 @@ pub fn translate(
     );
 
     for (key, val) in linux.sysctl().iter().flatten() {
-        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
             return Err(format!("linux.sysctl key {key:?}"));
         }
         c.set(&format!("lxc.sysctl.{key}"), value(val)?);
@@ -291,12 +298,7 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
                     for m in list {
                         c.set(
                             "lxc.idmap",
-                            format!(
-                                "{kind} {} {} {}",
-                                m.container_id(),
-                                m.host_id(),
-                                m.size()
-                            ),
+                            format!("{kind} {} {} {}", m.container_id(), m.host_id(), m.size()),
                         );
                     }
                 }
@@ -360,9 +362,13 @@ fn mounts(spec: &Spec, idmapped: bool, c: &mut Conf) -> Result<(), Refusal> {
             (Some("/sys"), "sysfs") => auto.push(if ro { "sys:ro" } else { "sys:rw" }),
             (Some("/sys/fs/cgroup"), "cgroup" | "cgroup2") => {
                 // `force`: LXC otherwise leaves cgroupfs to a cgroup-aware init.
-                auto.push(if ro { "cgroup:ro:force" } else { "cgroup:rw:force" })
+                auto.push(if ro {
+                    "cgroup:ro:force"
+                } else {
+                    "cgroup:rw:force"
+                })
             }
-            (Some("/dev"), "tmpfs") => {} // lxc.autodev
+            (Some("/dev"), "tmpfs") => {}      // lxc.autodev
             (Some("/dev/pts"), "devpts") => {} // LXC's own devpts (lxc.pty.max)
             _ if bind => c.set("lxc.mount.entry", bind_entry(m, idmapped)?),
             _ => {
@@ -396,8 +402,14 @@ fn bind_entry(m: &Mount, idmapped: bool) -> Result<String, Refusal> {
     if !options.iter().any(|o| o == "bind" || o == "rbind") {
         opts.push_str(",rbind");
     }
-    let is_dir = std::fs::metadata(&source).map(|m| m.is_dir()).unwrap_or(true);
-    opts.push_str(if is_dir { ",create=dir" } else { ",create=file" });
+    let is_dir = std::fs::metadata(&source)
+        .map(|m| m.is_dir())
+        .unwrap_or(true);
+    opts.push_str(if is_dir {
+        ",create=dir"
+    } else {
+        ",create=file"
+    });
     if idmapped {
         opts.push_str(",idmap=container");
     }
@@ -445,7 +457,12 @@ fn devices(spec: &Spec, c: &mut Conf) -> Result<(), Refusal> {
         let (want_char, want_block) = match d.typ() {
             LinuxDeviceType::C | LinuxDeviceType::U => (true, false),
             LinuxDeviceType::B => (false, true),
-            _ => return Err(format!("device {:?} (not a char or block device)", d.path())),
+            _ => {
+                return Err(format!(
+                    "device {:?} (not a char or block device)",
+                    d.path()
+                ));
+            }
         };
         let host = std::fs::metadata(d.path()).ok().filter(|meta| {
             let t = meta.file_type();
