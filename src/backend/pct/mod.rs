@@ -266,7 +266,11 @@ impl Backend for Pct {
         let options =
             translate::create_options(&bundle.spec, &self.cfg, &settings, &record.id, &dir)?;
         let vmid = self.create_ct(&dir, &template, &options, settings.vmid.as_deref())?;
-        let start = [self.cfg.pct.clone().into_os_string(), "start".into(), vmid.into()];
+        let start = [
+            self.cfg.pct.clone().into_os_string(),
+            "start".into(),
+            vmid.into(),
+        ];
         let holder = self.sup.spawn_holder(&dir, &start, tty)?;
         if let Some(pid_file) = &create.pid_file {
             host::write_pid_file(pid_file, holder)?;
