@@ -277,10 +277,8 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
     if let Some(path) = find(LinuxNamespaceType::Cgroup).and_then(|n| n.path().clone()) {
         c.set("lxc.namespace.share.cgroup", value(path)?);
     }
-    if let Some(ns) = find(LinuxNamespaceType::Time) {
-        if let Some(path) = ns.path() {
-            c.set("lxc.namespace.share.time", value(path)?);
-        }
+    if let Some(path) = find(LinuxNamespaceType::Time).and_then(|n| n.path().clone()) {
+        c.set("lxc.namespace.share.time", value(path)?);
     }
     let userns = match find(LinuxNamespaceType::User) {
         Some(ns) => {
@@ -489,4 +487,128 @@ fn devices(spec: &Spec, c: &mut Conf) -> Result<(), Refusal> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(patch: serde_json::Value) -> Spec {
+        let mut v = serde_json::to_value(Spec::default()).unwrap();
+        json_patch(&mut v, patch);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn json_patch(base: &mut serde_json::Value, patch: serde_json::Value) {
+        match (base, patch) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+                for (k, v) in p {
+                    json_patch(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, p) => *b = p,
+        }
+    }
+
+    fn translate_spec(s: &Spec, cfg: &LxcConfig) -> Result<Translation, Refusal> {
+        let paths = Paths {
+            rootfs: Path::new("/srv/rootfs"),
+            runtime_dir: Path::new("/run/nexcage/backends/lxc/c1"),
+            seccomp_path: Path::new("/run/nexcage/backends/lxc/c1/seccomp"),
+        };
+        translate(s, cfg, "c1", &paths)
+    }
+
+    #[test]
+    fn default_spec() {
+        let t = translate_spec(&Spec::default(), &LxcConfig::default()).unwrap();
+        for line in [
+            "lxc.rootfs.path = dir:/srv/rootfs",
+            "lxc.init.cmd = /dev/.nexcage/nexcage init --dir /dev/.nexcage",
+            "lxc.autodev = 1",
+            "lxc.cgroup.dir.container = nexcage/c1",
+            "lxc.mount.entry = /run/nexcage/backends/lxc/c1 dev/.nexcage none ro,bind,create=dir 0 0",
+            // No user namespace in the spec: LXC must not make one.
+            "lxc.namespace.keep = user",
+        ] {
+            assert!(t.config.lines().any(|l| l == line), "{line}\n{}", t.config);
+        }
+        assert!(
+            t.config.contains("lxc.mount.auto = proc:rw"),
+            "{}",
+            t.config
+        );
+        assert_eq!(t.mount_point, "/dev/.nexcage");
+    }
+
+    #[test]
+    fn engine_namespaces_and_limits() {
+        let s = spec(serde_json::json!({
+            "hostname": "web",
+            "linux": {
+                "namespaces": [{"type": "mount"}, {"type": "uts"},
+                               {"type": "network", "path": "/run/netns/cni-1"}],
+                "cgroupsPath": "/libpod_parent/libpod-abc",
+                "resources": {"pids": {"limit": 50}},
+                "sysctl": {"net.ipv4.ip_forward": "1"}
+            }
+        }));
+        let t = translate_spec(&s, &LxcConfig::default()).unwrap();
+        for line in [
+            "lxc.uts.name = web",
+            "lxc.namespace.share.net = /run/netns/cni-1",
+            "lxc.namespace.keep = pid ipc user",
+            "lxc.cgroup.dir.container = libpod_parent/libpod-abc",
+            "lxc.sysctl.net.ipv4.ip_forward = 1",
+        ] {
+            assert!(t.config.lines().any(|l| l == line), "{line}\n{}", t.config);
+        }
+        assert!(t.config.contains("pids.max = 50"), "{}", t.config);
+    }
+
+    #[test]
+    fn unprivileged_maps_ids_and_idmaps_the_rootfs() {
+        let cfg = LxcConfig {
+            unprivileged: true,
+            id_base: 200_000,
+            id_count: 65_536,
+            ..LxcConfig::default()
+        };
+        let t = translate_spec(&Spec::default(), &cfg).unwrap();
+        assert!(t.config.contains("lxc.idmap = u 0 200000 65536\n"));
+        assert!(t.config.contains("lxc.rootfs.options = idmap=container\n"));
+        assert!(!t.config.contains("lxc.namespace.keep = user"));
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (
+                serde_json::json!({"hooks": {"prestart": [{"path": "/bin/true"}]}}),
+                "hooks",
+            ),
+            (
+                serde_json::json!({"linux": {"cgroupsPath": "system.slice:nx:abc"}}),
+                "cgroupsPath",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": [{"type": "pid"}]}}),
+                "mount namespace",
+            ),
+            (
+                serde_json::json!({"hostname": "x\nlxc.include = /etc/evil"}),
+                "line break",
+            ),
+            (
+                serde_json::json!({"linux": {"resources": {"blockIO": {"weight": 10}}}}),
+                "blockIO",
+            ),
+        ];
+        for (patch, word) in cases {
+            let err = translate_spec(&spec(patch.clone()), &LxcConfig::default())
+                .err()
+                .unwrap_or_else(|| panic!("{patch} accepted"));
+            assert!(err.contains(word), "{patch}: {err}");
+        }
+    }
 }
