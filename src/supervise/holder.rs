@@ -58,16 +58,31 @@ pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
     }
     // The peer's pid is translated into our (the host's) pid namespace: this is
     // init's host pid, which `kill` and `ps` need.
-    if let Ok(cred) =
-        nix::sys::socket::getsockopt(&init, nix::sys::socket::sockopt::PeerCredentials)
-    {
-        super::host::write_pid_note(&dir.join(INIT_PID), cred.pid())?;
+    let init_pid = nix::sys::socket::getsockopt(&init, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|cred| cred.pid())
+        .ok();
+    if let Some(pid) = init_pid {
+        super::host::write_pid_note(&dir.join(INIT_PID), pid)?;
     }
     send_fds(&init, &[0, 1, 2])?;
     // From now on the workload alone holds the container's stdio, so its readers see
     // EOF when the workload closes it.
     release_stdio()?;
+    // Host paths are used up to here: joining the container's mounts changes them.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("start.log"))
+        .context(|| "open start.log")?;
     File::create(dir.join(STARTED)).context(|| "mark started")?;
+    if let Some(pid) = init_pid {
+        if let Err(e) = join_namespaces(pid) {
+            // Never leave the engine a pid whose namespaces are the host's.
+            // SAFETY: kill(2) on the init that just called in.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = send_line(&mut starter, &format!("error: {e}"));
+            return Ok(255);
+        }
+    }
     send_line(&mut starter, "ok")?;
     drop(starter);
     // init may first explain why the workload could not start ("error: ..."); that
@@ -76,14 +91,30 @@ pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
         if let Some(code) = line.strip_prefix("exit ") {
             return Ok(code.parse().unwrap_or(255));
         }
-        let _ = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join("start.log"))
-            .and_then(|mut log| {
-                std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes())
-            });
+        let _ = std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes());
     }
     Ok(KILLED)
+}
+
+/// Our pid is the container's for the engine (`--pid-file`): podman enters
+/// `/proc/PID/ns/*` for `cp`, `--net/--uts/--ipc container:` and the like, so the
+/// holder moves into the container's namespaces, all but the pid and user namespace
+/// (a process cannot change its own pid namespace; the user namespace is left so
+/// that the holder keeps its rights to signal and report).
+fn join_namespaces(init: i32) -> Result<()> {
+    use nix::sched::{CloneFlags, setns};
+    for (name, flag) in [
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let path = format!("/proc/{init}/ns/{name}");
+        let ns = File::open(&path).context(|| format!("open {path}"))?;
+        setns(&ns, flag).context(|| format!("join {path}"))?;
+    }
+    Ok(())
 }
 
 /// Runs the backend's start command with its output in `start.log`, not in the

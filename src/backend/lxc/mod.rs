@@ -176,6 +176,27 @@ impl Lxc {
         }
     }
 
+    /// LXC 5 does not always remove the monitor's (and, after a failed start, the
+    /// container's) empty cgroups; whatever is left of ours goes, in every hierarchy.
+    fn remove_cgroups(&self, id: &str) {
+        let mut leaves = vec![format!("nexcage.monitor/{id}")];
+        leaves.extend(self.note(id, CGROUP_NOTE));
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+        roots.extend(
+            fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        );
+        for root in &roots {
+            for leaf in &leaves {
+                // rmdir only succeeds on an empty cgroup: nothing running is touched.
+                let _ = fs::remove_dir(root.join(leaf));
+            }
+        }
+    }
+
     fn pause(&self, id: &str, freeze: bool) -> Result<Exit> {
         if !self.sup.running(id) {
             return Err(Error::Usage("container not running".into()));
@@ -317,6 +338,7 @@ impl Backend for Lxc {
                 _ => Err(Error::io(format!("remove {}", ct.display()), e)),
             })?;
         }
+        self.remove_cgroups(&record.id);
         self.sup.remove_dir(&record.id)
     }
 

@@ -452,6 +452,14 @@ fn mount_options(options: &[String]) -> Result<String, Refusal> {
 fn devices(spec: &Spec, c: &mut Conf) -> Result<(), Refusal> {
     let linux = spec.linux().clone().unwrap_or_default();
     for d in linux.devices().iter().flatten() {
+        // LXC makes these itself (its devpts, no console with lxc.console.path = none);
+        // a bind over them breaks its setup (podman --privileged lists every device).
+        if d.path() == Path::new("/dev/ptmx")
+            || d.path() == Path::new("/dev/console")
+            || d.path().starts_with("/dev/pts")
+        {
+            continue;
+        }
         let (want_char, want_block) = match d.typ() {
             LinuxDeviceType::C | LinuxDeviceType::U => (true, false),
             LinuxDeviceType::B => (false, true),
