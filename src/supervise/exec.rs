@@ -13,19 +13,24 @@ use crate::error::{Error, IoContext, Result};
 use crate::supervise::{self, BINARY, PROCESS};
 
 /// Gives the process `nexcage enter` starts its stdio: the pty slave, or our own
-/// (the caller's terminal, for a foreground `exec -t`).
-pub fn hand_stdio(listener: &UnixListener, tty: Option<OwnedFd>) -> Result<()> {
+/// (the caller's terminal or pipes). Returns its host pid (the peer's credentials are
+/// translated into our pid namespace), which becomes the process's when it execs.
+pub fn hand_stdio(listener: &UnixListener, tty: Option<OwnedFd>) -> Result<i32> {
     let conn = supervise::holder::accept_within(listener, std::time::Duration::from_secs(30))?;
     if supervise::protocol::read_line(&conn)?.as_deref() != Some("stdio") {
         return Err(Error::Usage("unexpected caller on the exec socket".into()));
     }
+    let pid = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
+        .context(|| "peer credentials of the exec process")?
+        .pid();
     match tty {
         Some(fd) => {
             let raw = fd.as_raw_fd();
-            supervise::protocol::send_fds(&conn, &[raw, raw, raw])
+            supervise::protocol::send_fds(&conn, &[raw, raw, raw])?;
         }
-        None => supervise::protocol::send_fds(&conn, &[0, 1, 2]),
+        None => supervise::protocol::send_fds(&conn, &[0, 1, 2])?,
     }
+    Ok(pid)
 }
 
 /// `nexcage enter` argv (the runtime dir is at `mount_point` inside): the process from `--process`, or the

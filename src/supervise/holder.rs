@@ -28,8 +28,11 @@ pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
     let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
     let starter = loop {
         let (conn, _) = listener.accept().context(|| "accept on holder socket")?;
-        if read_line(&conn)?.as_deref() == Some("start") {
-            break conn;
+        match read_line(&conn)?.as_deref() {
+            Some("start") => break conn,
+            // `delete` of a container whose creator died before noting our pid.
+            Some("stop") => return Ok(KILLED),
+            _ => {}
         }
     };
     let mut starter = starter;
@@ -74,14 +77,12 @@ pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
         .open(dir.join("start.log"))
         .context(|| "open start.log")?;
     File::create(dir.join(STARTED)).context(|| "mark started")?;
-    if let Some(pid) = init_pid {
-        if let Err(e) = join_namespaces(pid) {
-            // Never leave the engine a pid whose namespaces are the host's.
-            // SAFETY: kill(2) on the init that just called in.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = send_line(&mut starter, &format!("error: {e}"));
-            return Ok(255);
-        }
+    if let Some((pid, Err(e))) = init_pid.map(|pid| (pid, join_namespaces(pid))) {
+        // Never leave the engine a pid whose namespaces are the host's.
+        // SAFETY: kill(2) on the init that just called in.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = send_line(&mut starter, &format!("error: {e}"));
+        return Ok(255);
     }
     send_line(&mut starter, "ok")?;
     drop(starter);
@@ -111,7 +112,12 @@ fn join_namespaces(init: i32) -> Result<()> {
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let path = format!("/proc/{init}/ns/{name}");
-        let ns = File::open(&path).context(|| format!("open {path}"))?;
+        let ns = match File::open(&path) {
+            Ok(ns) => ns,
+            // A short workload: the container is gone already, nothing to join.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("open {path}"), e)),
+        };
         setns(&ns, flag).context(|| format!("join {path}"))?;
     }
     Ok(())

@@ -229,6 +229,12 @@ impl Supervisor {
             // SAFETY: kill(2) on the holder we started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // A creator killed between spawning the holder and noting its pid: the socket
+        // was listening before the holder existed, so it gets this even if it has not
+        // reached `accept` yet.
+        if let Ok(mut conn) = UnixStream::connect(self.dir(id).join(SOCKET)) {
+            let _ = super::protocol::send_line(&mut conn, "stop");
+        }
     }
 
     pub fn remove_dir(&self, id: &str) -> Result<()> {
@@ -302,6 +308,8 @@ impl Supervisor {
             }
         }
         if a.detach {
+            // The attach tool's pid, not the process's: it is our child, so the
+            // engine (conmon, the shim) can reap it and get the process's status.
             if let Some(pid_file) = &a.pid_file {
                 write_pid_file(pid_file, child.id() as i32)?;
             }
@@ -311,14 +319,15 @@ impl Supervisor {
         Ok(exit_code(status))
     }
 
-    /// runc's `ps`: the processes in init's cgroup.
-    pub fn ps(&self, a: &crate::cli::PsArgs, id: &str) -> Result<Exit> {
+    /// runc's `ps`: the processes in init's cgroup (`parent`: in its parent's, for
+    /// a manager that puts init in a child of the container's cgroup).
+    pub fn ps(&self, a: &crate::cli::PsArgs, id: &str, parent: bool) -> Result<Exit> {
         let not_running = || Error::Usage("container not running".into());
         if !self.running(id) {
             return Err(not_running());
         }
         let init = self.init_pid(id).ok_or_else(not_running)?;
-        let pids = super::ps::cgroup_pids(init)?;
+        let pids = super::ps::cgroup_pids(init, parent)?;
         if a.format == "json" {
             println!("{}", serde_json::to_string(&pids).unwrap_or_default());
             return Ok(0);

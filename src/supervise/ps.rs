@@ -9,8 +9,9 @@ use crate::backend::Exit;
 use crate::error::{Error, IoContext, Result};
 use crate::process::exit_code;
 
-/// Host pids in the cgroup of `init` and below it (v1 `pids`, else the unified tree).
-pub fn cgroup_pids(init: i32) -> Result<Vec<i32>> {
+/// Host pids in the cgroup of `init` (or of its parent) and below it (v1 `pids`, else
+/// the unified tree).
+pub fn cgroup_pids(init: i32, parent: bool) -> Result<Vec<i32>> {
     let text =
         fs::read_to_string(format!("/proc/{init}/cgroup")).context(|| "read init's cgroup")?;
     let path = text
@@ -24,11 +25,10 @@ pub fn cgroup_pids(init: i32) -> Result<Vec<i32>> {
                 .find_map(|l| l.strip_prefix("0::").map(|p| format!("/sys/fs/cgroup{p}")))
         })
         .ok_or_else(|| Error::Usage("cannot find the container's cgroup".into()))?;
-    // init sits in the container's cgroup or in a child of it: list the parent's tree.
-    let top = Path::new(&path)
-        .parent()
-        .unwrap_or(Path::new(&path))
-        .to_path_buf();
+    let top = match Path::new(&path).parent() {
+        Some(up) if parent => up.to_path_buf(),
+        _ => Path::new(&path).to_path_buf(),
+    };
     let mut pids = Vec::new();
     let mut stack = vec![top];
     while let Some(dir) = stack.pop() {

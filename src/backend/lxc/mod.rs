@@ -27,6 +27,9 @@ use crate::supervise::host::{self, Supervisor};
 const MOUNT_POINT_NOTE: &str = "mount_point";
 const CGROUP_NOTE: &str = "cgroup";
 const SECCOMP_PROFILE: &str = "seccomp";
+/// Written before the LXC definition is made: only then is `<lxcpath>/<id>` ours to
+/// remove (a create that finds someone else's must leave it alone).
+const DEFINED_NOTE: &str = "defined";
 /// How long `delete` waits for LXC to report a killed container stopped.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -128,10 +131,13 @@ impl Lxc {
             .create(&self.lxcpath)
             .context(|| format!("create {}", self.lxcpath.display()))?;
         let dir = self.ct_dir(id);
+        let note = self.sup.dir(id).join(DEFINED_NOTE);
+        fs::write(&note, "").context(|| "note the LXC definition")?;
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(|e| {
+                let _ = fs::remove_file(&note);
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
                     Error::Backend {
                         backend: self.name.clone(),
@@ -302,7 +308,7 @@ impl Backend for Lxc {
     }
 
     fn holds(&self, record: &Record) -> bool {
-        self.sup.dir(&record.id).exists() || self.ct_dir(&record.id).exists()
+        self.sup.dir(&record.id).exists()
     }
 
     fn observe(&self, _inv: &Invocation, records: &[&Record]) -> Result<HashMap<String, Observed>> {
@@ -331,7 +337,8 @@ impl Backend for Lxc {
     fn remove(&self, _inv: &Invocation, record: &Record) -> Result<()> {
         self.sup.kill_holder(&record.id);
         let ct = self.ct_dir(&record.id);
-        if ct.exists() {
+        let ours = self.sup.dir(&record.id).join(DEFINED_NOTE).exists();
+        if ours && ct.exists() {
             self.stop_ct(&record.id)?;
             fs::remove_dir_all(&ct).or_else(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Ok(()),
@@ -356,7 +363,7 @@ impl Backend for Lxc {
                 attach.args(["--clear-env", "--"]);
                 self.sup.exec(a, id, &mount_point, attach)
             }
-            cli::Command::Ps(a) => self.sup.ps(a, id),
+            cli::Command::Ps(a) => self.sup.ps(a, id, false),
             cli::Command::Pause(_) => self.pause(id, true),
             cli::Command::Resume(_) => self.pause(id, false),
             other => Err(self.unsupported(other.name())),

@@ -329,7 +329,8 @@ impl Backend for Pct {
                 attach.args(["exec", &vmid, "--keep-env", "0", "--"]);
                 self.sup.exec(a, &record.id, MOUNT_POINT, attach)
             }
-            cli::Command::Ps(a) => self.sup.ps(a, &record.id),
+            // Proxmox puts init in `lxc/<vmid>/ns`, a child of the container's cgroup.
+            cli::Command::Ps(a) => self.sup.ps(a, &record.id, true),
             other => Err(self.unsupported(other.name())),
         }
     }

@@ -1,0 +1,1231 @@
+//! The plain-LXC backend (`lxc`) on the real LXC tools: the runc lifecycle, a
+//! foreground run, how the spec maps onto the container, seccomp, faults (kill -9 at
+//! any point, then `delete --force`) and bad input. Every test also checks that
+//! nothing is left: no record, runtime dir, LXC definition, running LXC container,
+//! cgroup, or process.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::{Bundle, CRUN, Env, Out, pid_alive, rootfs, run_cmd, unique};
+
+/// The default backend's name in the routing config, and so its directories' names.
+const BACKEND: &str = "lxc";
+/// A second `lxc` backend: unprivileged, with its own lxcpath; picked by annotation.
+const UNPRIVILEGED: &str = "lxu";
+
+/// An isolated nexcage root whose default backend is `lxc` (`lxu` and crun are
+/// there too, to be picked by annotation); remembers the ids it handed out to check
+/// and clean them.
+struct Lxc {
+    env: Env,
+    /// Holds `lxu`'s lxcpath.
+    scratch: tempfile::TempDir,
+    ids: Mutex<Vec<String>>,
+}
+
+impl Lxc {
+    fn new() -> Lxc {
+        let scratch = tempfile::Builder::new()
+            .prefix("nexcage-lxcpath-")
+            .tempdir()
+            .unwrap();
+        Lxc {
+            env: Env::with_config(&format!(
+                r#"{{"default":"{BACKEND}",
+                    "backends":{{"{BACKEND}":{{"type":"lxc"}},
+                                 "{UNPRIVILEGED}":{{"type":"lxc","unprivileged":true,"lxcpath":"{}"}},
+                                 "crun":{{"type":"oci","path":"{CRUN}"}}}},
+                    "annotation_backends":["{BACKEND}","{UNPRIVILEGED}","crun"]}}"#,
+                scratch.path().join("lxcpath").display()
+            )),
+            scratch,
+            ids: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn id(&self, prefix: &str) -> String {
+        let id = unique(prefix);
+        self.ids.lock().unwrap().push(id.clone());
+        id
+    }
+
+    /// The default backend's lxcpath: `<root>/lxc/<backend>`.
+    fn lxcpath(&self) -> PathBuf {
+        self.lxcpath_of(BACKEND)
+    }
+
+    fn lxcpath_of(&self, backend: &str) -> PathBuf {
+        match backend {
+            UNPRIVILEGED => self.scratch.path().join("lxcpath"),
+            _ => self.env.root().join("lxc").join(backend),
+        }
+    }
+
+    fn runtime_dir(&self, id: &str) -> PathBuf {
+        self.env.root().join("backends").join(BACKEND).join(id)
+    }
+
+    /// `nexcage ARGS` with stdio in files and a deadline.
+    fn run(&self, args: &[&str]) -> Out {
+        let mut cmd = self.env.cmd();
+        cmd.args(args);
+        run_cmd(cmd, None)
+    }
+
+    /// LXC's own view: RUNNING, FROZEN, STOPPED, or "" when not defined.
+    fn lxc_state(&self, id: &str) -> String {
+        self.lxc_state_in(BACKEND, id)
+    }
+
+    fn lxc_state_in(&self, backend: &str, id: &str) -> String {
+        let out = Command::new("lxc-info")
+            .arg("-P")
+            .arg(self.lxcpath_of(backend))
+            .args(["-n", id, "-s", "-H"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("lxc-info");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn wait_lxc_state(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.lxc_state(id);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: LXC says {got}, wanted {want}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything of any container of this root that is still there.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let list = |dir: PathBuf| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.path().display().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        left.extend(list(self.env.root().join("containers")));
+        for backend in [BACKEND, UNPRIVILEGED] {
+            left.extend(
+                list(self.env.root().join("backends").join(backend))
+                    .into_iter()
+                    .filter(|p| !p.ends_with(".lock")),
+            );
+            // Definitions, whether or not LXC still knows them.
+            left.extend(list(self.lxcpath_of(backend)));
+            if let Ok(out) = Command::new("lxc-ls")
+                .arg("-P")
+                .arg(self.lxcpath_of(backend))
+                .arg("--running")
+                .output()
+            {
+                left.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .map(|n| format!("running LXC container {n}")),
+                );
+            }
+        }
+        for id in self.ids.lock().unwrap().iter() {
+            left.extend(cgroups_of(id).iter().map(|p| p.display().to_string()));
+        }
+        left.extend(
+            self.processes()
+                .into_iter()
+                .map(|(pid, cmd)| format!("process {pid}: {cmd}")),
+        );
+        left
+    }
+
+    /// Nothing left (LXC's monitor removes its cgroups just after the container
+    /// stops, so this waits a little for them).
+    fn assert_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "left behind: {left:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(self.env.ok(&["list", "-q"]), "");
+        self.env.assert_clean();
+    }
+
+    /// `create` of a container whose stdout and stderr go to `log`; asserts success.
+    fn create_logged(&self, bundle: &Bundle, id: &str, extra: &[&str], log: &Path) {
+        let file = std::fs::File::create(log).unwrap();
+        let status = self
+            .env
+            .cmd()
+            .arg("create")
+            .args(extra)
+            .args(["--bundle", bundle.path(), id])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "create {id}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// Holders, LXC monitors and attach processes of this root's containers.
+    fn processes(&self) -> Vec<(i32, String)> {
+        let mut found = processes_mentioning(self.env.root());
+        found.extend(processes_mentioning(self.scratch.path()));
+        found
+    }
+
+    /// The ids `list -q` shows.
+    fn listed(&self) -> Vec<String> {
+        self.run(&["list", "-q"])
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The host pids `ps --format json` reports.
+    fn ps(&self, id: &str) -> Vec<i64> {
+        serde_json::from_str(&self.env.ok(&["ps", "--format", "json", id])).expect("ps JSON")
+    }
+
+    /// The host pid of the container's process whose argv is `argv`: looked up among
+    /// the pids `ps` reports that really are in the container's cgroup (`ps` may
+    /// report more, see `ps_lists_only_its_own_container`).
+    fn find(&self, id: &str, argv: &[&str]) -> Option<i64> {
+        self.ps(id)
+            .into_iter()
+            .find(|pid| in_cgroup_of(*pid, id) && cmdline(*pid) == argv)
+    }
+}
+
+impl Drop for Lxc {
+    /// Best effort, for a failed test: nexcage's delete, then LXC's own tools, then
+    /// the processes and cgroups of this root's containers.
+    fn drop(&mut self) {
+        for id in self.listed() {
+            let _ = self.env.run(&["delete", "--force", &id]);
+        }
+        for backend in [BACKEND, UNPRIVILEGED] {
+            let lxcpath = self.lxcpath_of(backend);
+            if let Ok(out) = Command::new("lxc-ls").arg("-P").arg(&lxcpath).output() {
+                for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("lxc-stop")
+                        .arg("-P")
+                        .arg(&lxcpath)
+                        .args(["-n", name, "--kill"])
+                        .output();
+                }
+            }
+        }
+        for (pid, _) in self.processes() {
+            // SAFETY: kill(2) on a holder or LXC monitor this test's root started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for id in self.ids.lock().unwrap().iter() {
+            for dir in cgroups_of(id) {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// The cgroups LXC makes for a container (`nexcage/<id>`) and its monitor
+/// (`nexcage.monitor/<id>`) that exist, in any hierarchy.
+fn cgroups_of(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for top in ["nexcage", "nexcage.monitor"] {
+            let dir = h.path().join(top).join(id);
+            if dir.is_dir() {
+                found.push(dir);
+            }
+        }
+    }
+    found
+}
+
+/// Live processes whose command line mentions `path` (holders, LXC monitors,
+/// lxc-attach), never this test process.
+fn processes_mentioning(path: &Path) -> Vec<(i32, String)> {
+    let needle = format!("{}/", path.display());
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            (cmd.contains(&needle) && pid_alive(pid as i64)).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// Whether process `pid` is in the container's own memory cgroup (`nexcage/<id>`).
+fn in_cgroup_of(pid: i64, id: &str) -> bool {
+    let line = format!(":memory:/nexcage/{id}");
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .is_ok_and(|c| c.lines().any(|l| l.ends_with(&line)))
+}
+
+fn cmdline(pid: i64) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A field of /proc/PID/status, e.g. `CapEff`.
+fn status_field(pid: i64, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A bundle from bundles/busybox/config.json (as `Bundle::new`) with `edit` applied
+/// to its JSON, for fields oci-spec's types would fill in or normalise.
+fn json_bundle(args: &[&str], edit: impl FnOnce(&mut Value)) -> Bundle {
+    let bundle = Bundle::new(args);
+    let path = bundle.dir.path().join("config.json");
+    let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut spec);
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    bundle
+}
+
+fn assert_out(out: &Out, code: i32, stdout: &str, stderr: &str) {
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (Some(code), stdout, stderr)
+    );
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// create (pid file: the holder) -> start -> exec -> exec -d -> ps -> pause ->
+/// resume -> kill TERM -> delete, each step checked against runc's behaviour and
+/// LXC's own view of the container.
+#[test]
+fn lifecycle() {
+    let lx = Lxc::new();
+    let id = lx.id("lxc-life");
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 42' TERM; echo started; while true; do sleep 0.1; done",
+    ]);
+    let pid_file = bundle.dir.path().join("holder.pid");
+    let log = bundle.dir.path().join("out");
+    lx.create_logged(
+        &bundle,
+        &id,
+        &["--pid-file", pid_file.to_str().unwrap()],
+        &log,
+    );
+
+    let state = lx.env.state(&id);
+    assert!(
+        state["ociVersion"].as_str().is_some_and(|v| !v.is_empty()),
+        "{state}"
+    );
+    assert_eq!(state["id"], id.as_str());
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["bundle"], bundle.path());
+    let pid_text = std::fs::read_to_string(&pid_file).unwrap();
+    let holder: i64 = pid_text.parse().expect("pid file: a bare number");
+    assert_eq!(state["pid"], holder);
+    assert!(pid_alive(holder), "holder {holder} not running");
+    assert!(
+        cmdline(holder).contains(&"holder".to_string()),
+        "{:?}",
+        cmdline(holder)
+    );
+    // Defined in the default lxcpath, not started yet.
+    assert!(lx.lxcpath().join(&id).join("config").is_file());
+    assert!(lx.runtime_dir(&id).is_dir());
+    assert_eq!(lx.lxc_state(&id), "STOPPED");
+
+    lx.env.ok(&["start", &id]);
+    assert_eq!(lx.env.status(&id), "running");
+    assert_eq!(lx.lxc_state(&id), "RUNNING");
+    wait_for("the workload's output", || {
+        std::fs::read_to_string(&log).unwrap() == "started\n"
+    });
+    let err = lx.env.fails(&["start", &id]);
+    assert!(
+        err.contains("cannot start an already running container"),
+        "{err}"
+    );
+
+    // init is nexcage's, in the container's cgroup, and so is the workload.
+    let init = lx
+        .find(
+            &id,
+            &["/dev/.nexcage/nexcage", "init", "--dir", "/dev/.nexcage"],
+        )
+        .expect("init in ps");
+    assert!(pid_alive(init));
+    let workload = lx
+        .ps(&id)
+        .into_iter()
+        .find(|p| in_cgroup_of(*p, &id) && cmdline(*p).first().map(String::as_str) == Some("sh"));
+    assert!(workload.is_some(), "the workload is not in ps");
+
+    // Foreground exec: separate stdout and stderr, exact exit status.
+    let out = lx.run(&["exec", &id, "sh", "-c", "echo out; echo err >&2; exit 5"]);
+    assert_out(&out, 5, "out\n", "err\n");
+
+    // Detached exec with a pid file; ps shows it (table and JSON).
+    common::assert_detached_exec(&lx.env, bundle.dir.path(), &id);
+    // (exec -d returns once lxc-attach runs, maybe before the process does.)
+    let mut sleeper = None;
+    wait_for("the exec'd process in ps", || {
+        sleeper = lx.find(&id, &["sleep", "1000"]);
+        sleeper.is_some()
+    });
+    let sleeper = sleeper.unwrap();
+    let table = lx.env.ok(&["ps", &id]);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.split_whitespace().any(|c| c == "PID"), "{table}");
+    assert!(table.lines().any(|l| l.ends_with("sleep 1000")), "{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(&sleeper.to_string())),
+        "{table}"
+    );
+
+    // pause: frozen by LXC's freezer; exec and delete refused meanwhile.
+    lx.env.ok(&["pause", &id]);
+    assert_eq!(lx.env.status(&id), "paused");
+    assert_eq!(lx.lxc_state(&id), "FROZEN");
+    let freezer = format!("/sys/fs/cgroup/freezer/nexcage/{id}/freezer.state");
+    assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "FROZEN");
+    let out = lx.run(&["exec", &id, "true"]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("cannot exec in a paused container"),
+        "{}",
+        out.stderr
+    );
+    let err = lx.env.fails(&["delete", &id]);
+    assert!(
+        err.contains(&format!(
+            "cannot delete container {id} that is not stopped: paused"
+        )),
+        "{err}"
+    );
+    lx.env.ok(&["resume", &id]);
+    assert_eq!(lx.env.status(&id), "running");
+    assert_eq!(lx.lxc_state(&id), "RUNNING");
+    assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "THAWED");
+    let err = lx.env.fails(&["resume", &id]);
+    assert!(err.contains("container not paused"), "{err}");
+    assert_eq!(lx.env.ok(&["exec", &id, "echo", "again"]), "again\n");
+
+    let err = lx.env.fails(&["delete", &id]);
+    assert!(
+        err.contains(&format!(
+            "cannot delete container {id} that is not stopped: running"
+        )),
+        "{err}"
+    );
+
+    // SIGTERM reaches the workload (which traps it), not just PID 1.
+    lx.env.ok(&["kill", &id, "TERM"]);
+    lx.env.wait_status(&id, "stopped");
+    assert_eq!(lx.env.state(&id)["pid"], 0);
+    wait_for("the holder to exit", || !pid_alive(holder));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "started\ngot-term\n"
+    );
+    lx.wait_lxc_state(&id, "STOPPED");
+    let err = lx.env.fails(&["exec", &id, "true"]);
+    assert!(err.contains("cannot exec in a stopped container"), "{err}");
+
+    lx.env.ok(&["delete", &id]);
+    let err = lx.env.fails(&["state", &id]);
+    assert!(
+        err.contains(&format!("container \"{id}\" does not exist")),
+        "{err}"
+    );
+    assert_eq!(lx.lxc_state(&id), "");
+    lx.assert_clean();
+}
+
+/// Foreground `run`: the workload's stdout, stderr and exit status, as the spec's
+/// user with its env, cwd, hostname and rlimits, under nexcage's init in LXC.
+#[test]
+fn run_foreground() {
+    let lx = Lxc::new();
+    let bundle = json_bundle(
+        &[
+            "sh",
+            "-c",
+            "echo \"$GREETING|$PWD|$(id -u):$(id -g)|$(id -G)|$(hostname)|$(ulimit -n)|$(cat /proc/1/comm)\"; \
+             echo err >&2; exit 7",
+        ],
+        |s| {
+            s["hostname"] = json!("lxc-run-host");
+            let p = &mut s["process"];
+            p["env"] = json!(["PATH=/bin:/usr/bin:/sbin", "GREETING=hello world"]);
+            p["cwd"] = json!("/tmp");
+            p["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [2000]});
+            p["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 777, "soft": 777}]);
+        },
+    );
+    let id = lx.id("lxc-run");
+    let out = lx.run(&["run", "--bundle", bundle.path(), &id]);
+    assert_out(
+        &out,
+        7,
+        "hello world|/tmp|1000:1000|1000 2000|lxc-run-host|777|nexcage\n",
+        "err\n",
+    );
+    lx.assert_clean();
+
+    // A workload that cannot be started: 127, as a shell says for "not found".
+    let bundle = Bundle::new(&["/no/such/program"]);
+    let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-run")]);
+    assert_eq!(out.code, Some(127), "{}", out.stderr);
+    // Killed by a signal: 128 + signal, as a shell says.
+    let bundle = Bundle::new(&["sh", "-c", "kill -KILL $$"]);
+    let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-run")]);
+    assert_eq!(out.code, Some(137), "{}", out.stderr);
+    lx.assert_clean();
+}
+
+/// Resources, a read-only root, masked and read-only paths, a bind mount,
+/// capabilities, no_new_privs and sysctls, checked inside (workload and exec) and on
+/// the host.
+#[test]
+fn spec_maps_to_the_container() {
+    let lx = Lxc::new();
+    // A private rootfs: the bind mount's mount point is made in it.
+    let scratch = tempfile::Builder::new()
+        .prefix("nexcage-lxc-")
+        .tempdir()
+        .unwrap();
+    let private_rootfs = scratch.path().join("rootfs");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(rootfs())
+        .arg(&private_rootfs)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::create_dir(private_rootfs.join("data")).unwrap();
+    let data = scratch.path().join("data");
+    for dir in ["rw", "ro", "secretdir"] {
+        std::fs::create_dir_all(data.join(dir)).unwrap();
+    }
+    std::fs::write(data.join("secret.txt"), "secret\n").unwrap();
+    std::fs::write(data.join("secretdir/inside"), "secret\n").unwrap();
+    std::fs::write(data.join("ro/file"), "read me\n").unwrap();
+
+    let host_sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap();
+    let host_before = (
+        host_sysctl("net/ipv4/ip_forward"),
+        host_sysctl("net/ipv4/ip_unprivileged_port_start"),
+    );
+
+    let bundle = json_bundle(&["sleep", "1000"], |s| {
+        s["root"] = json!({"path": private_rootfs, "readonly": true});
+        s["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": data, "options": ["rbind", "rw"]
+        }));
+        let linux = &mut s["linux"];
+        linux["maskedPaths"]
+            .as_array_mut()
+            .unwrap()
+            .extend([json!("/data/secret.txt"), json!("/data/secretdir")]);
+        linux["readonlyPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("/data/ro"));
+        linux["resources"]["memory"] = json!({"limit": 64 * 1024 * 1024});
+        linux["resources"]["pids"] = json!({"limit": 42});
+        linux["sysctl"] = json!({
+            "net.ipv4.ip_forward": "1",
+            "net.ipv4.ip_unprivileged_port_start": "345"
+        });
+        let p = &mut s["process"];
+        p["capabilities"] = json!({
+            "bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []
+        });
+        p["noNewPrivileges"] = json!(true);
+    });
+    let id = lx.id("lxc-map");
+    lx.env.detached(&["create", "--bundle", bundle.path(), &id]);
+    lx.env.ok(&["start", &id]);
+    let exec = |script: &str| lx.run(&["exec", &id, "sh", "-c", script]);
+
+    // Resources: the container's own cgroup, as seen inside and on the host.
+    let out = exec("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max");
+    assert_out(&out, 0, "67108864\n42\n", "");
+    let host_cg = |c: &str, f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{c}/nexcage/{id}/{f}")).unwrap()
+    };
+    assert_eq!(host_cg("memory", "memory.limit_in_bytes"), "67108864\n");
+    assert_eq!(host_cg("pids", "pids.max"), "42\n");
+    // The spec denies all devices but runc's defaults.
+    let devices = host_cg("devices", "devices.list");
+    assert!(
+        !devices.contains("a *:* rwm") && devices.contains("c 1:3 rwm"),
+        "{devices}"
+    );
+
+    // Read-only root; the bind mount writable except its read-only path.
+    let out = exec("touch /rootfile");
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
+    assert_out(
+        &exec("echo hi > /data/rw/x && cat /data/rw/x"),
+        0,
+        "hi\n",
+        "",
+    );
+    assert_eq!(std::fs::read_to_string(data.join("rw/x")).unwrap(), "hi\n");
+    let out = exec("cat /data/ro/file; touch /data/ro/new");
+    assert_eq!((out.code, out.stdout.as_str()), (Some(1), "read me\n"));
+    assert!(
+        out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
+    assert!(!data.join("ro/new").exists());
+    // The default readonlyPaths (/proc/sys) too.
+    let out = exec("echo 0 > /proc/sys/net/ipv4/ip_forward");
+    assert!(
+        out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
+
+    // Masked: a file reads empty, a directory is empty; the default ones too.
+    assert_out(
+        &exec(
+            "cat /data/secret.txt; ls -A /data/secretdir; cat /proc/timer_list /proc/keys | wc -c",
+        ),
+        0,
+        "0\n",
+        "",
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("secret.txt")).unwrap(),
+        "secret\n"
+    );
+
+    // No capabilities and no_new_privs, for exec'd processes and the workload.
+    assert_out(
+        &exec("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status"),
+        0,
+        "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\n\
+         CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n\
+         CapAmb:\t0000000000000000\nNoNewPrivs:\t1\n",
+        "",
+    );
+    let workload = lx.find(&id, &["sleep", "1000"]).expect("workload in ps");
+    for field in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(status_field(workload, field), "0000000000000000", "{field}");
+    }
+    assert_eq!(status_field(workload, "NoNewPrivs"), "1");
+
+    // sysctls in the container's network namespace, not the host's.
+    assert_out(
+        &exec("cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/ip_unprivileged_port_start"),
+        0,
+        "1\n345\n",
+        "",
+    );
+    assert_eq!(
+        host_before,
+        (
+            host_sysctl("net/ipv4/ip_forward"),
+            host_sysctl("net/ipv4/ip_unprivileged_port_start"),
+        )
+    );
+
+    lx.env.ok(&["delete", "--force", &id]);
+    lx.assert_clean();
+    // The rootfs is the bundle's: used in place, never changed or removed.
+    assert!(private_rootfs.join("bin/busybox").exists());
+    assert!(!private_rootfs.join("rootfile").exists());
+}
+
+/// A network namespace the spec names by path is joined, not replaced.
+#[test]
+fn joins_a_network_namespace_by_path() {
+    let lx = Lxc::new();
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .output();
+        }
+    }
+    let ns = Netns(format!("nxlx-test-{}", std::process::id()));
+    for args in [
+        vec!["netns", "add", &ns.0],
+        vec!["-n", &ns.0, "link", "set", "lo", "up"],
+        vec!["-n", &ns.0, "addr", "add", "10.213.77.1/32", "dev", "lo"],
+    ] {
+        let out = Command::new("ip").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let path = format!("/var/run/netns/{}", ns.0);
+    let bundle = json_bundle(&["sh", "-c", "ip -o -4 addr show dev lo"], |s| {
+        for n in s["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "network" {
+                n["path"] = json!(path);
+            }
+        }
+    });
+    let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-netns")]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("inet 10.213.77.1/32"), "{}", out.stdout);
+    // The namespace outlives the container.
+    let out = Command::new("ip")
+        .args(["-n", &ns.0, "-o", "-4", "addr"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.213.77.1/32"));
+    lx.assert_clean();
+}
+
+/// The profile is LXC's filter: mkdir(2) fails with EPERM in the workload and in
+/// exec'd processes; everything else works.
+#[test]
+fn seccomp_profile_is_enforced() {
+    let lx = Lxc::new();
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    let script = "mkdir /tmp/x; echo mkdir=$?; touch /tmp/y && ls /tmp";
+    let bundle = json_bundle(&["sh", "-c", script], |s| {
+        s["linux"]["seccomp"] = profile.clone();
+    });
+    let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-sec")]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "mkdir=1\ny\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "{}",
+        out.stderr
+    );
+
+    let bundle = json_bundle(&["sleep", "1000"], |s| {
+        s["linux"]["seccomp"] = profile.clone();
+    });
+    let id = lx.id("lxc-sec");
+    lx.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let out = lx.run(&["exec", &id, "sh", "-c", script]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "mkdir=1\ny\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "{}",
+        out.stderr
+    );
+    let workload = lx.find(&id, &["sleep", "1000"]).expect("workload in ps");
+    assert_eq!(status_field(workload, "Seccomp"), "2", "filter mode");
+    lx.env.ok(&["delete", "--force", &id]);
+    lx.assert_clean();
+}
+
+/// kill -9 of the holder (before and after start) or of the container's init: the
+/// container is stopped and deletable; nothing is left.
+#[test]
+fn killed_holder_or_init() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+
+    // The holder of a running container: the LXC container must not outlive delete.
+    let id = lx.id("lxc-k9");
+    lx.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let holder = lx.env.state(&id)["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the holder's pid.
+    unsafe { libc::kill(holder as i32, libc::SIGKILL) };
+    lx.env.wait_status(&id, "stopped");
+    lx.env.ok(&["delete", &id]);
+    lx.assert_clean();
+
+    // The holder before start: stopped, cannot be started, cleanable.
+    let id = lx.id("lxc-k9h");
+    lx.env.detached(&["create", "--bundle", bundle.path(), &id]);
+    let holder = lx.env.state(&id)["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the holder's pid.
+    unsafe { libc::kill(holder as i32, libc::SIGKILL) };
+    lx.env.wait_status(&id, "stopped");
+    let err = lx.env.fails(&["start", &id]);
+    assert!(
+        err.contains("cannot start a container that has stopped"),
+        "{err}"
+    );
+    lx.env.ok(&["delete", "--force", &id]);
+    lx.assert_clean();
+
+    // The container's init, from the host.
+    let id = lx.id("lxc-k9i");
+    lx.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let init = lx
+        .find(
+            &id,
+            &["/dev/.nexcage/nexcage", "init", "--dir", "/dev/.nexcage"],
+        )
+        .expect("init in ps");
+    // SAFETY: kill(2) on the container's init.
+    unsafe { libc::kill(init as i32, libc::SIGKILL) };
+    lx.env.wait_status(&id, "stopped");
+    lx.wait_lxc_state(&id, "STOPPED");
+    lx.env.ok(&["delete", &id]);
+    lx.assert_clean();
+}
+
+/// A foreground `run` killed while its container runs: still listed, cleanable.
+#[test]
+fn killed_foreground_run() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let id = lx.id("lxc-k9r");
+    let mut run = lx
+        .env
+        .cmd()
+        .args(["run", "--bundle", bundle.path(), &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the container to run", || {
+        lx.listed().contains(&id) && lx.env.status(&id) == "running"
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(lx.listed(), std::slice::from_ref(&id));
+    assert_eq!(lx.env.status(&id), "running");
+    assert_eq!(lx.lxc_state(&id), "RUNNING");
+    lx.env.ok(&["delete", "--force", &id]);
+    lx.assert_clean();
+}
+
+/// kill -9 of `nexcage create` at each step (runtime dir made, LXC definition
+/// written, holder started) and at fixed delays: `delete --force`, twice, leaves
+/// nothing.
+#[test]
+fn killed_create() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    type Milestone = Box<dyn Fn(&Lxc, &str) -> bool>;
+    let milestones: Vec<(&str, Milestone)> = vec![
+        (
+            "runtime dir",
+            Box::new(|lx, id| lx.runtime_dir(id).exists()),
+        ),
+        (
+            "LXC definition",
+            Box::new(|lx, id| lx.lxcpath().join(id).exists()),
+        ),
+        (
+            "holder pid note",
+            Box::new(|lx, id| lx.runtime_dir(id).join("holder.pid").exists()),
+        ),
+    ];
+    for (what, reached) in &milestones {
+        let id = lx.id("lxc-k9c");
+        let mut create = lx
+            .env
+            .cmd()
+            .args(["create", "--bundle", bundle.path(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Until the step is reached, or create is done (having passed it, or not).
+        while !reached(&lx, &id) {
+            assert!(Instant::now() < deadline, "{what} never appeared");
+            if create.try_wait().unwrap().is_some() {
+                assert!(reached(&lx, &id), "create ended before {what}");
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let _ = create.kill();
+        let _ = create.wait();
+        lx.env.ok(&["delete", "--force", &id]);
+        lx.env.ok(&["delete", "--force", &id]);
+        lx.assert_clean();
+    }
+    for delay_ms in [0u64, 10, 30, 80] {
+        let id = lx.id("lxc-k9c");
+        let mut create = lx
+            .env
+            .cmd()
+            .args(["create", "--bundle", bundle.path(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = create.kill();
+        let _ = create.wait();
+        lx.env.ok(&["delete", "--force", &id]);
+        lx.assert_clean();
+    }
+}
+
+/// runc's delete rules: refused without --force while running; --force from any
+/// state, and again (idempotent); unknown ids.
+#[test]
+fn delete_rules() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let id = lx.id("lxc-del");
+    lx.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let out = lx.run(&["delete", &id]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!("nexcage: cannot delete container {id} that is not stopped: running")
+    );
+    assert_eq!(lx.lxc_state(&id), "RUNNING");
+    lx.env.ok(&["delete", "--force", &id]);
+    lx.env.ok(&["delete", "--force", &id]);
+    let err = lx.env.fails(&["delete", &id]);
+    assert!(err.contains("does not exist"), "{err}");
+    lx.assert_clean();
+
+    // A paused container too.
+    let id = lx.id("lxc-del");
+    lx.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    lx.env.ok(&["pause", &id]);
+    lx.env.ok(&["delete", "--force", &id]);
+    lx.assert_clean();
+}
+
+/// Security-relevant fields LXC cannot honour are refused at create, with one line
+/// naming the field, and nothing made; so are broken bundles and routing.
+#[test]
+fn bad_input_is_refused() {
+    let lx = Lxc::new();
+    let refused = |lx: &Lxc, bundle: &Bundle, needle: &str| {
+        let id = lx.id("lxc-bad");
+        for command in ["create", "run"] {
+            let out = lx.run(&[command, "--bundle", bundle.path(), &id]);
+            assert_eq!(out.code, Some(1), "{command} {needle}: {}", out.stderr);
+            assert_eq!(out.stdout, "");
+            assert_eq!(
+                out.stderr.trim_end().lines().count(),
+                1,
+                "one line: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(needle),
+                "{:?} should name {needle:?}",
+                out.stderr
+            );
+            lx.assert_clean();
+        }
+    };
+    type Edit = fn(&mut Value);
+    let cases: &[(&str, Edit)] = &[
+        ("hooks", |s| {
+            s["hooks"] = json!({"createRuntime": [{"path": "/bin/true"}]});
+        }),
+        ("SCMP_ACT_NOTIFY", |s| {
+            s["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+            });
+        }),
+        ("mount namespace", |s| {
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "mount");
+        }),
+        ("linux.cgroupsPath \"system.slice:nx:abc\"", |s| {
+            s["linux"]["cgroupsPath"] = json!("system.slice:nx:abc");
+        }),
+        ("process.selinuxLabel", |s| {
+            s["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0:c1,c2");
+        }),
+        ("device \"/dev/null\" 99:99", |s| {
+            s["linux"]["devices"] =
+                json!([{"path": "/dev/null", "type": "c", "major": 99, "minor": 99}]);
+        }),
+        // A value must not smuggle in LXC config keys.
+        ("line break", |s| {
+            s["hostname"] = json!("x\nlxc.init.cmd = /bin/sh");
+        }),
+        ("linux.sysctl", |s| {
+            s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward\nlxc.apparmor.profile": "1"});
+        }),
+    ];
+    for (needle, edit) in cases {
+        refused(&lx, &json_bundle(&["true"], *edit), needle);
+    }
+
+    let broken = Bundle::new(&["true"]);
+    std::fs::write(broken.dir.path().join("config.json"), "{\"ociVersion\": ").unwrap();
+    refused(&lx, &broken, "not a valid OCI spec");
+    refused(&lx, &Bundle::missing_rootfs(), "/nonexistent/rootfs");
+    refused(
+        &lx,
+        &Bundle::annotated(&["true"], &[("org.nexcage.backend", "nosuch")]),
+        "unknown backend \"nosuch\"",
+    );
+
+    // A routing config naming a backend it does not define.
+    let env = Env::with_config(r#"{"default":"nosuch","backends":{"lxc":{"type":"lxc"}}}"#);
+    let bundle = Bundle::new(&["true"]);
+    let err = env.fails(&["create", "--bundle", bundle.path(), &unique("lxc-bad")]);
+    assert!(err.contains("unknown backend \"nosuch\""), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    env.assert_clean();
+    assert!(!env.root().join("lxc").exists(), "nothing of LXC made");
+}
+
+/// A container of the same name already defined in the lxcpath (made by someone
+/// else) is refused, and never stopped or removed.
+#[test]
+fn foreign_lxc_definition_is_left_alone() {
+    let lx = Lxc::new();
+    let id = lx.id("lxc-foreign");
+    let foreign = lx.lxcpath().join(&id);
+    std::fs::create_dir_all(&foreign).unwrap();
+    let config = "lxc.uts.name = someone-else\n";
+    std::fs::write(foreign.join("config"), config).unwrap();
+    let bundle = Bundle::new(&["true"]);
+    let out = lx.run(&["create", "--bundle", bundle.path(), &id]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("is already defined"), "{}", out.stderr);
+    let left = std::fs::read_to_string(foreign.join("config"));
+    assert_eq!(
+        left.as_deref().ok(),
+        Some(config),
+        "the foreign LXC definition {} was removed",
+        foreign.display()
+    );
+    std::fs::remove_dir_all(&foreign).unwrap();
+    lx.assert_clean();
+}
+
+/// `ps` lists the container's own processes, not those of its neighbours (LXC puts
+/// init straight into `nexcage/<id>`, not into a child of it).
+#[test]
+fn ps_lists_only_its_own_container() {
+    let lx = Lxc::new();
+    let mine = lx.id("lxc-ps");
+    let other = lx.id("lxc-ps");
+    for (id, secs) in [(&mine, "1001"), (&other, "1002")] {
+        let bundle = Bundle::new(&["sleep", secs]);
+        lx.env
+            .detached(&["run", "-d", "--bundle", bundle.path(), id]);
+    }
+    let foreign: Vec<(i64, Vec<String>)> = lx
+        .ps(&mine)
+        .into_iter()
+        .filter(|p| !in_cgroup_of(*p, &mine))
+        .map(|p| (p, cmdline(p)))
+        .collect();
+    lx.env.ok(&["delete", "--force", &mine]);
+    lx.env.ok(&["delete", "--force", &other]);
+    lx.assert_clean();
+    assert_eq!(foreign, [], "ps {mine} lists processes of other containers");
+}
+
+/// A second `lxc` backend picked by annotation: unprivileged (the container's root
+/// is host uid 100000, the rootfs an id-mapped mount) in the lxcpath its config names.
+#[test]
+fn unprivileged_backend_with_its_own_lxcpath() {
+    use std::os::unix::fs::PermissionsExt;
+    let lx = Lxc::new();
+    let bundle = Bundle::annotated(&["sleep", "1000"], &[("org.nexcage.backend", UNPRIVILEGED)]);
+    // A root the mapped root cannot search: refused clearly, nothing made.
+    std::fs::set_permissions(lx.env.root(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = lx.run(&["run", "-d", "--bundle", bundle.path(), &lx.id("lxc-unpriv")]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("searchable by others"),
+        "{}",
+        out.stderr
+    );
+    lx.assert_clean();
+    std::fs::set_permissions(lx.env.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
+
+    let id = lx.id("lxc-unpriv");
+    lx.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    assert!(
+        lx.lxcpath_of(UNPRIVILEGED)
+            .join(&id)
+            .join("config")
+            .is_file()
+    );
+    assert!(!lx.lxcpath().join(&id).exists());
+    assert!(
+        lx.env
+            .root()
+            .join("backends")
+            .join(UNPRIVILEGED)
+            .join(&id)
+            .is_dir()
+    );
+    assert_eq!(lx.lxc_state_in(UNPRIVILEGED, &id), "RUNNING");
+    let out = lx.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "id -u; stat -c %u /bin/busybox; cat /proc/self/uid_map",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(words, ["0", "0", "0", "100000", "65536"], "{}", out.stdout);
+    let workload = lx.find(&id, &["sleep", "1000"]).expect("workload in ps");
+    assert_eq!(
+        status_field(workload, "Uid"),
+        "100000\t100000\t100000\t100000"
+    );
+    lx.env.ok(&["delete", "--force", &id]);
+    assert_eq!(lx.lxc_state_in(UNPRIVILEGED, &id), "");
+    lx.assert_clean();
+}
+
+/// kill -9 of `nexcage create` while it spawns the holder (the child forked, its
+/// pid not yet noted): `delete --force` must still leave no holder behind.
+#[test]
+fn killed_create_while_spawning_the_holder() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let mut hits = 0;
+    for _ in 0..10 {
+        let id = lx.id("lxc-k9s");
+        let mut create = lx
+            .env
+            .cmd()
+            .args(["create", "--bundle", bundle.path(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // create's first child is the holder; a busy machine may let create finish
+        // before this sees it: then that attempt did not hit the window.
+        let children = format!("/proc/{0}/task/{0}/children", create.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "create never forked");
+            if create.try_wait().unwrap().is_some() {
+                break;
+            }
+            if std::fs::read_to_string(&children).is_ok_and(|c| !c.trim().is_empty()) {
+                let _ = create.kill();
+                hits += 1;
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let _ = create.wait();
+        lx.env.ok(&["delete", "--force", &id]);
+        lx.assert_clean();
+        if hits == 3 {
+            break;
+        }
+    }
+    assert!(hits > 0, "never killed create while it spawned the holder");
+}
+
+/// Workloads that end at once, many at a time (`podman run --rm IMAGE true`): each
+/// `run` reports the workload's own status, never a failure of the start machinery.
+#[test]
+fn short_workloads_in_parallel() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sh", "-c", "exit 3"]);
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| {
+                for _ in 0..8 {
+                    let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-short")]);
+                    assert_eq!((out.code, out.stderr.as_str()), (Some(3), ""));
+                }
+            });
+        }
+    });
+    lx.assert_clean();
+}
