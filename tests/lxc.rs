@@ -156,10 +156,12 @@ impl Lxc {
     }
 
     /// Nothing left (LXC's monitor removes its cgroups just after the container
-    /// stops, so this waits a little for them).
+    /// stops, so this waits a little for them). `list` runs first: it sweeps the
+    /// record temporaries of a creator killed before its record was in place.
     fn assert_clean(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
+            assert_eq!(self.env.ok(&["list", "-q"]), "");
             let left = self.leftovers();
             if left.is_empty() {
                 break;
@@ -167,7 +169,6 @@ impl Lxc {
             assert!(Instant::now() < deadline, "left behind: {left:#?}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(self.env.ok(&["list", "-q"]), "");
         self.env.assert_clean();
     }
 
