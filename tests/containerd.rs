@@ -8,102 +8,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Out, nexcage, repo, run_cmd, unique};
+use common::{Containerd, Out, nexcage, ok, repo, run_cmd, unique};
 
 const IMAGE: &str = "localhost/nexcage-busybox:latest";
-fn ok(cmd: Command) -> String {
-    let what = format!("{cmd:?}");
-    let out = run_cmd(cmd, None);
-    assert_eq!(
-        out.code,
-        Some(0),
-        "{what}: stdout {:?} stderr {:?}",
-        out.stdout,
-        out.stderr
-    );
-    out.stdout
-}
-
-/// A private containerd; stopped (tasks, containers, shims, mounts) when dropped.
-struct Containerd {
-    dir: PathBuf,
-    sock: String,
-}
-
-impl Containerd {
-    /// `config`: a containerd config file, else hack/containerd/config.toml.
-    fn start(config: Option<&Path>) -> Containerd {
-        // Short: the socket path must fit in sun_path.
-        let dir = tempfile::Builder::new()
-            .prefix("nxc-")
-            .tempdir_in("/tmp")
-            .unwrap()
-            .keep();
-        let mut d = Containerd {
-            dir,
-            sock: String::new(),
-        };
-        let mut cmd = Command::new(repo().join("hack/containerd/start.sh"));
-        cmd.arg(&d.dir).args(config);
-        d.sock = ok(cmd).trim().to_string();
-        d
-    }
-
-    /// Copies the podman image (and for k8s.io the pause image) into `namespace`.
-    fn import(&self, namespace: &str) {
-        let mut cmd = Command::new(repo().join("hack/containerd/import-images.sh"));
-        cmd.args([&self.sock, namespace]);
-        ok(cmd);
-    }
-
-    fn ctr(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(&self.sock).args(args);
-        cmd
-    }
-
-    fn fifo_dir(&self) -> String {
-        self.dir.join("fifo").display().to_string()
-    }
-
-    /// `ctr task ls` status of `id` ("" if it has no task).
-    fn task_status(&self, id: &str) -> String {
-        ok(self.ctr(&["task", "ls"]))
-            .lines()
-            .find_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("hack/containerd/stop.sh"))
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status();
-        // Never recurse into something still mounted (a container's rootfs).
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = format!("{}/", self.dir.display());
-        if mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .any(|m| m.starts_with(&prefix))
-        {
-            eprintln!("{}: still has mounts, left in place", self.dir.display());
-            return;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// nexcage's view of a container under the shim's runtime root.
 fn nexcage_at(root: &str, args: &[&str]) -> Out {
     let mut cmd = Command::new(nexcage());

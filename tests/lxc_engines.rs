@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serial_test::serial;
 
-use common::{CRUN, Out, nexcage, repo, run_cmd, unique};
+use common::{CRUN, Containerd, Out, nexcage, ok, run_cmd, unique};
 
 const IMAGE: &str = "localhost/nexcage-busybox:latest";
 /// nexcage's root when the caller passes no --root (podman never does).
@@ -686,92 +686,10 @@ fn podman_joins_the_containers_namespaces() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
-/// A private containerd (hack/containerd/start.sh); stopped with everything it ran
-/// (hack/containerd/stop.sh) when dropped, pass or fail.
-struct Containerd {
-    dir: PathBuf,
-    sock: String,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        // Short: the socket path must fit in sun_path.
-        let dir = tempfile::Builder::new()
-            .prefix("nxl-")
-            .tempdir_in("/tmp")
-            .unwrap()
-            .keep();
-        let mut d = Containerd {
-            dir,
-            sock: String::new(),
-        };
-        let mut cmd = Command::new(repo().join("hack/containerd/start.sh"));
-        cmd.arg(&d.dir);
-        d.sock = ok(cmd).trim().to_string();
-        let mut cmd = Command::new(repo().join("hack/containerd/import-images.sh"));
-        cmd.arg(&d.sock);
-        ok(cmd);
-        d
-    }
-
-    fn ctr(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(&self.sock).args(args);
-        cmd
-    }
-
-    /// `ctr task ls` status of `id` ("" if it has no task).
-    fn task_status(&self, id: &str) -> String {
-        ok(self.ctr(&["task", "ls"]))
-            .lines()
-            .find_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("hack/containerd/stop.sh"))
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status();
-        // Never recurse into something still mounted (a container's rootfs).
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = format!("{}/", self.dir.display());
-        if mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .any(|m| m.starts_with(&prefix))
-        {
-            eprintln!("{}: still has mounts, left in place", self.dir.display());
-            return;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn ok(cmd: Command) -> String {
-    let what = format!("{cmd:?}");
-    let out = run_cmd(cmd, None);
-    assert_eq!(
-        out.code,
-        Some(0),
-        "{what}: stdout {:?} stderr {:?}",
-        out.stdout,
-        out.stderr
-    );
-    out.stdout
-}
-
-/// `ctr run --rm` and a detached task (exec, kill, delete) on the lxc backend, which
-/// the wrapper's config makes the default: ctr labels never become OCI annotations.
 #[test]
 fn containerd_ctr_on_lxc() {
-    let containerd = Containerd::start();
+    let containerd = Containerd::start(None);
+    containerd.import("default");
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("nexcage.json");
     std::fs::write(&config, config_json("lxc")).unwrap();
