@@ -10,14 +10,14 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 
 use super::{BINARY, HOLDER_PID, INIT_PID, PROCESS, SETUP, SOCKET, STARTED};
 use crate::backend::{Exit, Observed, Status};
 use crate::bundle::Bundle;
-use crate::cli::{CreateArgs, ExecArgs, RunArgs};
+use crate::cli::{Command, CreateArgs, ExecArgs, RunArgs};
 use crate::error::{Error, IoContext, Result};
 use crate::process::{self, exit_code};
 use crate::state::Record;
@@ -102,7 +102,7 @@ impl Supervisor {
 
     /// Starts the holder, which will run `start_cmd` on `start`, with the container's
     /// stdio (ours, or `stdio`) and the listening socket as fd 3. Returns its pid.
-    pub fn spawn_holder(
+    fn spawn_holder(
         &self,
         dir: &Path,
         start_cmd: &[OsString],
@@ -114,7 +114,7 @@ impl Supervisor {
         // init connects as the container's root, which may be an unprivileged uid.
         fs::set_permissions(&socket, fs::Permissions::from_mode(0o777))
             .context(|| "chmod holder socket")?;
-        let mut cmd = Command::new(dir.join(BINARY));
+        let mut cmd = std::process::Command::new(dir.join(BINARY));
         cmd.arg("holder")
             .arg("--dir")
             .arg(dir)
@@ -143,6 +143,29 @@ impl Supervisor {
         let pid = child.id() as i32;
         write_pid_note(&dir.join(HOLDER_PID), pid)?;
         Ok(pid)
+    }
+
+    /// The rest of `create`/`run` once the container is defined: the holder (whose
+    /// pid goes to `--pid-file`) and, for `run`, the start. Returns the workload's
+    /// exit status for a foreground `run`, None when the container stays.
+    pub fn launch(
+        &self,
+        id: &str,
+        start_cmd: &[OsString],
+        tty: Option<OwnedFd>,
+        create: &CreateArgs,
+        run: Option<&RunArgs>,
+    ) -> Result<Option<i32>> {
+        let holder = self.spawn_holder(&self.dir(id), start_cmd, tty)?;
+        if let Some(pid_file) = &create.pid_file {
+            write_pid_file(pid_file, holder)?;
+        }
+        let Some(run) = run else { return Ok(None) };
+        self.start(id)?;
+        if run.detach {
+            return Ok(None);
+        }
+        wait_holder(holder).map(Some)
     }
 
     /// The holder's pid, if it is still the process we started.
@@ -250,7 +273,13 @@ impl Supervisor {
     /// runc's `exec` through `enter`: the command `prefix` runs its trailing argv in
     /// the container (`pct exec VMID --`, `lxc-attach ... --`); `mount_point` is where
     /// the runtime directory appears inside.
-    pub fn exec(&self, a: &ExecArgs, id: &str, mount_point: &str, prefix: Command) -> Result<Exit> {
+    pub fn exec(
+        &self,
+        a: &ExecArgs,
+        id: &str,
+        mount_point: &str,
+        prefix: std::process::Command,
+    ) -> Result<Exit> {
         if !self.running(id) {
             return Err(Error::Usage("cannot exec in a stopped container".into()));
         }
@@ -367,9 +396,18 @@ pub fn create_terminal(
     }
 }
 
+/// `create`'s and `run`'s flags, or None for any other command.
+pub fn create_args(command: &Command) -> Option<(&CreateArgs, Option<&RunArgs>)> {
+    match command {
+        Command::Create(a) => Some((a, None)),
+        Command::Run(r) => Some((&r.create, Some(r))),
+        _ => None,
+    }
+}
+
 /// A foreground `run`: waits for the holder (our child), whose status is the
 /// workload's.
-pub fn wait_holder(holder: i32) -> Result<i32> {
+fn wait_holder(holder: i32) -> Result<i32> {
     let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(holder), None)
         .context(|| "wait for the holder")?;
     Ok(match status {

@@ -235,11 +235,8 @@ impl Backend for Lxc {
     }
 
     fn create(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
-        let (create, run) = match inv.command {
-            cli::Command::Create(a) => (a, None),
-            cli::Command::Run(r) => (&r.create, Some(r)),
-            other => return Err(self.unsupported(other.name())),
-        };
+        let (create, run) =
+            host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
         let bundle = Bundle::load(&record.bundle)?;
         let dir = self.sup.dir(&record.id);
         let seccomp_path = dir.join(SECCOMP_PROFILE);
@@ -262,20 +259,11 @@ impl Backend for Lxc {
                 reason: format!("rootfs {} is not a directory", record.rootfs.display()),
             });
         }
-        let start = [
-            "lxc-start",
-            "-n",
-            &record.id,
-            "-P",
-            &self.lxcpath.to_string_lossy(),
-            "-d",
-            "-l",
-            "ERROR",
-            "-o",
-            &dir.join("start.log").to_string_lossy(),
-        ]
-        .map(OsString::from);
-        let tool = self.tool("lxc-start")?;
+        let mut start = vec![self.tool("lxc-start")?.into_os_string()];
+        start.extend(["-n", &record.id, "-P"].map(OsString::from));
+        start.push(self.lxcpath.clone().into_os_string());
+        start.extend(["-d", "-l", "ERROR", "-o"].map(OsString::from));
+        start.push(dir.join("start.log").into_os_string());
         let tty = host::create_terminal(&bundle, create, run, &self.name)?;
         let mapped = t.config.contains("lxc.idmap");
         let dir = self.sup.prepare(record, &bundle, &t.setup, mapped)?;
@@ -285,19 +273,10 @@ impl Backend for Lxc {
             fs::write(&seccomp_path, profile).context(|| "write the seccomp profile")?;
         }
         self.define(&record.id, &t.config)?;
-        let mut start = start.to_vec();
-        start[0] = tool.into_os_string();
-        let holder = self.sup.spawn_holder(&dir, &start, tty)?;
-        if let Some(pid_file) = &create.pid_file {
-            host::write_pid_file(pid_file, holder)?;
-        }
-        let Some(run) = run else { return Ok(0) };
-        self.sup.start(&record.id)?;
-        if run.detach {
+        let Some(code) = self.sup.launch(&record.id, &start, tty, create, run)? else {
             return Ok(0);
-        }
-        let code = host::wait_holder(holder)?;
-        if !run.keep {
+        };
+        if run.is_some_and(|r| !r.keep) {
             self.remove(inv, record)?;
         }
         Ok(code)

@@ -251,11 +251,8 @@ impl Backend for Pct {
     }
 
     fn create(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
-        let (create, run) = match inv.command {
-            cli::Command::Create(a) => (a, None),
-            cli::Command::Run(r) => (&r.create, Some(r)),
-            other => return Err(self.unsupported(other.name())),
-        };
+        let (create, run) =
+            host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
         let bundle = Bundle::load(&record.bundle)?;
         let tty = host::create_terminal(&bundle, create, run, &self.name)?;
         let settings = translate::settings(&bundle.spec, &self.cfg)?;
@@ -271,17 +268,10 @@ impl Backend for Pct {
             "start".into(),
             vmid.into(),
         ];
-        let holder = self.sup.spawn_holder(&dir, &start, tty)?;
-        if let Some(pid_file) = &create.pid_file {
-            host::write_pid_file(pid_file, holder)?;
-        }
-        let Some(run) = run else { return Ok(0) };
-        self.sup.start(&record.id)?;
-        if run.detach {
+        let Some(code) = self.sup.launch(&record.id, &start, tty, create, run)? else {
             return Ok(0);
-        }
-        let code = host::wait_holder(holder)?;
-        if !run.keep {
+        };
+        if run.is_some_and(|r| !r.keep) {
             self.remove(inv, record)?;
         }
         Ok(code)
