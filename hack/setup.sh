@@ -8,12 +8,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root
 
 # 1. Packages; apt only runs when a tool is missing.
-packages=(runc crun podman containerd lxc busybox-static hyperfine jq criu protobuf-compiler python3 zstd uidmap procps curl iproute2)
-tools=("$NEXCAGE_RUNC" "$NEXCAGE_CRUN" podman containerd ctr lxc-start hyperfine jq criu protoc python3 zstd newuidmap ps curl ss ip)
+packages=(runc crun podman containerd lxc busybox-static hyperfine jq criu protobuf-compiler python3 zstd uidmap procps curl iproute2 libseccomp-dev docker.io iptables)
+tools=("$NEXCAGE_RUNC" "$NEXCAGE_CRUN" podman containerd ctr lxc-start hyperfine jq criu protoc python3 zstd newuidmap ps curl ss ip dockerd iptables)
 missing=0
 for t in "${tools[@]}"; do have "$t" || missing=1; done
 # Debian's dynamic "busybox" package also provides /bin/busybox; we need the static one.
 dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing=1
+# libseccomp.a: nexcage links libseccomp statically.
+[[ -f /usr/lib/x86_64-linux-gnu/libseccomp.a ]] || missing=1
 if (( missing )); then
     log "installing ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive

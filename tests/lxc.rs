@@ -351,9 +351,10 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// create (pid file: the holder) -> start -> exec -> exec -d -> ps -> pause ->
-/// resume -> kill TERM -> delete, each step checked against runc's behaviour and
-/// LXC's own view of the container.
+/// create (the container exists: state.pid is in its namespaces and cgroups) ->
+/// start (that pid becomes the workload) -> exec -> exec -d -> ps -> pause -> resume
+/// -> kill TERM -> delete, each step checked against runc's behaviour and LXC's own
+/// view of the container.
 #[test]
 fn lifecycle() {
     let lx = Lxc::new();
@@ -389,10 +390,30 @@ fn lifecycle() {
         "{:?}",
         cmdline(holder)
     );
-    // Defined in the default lxcpath, not started yet.
+    // Defined in the default lxcpath and running: after create the container exists,
+    // only the workload waits for start.
     assert!(lx.lxcpath().join(&id).join("config").is_file());
     assert!(lx.runtime_dir(&id).is_dir());
-    assert_eq!(lx.lxc_state(&id), "STOPPED");
+    assert_eq!(lx.lxc_state(&id), "RUNNING");
+    let init = lx
+        .find(
+            &id,
+            &["/dev/.nexcage/nexcage", "init", "--dir", "/dev/.nexcage"],
+        )
+        .expect("init in ps");
+    // The engine's pid is in the container: the namespaces hooks and CNI configure,
+    // and the cgroups stats are read from, are the container's.
+    for ns in ["net", "mnt", "uts", "ipc", "pid", "cgroup"] {
+        let of = |pid: i64| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_eq!(of(holder), of(init), "{ns}");
+        assert_ne!(of(holder), host, "{ns}");
+    }
+    assert!(
+        in_cgroup_of(holder, &id),
+        "holder not in the container's cgroup"
+    );
+    assert!(std::fs::read_to_string(&log).unwrap().is_empty());
 
     lx.env.ok(&["start", &id]);
     assert_eq!(lx.env.status(&id), "running");
@@ -406,19 +427,11 @@ fn lifecycle() {
         "{err}"
     );
 
-    // init is nexcage's, in the container's cgroup, and so is the workload.
-    let init = lx
-        .find(
-            &id,
-            &["/dev/.nexcage/nexcage", "init", "--dir", "/dev/.nexcage"],
-        )
-        .expect("init in ps");
+    // init is nexcage's, and the engine's pid is now the workload itself.
     assert!(pid_alive(init));
-    let workload = lx
-        .ps(&id)
-        .into_iter()
-        .find(|p| in_cgroup_of(*p, &id) && cmdline(*p).first().map(String::as_str) == Some("sh"));
-    assert!(workload.is_some(), "the workload is not in ps");
+    assert_eq!(lx.env.state(&id)["pid"], holder);
+    assert_eq!(cmdline(holder).first().map(String::as_str), Some("sh"));
+    assert!(lx.ps(&id).contains(&holder), "the workload is not in ps");
 
     // Foreground exec: separate stdout and stderr, exact exit status.
     let out = lx.run(&["exec", &id, "sh", "-c", "echo out; echo err >&2; exit 5"]);
@@ -535,10 +548,18 @@ fn run_foreground() {
     );
     lx.assert_clean();
 
-    // A workload that cannot be started: 127, as a shell says for "not found".
+    // A workload that cannot be started fails the create, with runc's words (which
+    // engines turn into 127).
     let bundle = Bundle::new(&["/no/such/program"]);
     let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-run")]);
-    assert_eq!(out.code, Some(127), "{}", out.stderr);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            r#"exec: "/no/such/program": stat /no/such/program: no such file or directory"#
+        ),
+        "{}",
+        out.stderr
+    );
     // Killed by a signal: 128 + signal, as a shell says.
     let bundle = Bundle::new(&["sh", "-c", "kill -KILL $$"]);
     let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-run")]);
@@ -1005,9 +1026,20 @@ fn bad_input_is_refused() {
     };
     type Edit = fn(&mut Value);
     let cases: &[(&str, Edit)] = &[
-        ("hooks", |s| {
-            s["hooks"] = json!({"createRuntime": [{"path": "/bin/true"}]});
+        // A failing create hook aborts the create and leaves nothing.
+        ("createRuntime hook /bin/false: exit status 1", |s| {
+            s["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
         }),
+        ("prestart hook /bin/sh: exit status 3: no", |s| {
+            s["hooks"] = json!({"prestart": [
+                {"path": "/bin/sh", "args": ["sh", "-c", "echo no >&2; exit 3"]}]});
+        }),
+        (
+            r#"exec: "no-such-program": executable file not found in $PATH"#,
+            |s| {
+                s["process"]["args"] = json!(["no-such-program"]);
+            },
+        ),
         ("SCMP_ACT_NOTIFY", |s| {
             s["linux"]["seccomp"] = json!({
                 "defaultAction": "SCMP_ACT_ALLOW",

@@ -201,7 +201,13 @@ fn lifecycle_through_nexcage() {
     let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert_eq!(state["pid"], pid);
     let vmid = pve.vmid(&id);
-    assert_eq!(pve.pct(&["status", &vmid]).stdout, "status: stopped\n");
+    // The Proxmox container runs from create on; only the workload waits for start,
+    // and the engine's pid is in the container's namespaces.
+    assert_eq!(pve.pct(&["status", &vmid]).stdout, "status: running\n");
+    for ns in ["net", "mnt", "uts", "pid"] {
+        let of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_ne!(of(&pid.to_string()), of("self"), "{ns}");
+    }
 
     env.ok(&["start", &id]);
     assert_eq!(env.status(&id), "running");
@@ -307,12 +313,17 @@ fn run_output_and_exit_status() {
     assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
     assert_eq!(common::stdout(&out), "out\n");
     assert_eq!(common::stderr(&out), "err\n");
-    // A workload that cannot be started: 127, as a shell says for "not found".
+    // A workload that cannot be started fails the create with runc's words.
     let bundle = Bundle::new(&["/no/such/program"]);
     let out = pve
         .env
         .run(&["run", "--bundle", bundle.path(), &unique("pve-run")]);
-    assert_eq!(out.status.code(), Some(127), "{}", common::stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains(r#"exec: "/no/such/program": stat /no/such/program"#),
+        "{}",
+        common::stderr(&out)
+    );
     pve.assert_clean();
 }
 
@@ -859,7 +870,7 @@ fn annotation_overrides() {
         .env
         .fails(&["create", "--bundle", bundle.path(), &unique("pve-fixed")]);
     assert!(err.contains("already exists"), "{err}");
-    assert_eq!(pve.pct(&["status", "4242"]).stdout, "status: stopped\n");
+    assert_eq!(pve.pct(&["status", "4242"]).stdout, "status: running\n");
     pve.env.ok(&["delete", &id]);
     for (key, value, needle) in [
         ("org.nexcage.pct.vmid", "12", "a vmid is 100 to 999999999"),

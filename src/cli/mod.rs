@@ -106,10 +106,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Show which backend a bundle would be routed to, and why
     Route(RouteArgs),
-    /// (internal) the process a supervised container's caller reaps
+    /// (internal) the container's process in a supervised container, until it execs the workload
     #[command(hide = true)]
     Holder(HolderArgs),
-    /// (internal) PID 1 inside a supervised container
+    /// (internal) the backend's init inside a supervised container
     #[command(hide = true)]
     Init(InitArgs),
     /// (internal) run a process inside a supervised container, as `exec` asked
@@ -122,9 +122,12 @@ pub struct HolderArgs {
     /// The container's runtime directory
     #[arg(long)]
     pub dir: PathBuf,
-    /// How to start the container
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    pub start: Vec<OsString>,
+    /// Host pid of the container's init, whose namespaces and cgroups are joined
+    #[arg(long)]
+    pub init_pid: i32,
+    /// First of the fds passed: listening socket, init's connection, ready pipe
+    #[arg(long)]
+    pub fd_base: i32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -152,6 +155,12 @@ pub struct EnterArgs {
     /// Capability sets BOUNDING:EFFECTIVE:PERMITTED:INHERITABLE:AMBIENT, hex bitmasks
     #[arg(long)]
     pub caps: Option<String>,
+    /// Load this compiled seccomp filter last
+    #[arg(long)]
+    pub seccomp: Option<PathBuf>,
+    /// AppArmor profile to exec into
+    #[arg(long)]
+    pub apparmor: Option<String>,
     /// Take stdin/stdout/stderr from this socket (SCM_RIGHTS), e.g. a terminal
     #[arg(long)]
     pub stdio_socket: Option<PathBuf>,

@@ -40,26 +40,9 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Spec(a) => spec::spec(a),
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
-        Command::Holder(a) => supervise::holder::run(&a.dir, &a.start),
+        Command::Holder(a) => supervise::holder::run(&a.dir, a.init_pid, a.fd_base),
         Command::Init(a) => supervise::init::init(&a.dir),
-        Command::Enter(a) => Err(supervise::init::enter(
-            &a.command,
-            &a.env,
-            &a.cwd,
-            &supervise::init::Identity {
-                uid: a.uid,
-                gid: a.gid,
-                groups: a.group.clone(),
-                rlimits: Vec::new(),
-                no_new_privileges: a.no_new_privileges,
-                caps: match a.caps.as_deref().map(supervise::init::CapSets::parse) {
-                    Some(None) => return Err(Error::Usage("invalid --caps".into())),
-                    Some(Some(c)) => Some(c),
-                    None => None,
-                },
-            },
-            a.stdio_socket.as_deref(),
-        )),
+        Command::Enter(a) => Err(enter(a)?),
     }
 }
 
@@ -81,4 +64,39 @@ fn reap_if_finished(root: &Root, record: &Record) -> Result<bool> {
         None => {}
     }
     Ok(true)
+}
+
+/// `nexcage enter`'s flags as an identity; returns only with the error.
+fn enter(a: &crate::cli::EnterArgs) -> Result<Error> {
+    use supervise::identity::{CapSets, Identity};
+    let caps = match a.caps.as_deref().map(CapSets::parse) {
+        Some(None) => return Err(Error::Usage("invalid --caps".into())),
+        Some(Some(c)) => Some(c),
+        None => None,
+    };
+    let seccomp = match &a.seccomp {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            Some(supervise::seccomp::Program::from_bytes(&bytes)?)
+        }
+        None => None,
+    };
+    let identity = Identity {
+        uid: a.uid,
+        gid: a.gid,
+        groups: a.group.clone(),
+        rlimits: Vec::new(),
+        no_new_privileges: a.no_new_privileges,
+        caps,
+        seccomp,
+        apparmor: a.apparmor.clone(),
+    };
+    Ok(supervise::init::enter(
+        &a.command,
+        &a.env,
+        &a.cwd,
+        identity,
+        a.stdio_socket.as_deref(),
+    ))
 }

@@ -16,7 +16,7 @@ use crate::supervise::{self, BINARY, PROCESS};
 /// (the caller's terminal or pipes). Returns its host pid (the peer's credentials are
 /// translated into our pid namespace), which becomes the process's when it execs.
 pub fn hand_stdio(listener: &UnixListener, tty: Option<OwnedFd>) -> Result<i32> {
-    let conn = supervise::holder::accept_within(listener, std::time::Duration::from_secs(30))?;
+    let conn = supervise::protocol::accept_within(listener, std::time::Duration::from_secs(30))?;
     if supervise::protocol::read_line(&conn)?.as_deref() != Some("stdio") {
         return Err(Error::Usage("unexpected caller on the exec socket".into()));
     }
@@ -67,7 +67,7 @@ pub fn enter_args(
     let mut cwd = p.cwd().to_string_lossy().into_owned();
     if a.process.is_none() {
         if let Some(u) = &a.user {
-            (uid, gid) = supervise::init::Identity::parse_user(u)
+            (uid, gid) = supervise::identity::Identity::parse_user(u)
                 .ok_or_else(|| Error::Usage(format!("invalid --user {u:?}")))?;
         }
         if !a.additional_gids.is_empty() {
@@ -89,7 +89,7 @@ pub fn enter_args(
     let mut caps = p
         .capabilities()
         .as_ref()
-        .map(supervise::init::CapSets::from_spec);
+        .map(supervise::identity::CapSets::from_spec);
     // runc's `exec --cap` adds to the bounding, effective and permitted sets (of a
     // process that has sets; one without keeps everything anyway).
     for name in &a.cap {
@@ -120,6 +120,16 @@ pub fn enter_args(
     }
     if let Some(c) = caps {
         out.extend(["--caps".into(), c.arg().into()]);
+    }
+    // The container's filter applies to what runs in it later too, as with runc.
+    if dir.join(supervise::SECCOMP_BPF).exists() {
+        out.extend([
+            "--seccomp".into(),
+            format!("{mount_point}/{}", supervise::SECCOMP_BPF).into(),
+        ]);
+    }
+    if let Some(profile) = p.apparmor_profile().as_deref().filter(|p| !p.is_empty()) {
+        out.extend(["--apparmor".into(), profile.into()]);
     }
     out.push("--".into());
     out.extend(args);

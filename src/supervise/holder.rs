@@ -1,202 +1,247 @@
-//! `nexcage holder`: the process our caller reaps. See the module docs of `supervise`.
+//! `nexcage holder`: the container's process, the pid engines are given. `create`
+//! starts it inside the container's pid namespace once the backend's init has set the
+//! container up; it moves into the container's cgroups and other namespaces, waits for
+//! `start`, and then becomes the workload by exec, as runc's init does. Its stdio is
+//! the container's (the caller's fds or a pty slave), so nothing is relayed.
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use oci_spec::runtime::Process;
 
-use super::protocol::{read_line, send_fds, send_line};
-use super::{INIT_PID, STARTED};
+use super::hooks::{Hooks, Kind};
+use super::identity::{self, Identity};
+use super::join::{self, Namespaces};
+use super::protocol::{read_line, send_line};
+use super::seccomp::Program;
+use super::{PROCESS, SECCOMP_BPF, STARTED};
 use crate::error::{Error, IoContext, Result};
 
-/// The listening socket is passed to the holder as this fd by `create`.
-pub const LISTENER_FD: i32 = 3;
-/// How long init may take to call in after the start command returned.
-const INIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Exit status when init vanished without reporting (killed with SIGKILL).
+/// Exit status when the container was stopped before it started.
 const KILLED: i32 = 128 + 9;
 
-/// Waits for `start`, runs `start_cmd`, hands fds 0-2 to init, then exits with the
-/// workload's status. Returns the exit code.
-pub fn run(dir: &Path, start_cmd: &[OsString]) -> Result<i32> {
-    // SAFETY: `create` passed us this listening socket as fd 3.
-    let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
-    let starter = loop {
+/// Runs the holder; `base` is the first of the three fds `create` passed: the
+/// listening socket, the connection init made, the pipe to report readiness on.
+pub fn run(dir: &Path, init_pid: i32, base: i32) -> Result<i32> {
+    // SAFETY: `create` passed us these fds (see `host::Supervisor::spawn_holder`).
+    let (listener, mut init, mut ready) = unsafe {
+        (
+            UnixListener::from_raw_fd(base),
+            UnixStream::from_raw_fd(base + 1),
+            File::from_raw_fd(base + 2),
+        )
+    };
+    for fd in base..base + 3 {
+        // SAFETY: fcntl on our own fds.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // Whatever the caller left open past the fds it hands on (--preserve-fds) must
+    // not reach the workload. SAFETY: close_range on fds nobody here uses.
+    unsafe { libc::syscall(libc::SYS_close_range, base + 3, u32::MAX, 0) };
+    // Until exec, the container's processes must not ptrace or read us.
+    // SAFETY: prctl on ourselves.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+
+    let workload = match Workload::prepare(dir, init_pid, &mut init) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = writeln!(ready, "error: {e}");
+            return Ok(255);
+        }
+    };
+    writeln!(ready, "ready").context(|| "report ready")?;
+    drop(ready);
+
+    let mut starter = loop {
         let (conn, _) = listener.accept().context(|| "accept on holder socket")?;
-        match read_line(&conn)?.as_deref() {
+        match read_line(&conn).ok().flatten().as_deref() {
             Some("start") => break conn,
-            // `delete` of a container whose creator died before noting our pid.
             Some("stop") => return Ok(KILLED),
             _ => {}
         }
     };
-    let mut starter = starter;
-    if let Err(reason) = start(dir, start_cmd) {
-        let _ = send_line(&mut starter, &format!("error: {reason}"));
-        return Ok(255);
-    }
-    let init = match accept_within(&listener, INIT_TIMEOUT) {
-        Ok(init) => init,
-        Err(e) => {
-            let _ = send_line(&mut starter, &format!("error: {e}"));
-            return Ok(255);
-        }
-    };
-    match read_line(&init)? {
-        Some(line) if line == "init" => {}
-        // init could not set the container up; `start` reports why.
-        Some(line) if line.starts_with("error: ") => {
-            let _ = send_line(&mut starter, &line);
-            return Ok(255);
-        }
-        _ => {
-            let _ = send_line(&mut starter, "error: unexpected caller on holder socket");
-            return Ok(255);
-        }
-    }
-    // The peer's pid is translated into our (the host's) pid namespace: this is
-    // init's host pid, which `kill` and `ps` need.
-    let init_pid = nix::sys::socket::getsockopt(&init, nix::sys::socket::sockopt::PeerCredentials)
-        .map(|cred| cred.pid())
-        .ok();
-    if let Some(pid) = init_pid {
-        super::host::write_pid_note(&dir.join(INIT_PID), pid)?;
-    }
-    send_fds(&init, &[0, 1, 2])?;
-    // From now on the workload alone holds the container's stdio, so its readers see
-    // EOF when the workload closes it.
-    release_stdio()?;
-    // Host paths are used up to here: joining the container's mounts changes them.
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("start.log"))
-        .context(|| "open start.log")?;
-    File::create(dir.join(STARTED)).context(|| "mark started")?;
-    if let Some((pid, Err(e))) = init_pid.map(|pid| (pid, join_namespaces(pid))) {
-        // Never leave the engine a pid whose namespaces are the host's.
-        // SAFETY: kill(2) on the init that just called in.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    let pid = std::process::id() as i32;
+    let hooked = workload.hooks.as_ref().map_or(Ok(()), |h| {
+        h.run(Kind::StartContainer, "created", pid, None)
+    });
+    if let Err(e) = hooked {
         let _ = send_line(&mut starter, &format!("error: {e}"));
         return Ok(255);
     }
+    workload.mark_started()?;
     send_line(&mut starter, "ok")?;
-    drop(starter);
-    // init may first explain why the workload could not start ("error: ..."); that
-    // goes to start.log, as the workload's stdio is not ours to write to.
-    while let Some(line) = read_line(&init)? {
-        if let Some(code) = line.strip_prefix("exit ") {
-            return Ok(code.parse().unwrap_or(255));
-        }
-        let _ = std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes());
-    }
-    Ok(KILLED)
+    drop((starter, listener, init));
+    Ok(workload.exec())
 }
 
-/// Our pid is the container's for the engine (`--pid-file`): podman enters
-/// `/proc/PID/ns/*` for `cp`, `--net/--uts/--ipc container:` and the like, so the
-/// holder moves into the container's namespaces, all but the pid and user namespace
-/// (a process cannot change its own pid namespace; the user namespace is left so
-/// that the holder keeps its rights to signal and report).
-fn join_namespaces(init: i32) -> Result<()> {
-    use nix::sched::{CloneFlags, setns};
-    for (name, flag) in [
-        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ] {
-        let path = format!("/proc/{init}/ns/{name}");
-        let ns = match File::open(&path) {
-            Ok(ns) => ns,
-            // A short workload: the container is gone already, nothing to join.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(format!("open {path}"), e)),
+struct Workload {
+    cmd: Command,
+    /// The process's args[0], for messages.
+    arg0: String,
+    hooks: Option<Hooks>,
+    /// The runtime directory, reachable after we left the host's mounts.
+    dir: File,
+}
+
+impl Workload {
+    /// Everything up to `start`: read what `create` wrote, join the container, and
+    /// check what runc checks before it reports the container created.
+    fn prepare(dir: &Path, init_pid: i32, init: &mut UnixStream) -> Result<Workload> {
+        let text = std::fs::read(dir.join(PROCESS)).context(|| "read process.json")?;
+        let process: Process = serde_json::from_slice(&text)
+            .map_err(|e| Error::Usage(format!("process.json: {e}")))?;
+        let seccomp = match std::fs::read(dir.join(SECCOMP_BPF)) {
+            Ok(bytes) => Some(Program::from_bytes(&bytes)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read the seccomp filter", e)),
         };
-        setns(&ns, flag).context(|| format!("join {path}"))?;
-    }
-    Ok(())
-}
-
-/// Runs the backend's start command with its output in `start.log`, not in the
-/// container's stdio. The log is opened for appending, so that the start command may
-/// also name it as its own log file.
-fn start(dir: &Path, start_cmd: &[OsString]) -> std::result::Result<(), String> {
-    let log_path = dir.join("start.log");
-    File::create(&log_path).map_err(|e| e.to_string())?;
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| e.to_string())?;
-    let err_log = log.try_clone().map_err(|e| e.to_string())?;
-    let (program, args) = start_cmd.split_first().ok_or("no start command")?;
-    let status = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err_log)
-        .status()
-        .map_err(|e| format!("{}: {e}", program.to_string_lossy()))?;
-    if status.success() {
-        return Ok(());
-    }
-    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    Err(format!(
-        "{} failed ({status}): {}",
-        start_cmd
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" "),
-        reason(&text)
-    ))
-}
-
-/// The first error of a liblxc log (`... ERROR  conf - src/conf.c:fn:N - what`) is
-/// the cause; later ones only say that the start failed. Else the last lines.
-fn reason(log: &str) -> String {
-    if let Some(line) = log.lines().find(|l| l.contains(" ERROR ")) {
-        let after = line.split_once(" ERROR ").map_or(line, |(_, a)| a);
-        let mut parts = after.splitn(3, " - ");
-        if let (Some(_), Some(_), Some(what)) = (parts.next(), parts.next(), parts.next()) {
-            return what.trim().to_string();
+        let hooks = Hooks::load(dir)?;
+        let dir_fd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .context(|| format!("open {}", dir.display()))?;
+        if let Some(adj) = process.oom_score_adj() {
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .context(|| "set oom_score_adj")?;
         }
-        return after.trim().to_string();
+
+        let namespaces = Namespaces::of(init_pid, &[])?;
+        join::cgroups(init_pid)?;
+        namespaces.enter()?;
+        // init watches us from now on: when we end, the container ends.
+        send_line(init, &format!("workload {}", std::process::id()))?;
+
+        let cwd = process.cwd();
+        std::env::set_current_dir(cwd).map_err(|e| {
+            Error::Usage(format!(
+                "chdir to cwd ({:?}) set in config.json failed: {}",
+                cwd.display(),
+                io_words(&e)
+            ))
+        })?;
+        let args = process.args().clone().unwrap_or_default();
+        let env = process.env().clone().unwrap_or_default();
+        let arg0 = args
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Usage("args must not be empty".into()))?;
+        let program = look_path(&arg0, &env)?;
+        let terminal = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+        let mut cmd = Command::new(&program);
+        // SAFETY: setsid and ioctl are async-signal-safe; a terminal that is no
+        // session's needs no privilege to become ours.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut id = Identity::from_process(&process);
+        id.seccomp = seccomp;
+        identity::configure(&mut cmd, &args, &env, id)?;
+        Ok(Workload {
+            cmd,
+            arg0,
+            hooks,
+            dir: dir_fd,
+        })
     }
-    let tail: Vec<&str> = log.lines().rev().take(3).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+
+    fn mark_started(&self) -> Result<()> {
+        let name = std::ffi::CString::new(STARTED).unwrap_or_default();
+        // SAFETY: openat on our directory fd with a valid name.
+        let fd = unsafe {
+            libc::openat(
+                std::os::fd::AsRawFd::as_raw_fd(&self.dir),
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::io("mark started", std::io::Error::last_os_error()));
+        }
+        // SAFETY: we own the fd just opened.
+        unsafe { libc::close(fd) };
+        Ok(())
+    }
+
+    /// Becomes the workload; returns only if that fails, with runc's status and words
+    /// on the container's stderr.
+    fn exec(mut self) -> i32 {
+        let err = self.cmd.exec();
+        let _ = writeln!(
+            std::io::stderr(),
+            "exec: {:?}: {}",
+            self.arg0,
+            io_words(&err)
+        );
+        match err.kind() {
+            std::io::ErrorKind::NotFound => 127,
+            _ => 126,
+        }
+    }
 }
 
-pub fn accept_within(listener: &UnixListener, timeout: Duration) -> Result<UnixStream> {
-    let mut fds = [PollFd::new(
-        // SAFETY: the listener outlives the poll.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(listener.as_raw_fd()) },
-        PollFlags::POLLIN,
-    )];
-    let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::MAX);
-    let ready = poll(&mut fds, ms).context(|| "wait for init")?;
-    if ready == 0 {
-        return Err(Error::Usage(format!(
-            "the container's init did not call in within {}s",
-            timeout.as_secs()
-        )));
+/// Go's exec.LookPath, which runc uses with the process's PATH: a name with a slash is
+/// taken as is, any other is searched for; the errors are Go's.
+fn look_path(name: &str, env: &[String]) -> Result<PathBuf> {
+    let fail = |what: String| Error::Usage(format!("exec: {name:?}: {what}"));
+    if name.contains('/') {
+        return executable(Path::new(name)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                fail(format!("stat {name}: {}", io_words(&e)))
+            } else {
+                fail(io_words(&e))
+            }
+        });
     }
-    Ok(listener.accept().context(|| "accept init")?.0)
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|v| v.strip_prefix("PATH="))
+        .unwrap_or("");
+    for dir in path.split(':').filter(|_| !path.is_empty()) {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(name);
+        if executable(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(fail("executable file not found in $PATH".into()))
 }
 
-fn release_stdio() -> Result<()> {
-    let null = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .context(|| "open /dev/null")?;
-    nix::unistd::dup2_stdin(&null)
-        .and_then(|()| nix::unistd::dup2_stdout(&null))
-        .and_then(|()| nix::unistd::dup2_stderr(&null))
-        .context(|| "release stdio")
+fn executable(path: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EACCES));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// An I/O error as Go prints it: the bare strerror text, lower case.
+fn io_words(e: &std::io::Error) -> String {
+    let text = match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
 }

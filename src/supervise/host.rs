@@ -6,15 +6,16 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BINARY, HOLDER_PID, INIT_PID, PROCESS, SETUP, SOCKET, STARTED};
+use super::hooks::{Hooks, Kind};
+use super::protocol::SocketDir;
+use super::{BINARY, HOLDER_PID, INIT_PID, PROCESS, SECCOMP_BPF, SETUP, SOCKET, STARTED};
 use crate::backend::{Exit, Observed, Status};
 use crate::bundle::Bundle;
 use crate::cli::{Command, CreateArgs, ExecArgs, RunArgs};
@@ -38,6 +39,24 @@ pub struct Setup {
     pub readonly_root: bool,
 }
 
+/// How long init may take to call in after the start command returned.
+const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long the holder may take to join the container.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The start command's output, and LXC's log.
+pub const START_LOG: &str = "start.log";
+
+/// How a backend's container comes up.
+pub struct Launch {
+    /// Starts the container with `nexcage init` as its init (`lxc-start -d`,
+    /// `pct start`), and returns.
+    pub start_cmd: Vec<OsString>,
+    /// Host uid of the container's root, whom init runs as.
+    pub root_uid: u32,
+    /// The container's terminal (see [`create_terminal`]).
+    pub tty: Option<OwnedFd>,
+}
+
 /// Runtime directories, one per container, under `base`; each is bind-mounted
 /// read-only into its container at the backend's mount point.
 pub struct Supervisor {
@@ -51,8 +70,9 @@ impl Supervisor {
     }
 
     /// Makes the runtime directory: nexcage's static binary (init in any rootfs), the
-    /// process and the setup for init. `mapped_root`: the container's root is a
-    /// mapped uid that must be able to reach the directory.
+    /// process and the setup for init, the compiled seccomp filter and the hooks.
+    /// `mapped_root`: the container's root is a mapped uid that must be able to reach
+    /// the directory.
     pub fn prepare(
         &self,
         record: &Record,
@@ -60,6 +80,24 @@ impl Supervisor {
         setup: &Setup,
         mapped_root: bool,
     ) -> Result<PathBuf> {
+        let process = bundle
+            .spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::Bundle {
+                path: record.bundle.clone(),
+                reason: "config.json has no \"process\"".into(),
+            })?;
+        // Refused before anything is made.
+        let seccomp = match bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+        {
+            Some(s) => Some(super::seccomp::compile(s)?),
+            None => None,
+        };
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
@@ -80,92 +118,206 @@ impl Supervisor {
         }
         let dir = self.dir(&record.id);
         fs::DirBuilder::new()
-            .mode(0o755)
+            .mode(0o711)
             .create(&dir)
             .context(|| format!("create {}", dir.display()))?;
         let exe = fs::read_link("/proc/self/exe").context(|| "find own binary")?;
         fs::copy(&exe, dir.join(BINARY)).context(|| "copy nexcage into the runtime dir")?;
-        let process = bundle
-            .spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| Error::Bundle {
-                path: record.bundle.clone(),
-                reason: "config.json has no \"process\"".into(),
-            })?;
+        // The environment may hold secrets: only the host's root reads the process.
         let body = serde_json::to_vec(process).map_err(|e| Error::Usage(e.to_string()))?;
-        fs::write(dir.join(PROCESS), body).context(|| "write process.json")?;
+        write_new(&dir.join(PROCESS), &body, 0o600)?;
         let body = serde_json::to_vec(setup).map_err(|e| Error::Usage(e.to_string()))?;
-        fs::write(dir.join(SETUP), body).context(|| "write setup.json")?;
+        write_new(&dir.join(SETUP), &body, 0o644)?;
+        if let Some(program) = seccomp {
+            // `enter` loads it inside the container, as the container's root.
+            write_new(&dir.join(SECCOMP_BPF), &program.to_bytes(), 0o644)?;
+        }
+        if let Some(hooks) = Hooks::from_spec(&bundle.spec, &record.id, &record.bundle) {
+            hooks.save(&dir)?;
+        }
         Ok(dir)
     }
 
-    /// Starts the holder, which will run `start_cmd` on `start`, with the container's
-    /// stdio (ours, or `stdio`) and the listening socket as fd 3. Returns its pid.
+    /// The rest of `create`/`run` once the container is defined: start it
+    /// (`start_cmd`, e.g. `lxc-start -d`), wait for its init to call in, place the
+    /// holder in it (its pid goes to `--pid-file`), run the create hooks; for `run`,
+    /// start the workload too. Returns the workload's exit status for a foreground
+    /// `run`, None when the container stays.
+    pub fn launch(
+        &self,
+        id: &str,
+        launch: Launch,
+        create: &CreateArgs,
+        run: Option<&RunArgs>,
+    ) -> Result<Option<i32>> {
+        let dir = self.dir(id);
+        let sockets = SocketDir::open(&dir)?;
+        let listener = sockets.bind(SOCKET)?;
+        // init connects as the container's root; nobody else may.
+        let socket = dir.join(SOCKET);
+        std::os::unix::fs::chown(&socket, Some(launch.root_uid), None)
+            .context(|| "chown holder socket")?;
+        fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+            .context(|| "chmod holder socket")?;
+        self.start_container(&dir, &launch.start_cmd)?;
+        let init = super::protocol::accept_within(&listener, INIT_TIMEOUT)
+            .map_err(|e| self.failed(format!("{e} ({})", start_log_reason(&dir))))?;
+        match super::protocol::read_line(&init)? {
+            Some(line) if line == "init" => {}
+            Some(line) if line.starts_with("error: ") => {
+                return Err(self.failed(line.trim_start_matches("error: ").to_string()));
+            }
+            _ => return Err(self.failed("unexpected caller on the holder socket".into())),
+        }
+        // The peer's pid is translated into our (the host's) pid namespace.
+        let init_pid =
+            nix::sys::socket::getsockopt(&init, nix::sys::socket::sockopt::PeerCredentials)
+                .context(|| "peer credentials of init")?
+                .pid();
+        write_pid_note(&dir.join(INIT_PID), init_pid)?;
+        let base = 3 + create.preserve_fds.unwrap_or(0) as i32 + listen_fds();
+        let (mut child, ready) = self.spawn_holder(
+            &dir,
+            init_pid,
+            base,
+            [listener.into(), init.into()],
+            launch.tty,
+        )?;
+        let holder = child.id() as i32;
+        let placed = write_pid_note(&dir.join(HOLDER_PID), holder)
+            .and_then(|()| self.place(&dir, holder, ready, create));
+        if let Err(e) = placed {
+            // Reaped here: a zombie in the container's pid namespace would keep the
+            // namespace, and so the container, from ever ending.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        let Some(run) = run else { return Ok(None) };
+        if let Err(e) = self.start(id) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        if run.detach {
+            return Ok(None);
+        }
+        let status = child.wait().context(|| "wait for the container")?;
+        Ok(Some(process::exit_code(status)))
+    }
+
+    /// Once the holder runs: its word that it is in the container, the create hooks,
+    /// the pid file.
+    fn place(&self, dir: &Path, holder: i32, ready: fs::File, create: &CreateArgs) -> Result<()> {
+        wait_ready(ready).map_err(|reason| {
+            // What runc says of a workload it cannot exec is the create's error.
+            if reason.starts_with("exec: ") || reason.starts_with("chdir to cwd") {
+                Error::Usage(reason)
+            } else {
+                self.failed(reason)
+            }
+        })?;
+        if let Some(hooks) = Hooks::load(dir)? {
+            hooks.run(Kind::Prestart, "creating", holder, None)?;
+            hooks.run(Kind::CreateRuntime, "creating", holder, None)?;
+            let ns = super::join::Namespaces::of(holder, &[])?;
+            hooks.run(Kind::CreateContainer, "creating", holder, Some(&ns))?;
+        }
+        if let Some(pid_file) = &create.pid_file {
+            write_pid_file(pid_file, holder)?;
+        }
+        Ok(())
+    }
+
+    fn failed(&self, reason: String) -> Error {
+        Error::Backend {
+            backend: self.backend.clone(),
+            reason,
+        }
+    }
+
+    /// Runs the backend's start command with its output in `start.log`; the log is
+    /// opened for appending, so that the command may also name it as its own log.
+    fn start_container(&self, dir: &Path, start_cmd: &[OsString]) -> Result<()> {
+        let log_path = dir.join(START_LOG);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .context(|| format!("open {}", log_path.display()))?;
+        let err_log = log.try_clone().context(|| "dup start.log")?;
+        let (program, args) = start_cmd
+            .split_first()
+            .ok_or_else(|| self.failed("no start command".into()))?;
+        let status = std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .status()
+            .context(|| format!("run {}", program.to_string_lossy()))?;
+        if status.success() {
+            return Ok(());
+        }
+        let command: Vec<_> = start_cmd.iter().map(|a| a.to_string_lossy()).collect();
+        Err(self.failed(format!(
+            "{} failed ({status}): {}",
+            command.join(" "),
+            start_log_reason(dir)
+        )))
+    }
+
+    /// Starts `nexcage holder` in init's pid namespace (a process joins a pid
+    /// namespace only when it is made), with the container's stdio (ours, or the
+    /// pty `tty`) and, from fd `base` on, the listening socket, init's connection and
+    /// a pipe on which it says when it is in place. Returns its pid and that pipe.
     fn spawn_holder(
         &self,
         dir: &Path,
-        start_cmd: &[OsString],
-        stdio: Option<OwnedFd>,
-    ) -> Result<i32> {
-        let socket = dir.join(SOCKET);
-        let listener =
-            UnixListener::bind(&socket).context(|| format!("bind {}", socket.display()))?;
-        // init connects as the container's root, which may be an unprivileged uid.
-        fs::set_permissions(&socket, fs::Permissions::from_mode(0o777))
-            .context(|| "chmod holder socket")?;
+        init_pid: i32,
+        base: i32,
+        passed: [OwnedFd; 2],
+        tty: Option<OwnedFd>,
+    ) -> Result<(std::process::Child, fs::File)> {
+        let (ready_r, ready_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
         let mut cmd = std::process::Command::new(dir.join(BINARY));
         cmd.arg("holder")
             .arg("--dir")
             .arg(dir)
-            .arg("--")
-            .args(start_cmd);
-        if let Some(tty) = stdio {
+            .arg("--init-pid")
+            .arg(init_pid.to_string())
+            .arg("--fd-base")
+            .arg(base.to_string());
+        if let Some(tty) = tty {
             cmd.stdin(Stdio::from(tty.try_clone().context(|| "dup tty")?))
                 .stdout(Stdio::from(tty.try_clone().context(|| "dup tty")?))
                 .stderr(Stdio::from(tty));
         }
-        let fd = listener.as_raw_fd();
-        // SAFETY: dup2/fcntl are async-signal-safe.
+        let [listener, init] = passed;
+        let fds = [listener.as_raw_fd(), init.as_raw_fd(), ready_w.as_raw_fd()];
+        // SAFETY: fcntl/dup2 are async-signal-safe. First out of the way (a source
+        // may sit on a target), then into place, inheritable.
         unsafe {
             cmd.pre_exec(move || {
-                if fd == super::holder::LISTENER_FD {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                let mut high = [0; 3];
+                for (i, fd) in fds.iter().enumerate() {
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, base + 3);
+                    if high[i] < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                } else if libc::dup2(fd, super::holder::LISTENER_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                }
+                for (i, fd) in high.iter().enumerate() {
+                    if libc::dup2(*fd, base + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
         }
-        let child = process::spawn(&mut cmd)?;
-        let pid = child.id() as i32;
-        write_pid_note(&dir.join(HOLDER_PID), pid)?;
-        Ok(pid)
-    }
-
-    /// The rest of `create`/`run` once the container is defined: the holder (whose
-    /// pid goes to `--pid-file`) and, for `run`, the start. Returns the workload's
-    /// exit status for a foreground `run`, None when the container stays.
-    pub fn launch(
-        &self,
-        id: &str,
-        start_cmd: &[OsString],
-        tty: Option<OwnedFd>,
-        create: &CreateArgs,
-        run: Option<&RunArgs>,
-    ) -> Result<Option<i32>> {
-        let holder = self.spawn_holder(&self.dir(id), start_cmd, tty)?;
-        if let Some(pid_file) = &create.pid_file {
-            write_pid_file(pid_file, holder)?;
-        }
-        let Some(run) = run else { return Ok(None) };
-        self.start(id)?;
-        if run.detach {
-            return Ok(None);
-        }
-        wait_holder(holder).map(Some)
+        let child = in_pid_namespace_of(init_pid, || process::spawn(&mut cmd))?;
+        Ok((child, ready_r.into()))
     }
 
     /// The holder's pid, if it is still the process we started.
@@ -183,26 +335,36 @@ impl Supervisor {
         self.dir(id).join(STARTED).exists()
     }
 
-    /// `start`: the holder starts the container and hands init its stdio.
+    /// `start`: the holder runs the startContainer hooks and becomes the workload;
+    /// then the poststart hooks run here. A failing poststart hook is reported, and the
+    /// container goes on running (runtime spec).
     pub fn start(&self, id: &str) -> Result<()> {
         if self.started(id) {
             return Err(Error::Usage(
                 "cannot start an already running container".into(),
             ));
         }
-        let mut conn = UnixStream::connect(self.dir(id).join(SOCKET))
-            .map_err(|_| Error::Usage("cannot start a container that has stopped".into()))?;
+        let dir = self.dir(id);
+        let stopped = || Error::Usage("cannot start a container that has stopped".into());
+        let mut conn = SocketDir::open(&dir)
+            .ok()
+            .and_then(|d| d.connect(SOCKET).ok())
+            .ok_or_else(stopped)?;
         super::protocol::send_line(&mut conn, "start")?;
         match super::protocol::read_line(&conn)? {
-            Some(line) if line == "ok" => Ok(()),
-            Some(line) => Err(Error::Backend {
-                backend: self.backend.clone(),
-                reason: line.strip_prefix("error: ").unwrap_or(&line).to_string(),
-            }),
-            None => Err(Error::Usage(
-                "cannot start a container that has stopped".into(),
-            )),
+            Some(line) if line == "ok" => {}
+            Some(line) => {
+                return Err(self.failed(line.strip_prefix("error: ").unwrap_or(&line).to_string()));
+            }
+            None => return Err(stopped()),
         }
+        if let (Some(hooks), Some(pid)) = (Hooks::load(&dir)?, self.holder(id))
+            && let Err(e) = hooks.run(Kind::Poststart, "running", pid, None)
+        {
+            log::warn!("container {id}: {e}");
+            eprintln!("warning: {e}");
+        }
+        Ok(())
     }
 
     /// created (holder waiting), running (holder waiting on the workload) or stopped.
@@ -226,19 +388,25 @@ impl Supervisor {
         })
     }
 
-    /// runc's `kill`: before start the holder, after it init (which passes the signal
-    /// on to the workload; SIGKILL ends the container).
-    pub fn kill(&self, id: &str, signal: i32) -> Result<Exit> {
+    /// runc's `kill`: the signal goes to the container's process (the holder before
+    /// start, the workload after: they are one process); with `all`, to every process
+    /// in the container's cgroup.
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<Exit> {
         let not_running = || Error::Usage("container not running".into());
-        let holder = self.holder(id).ok_or_else(not_running)?;
-        let target = if self.started(id) {
-            self.init_pid(id).ok_or_else(not_running)?
-        } else {
-            holder
-        };
-        // SAFETY: kill(2) with a pid we checked and a validated signal number.
-        if unsafe { libc::kill(target, signal) } < 0 {
-            return Err(Error::io("kill", std::io::Error::last_os_error()));
+        let pid = self.holder(id).ok_or_else(not_running)?;
+        let mut targets = vec![pid];
+        if all {
+            targets.extend(
+                super::ps::cgroup_pids(pid, false)?
+                    .into_iter()
+                    .filter(|p| *p != pid),
+            );
+        }
+        for target in targets {
+            // SAFETY: kill(2) with pids we found and a validated signal number.
+            if unsafe { libc::kill(target, signal) } < 0 && target == pid {
+                return Err(Error::io("kill", std::io::Error::last_os_error()));
+            }
         }
         Ok(0)
     }
@@ -255,13 +423,24 @@ impl Supervisor {
         // A creator killed between spawning the holder and noting its pid: the socket
         // was listening before the holder existed, so it gets this even if it has not
         // reached `accept` yet.
-        if let Ok(mut conn) = UnixStream::connect(self.dir(id).join(SOCKET)) {
+        if let Some(mut conn) = SocketDir::open(&self.dir(id))
+            .ok()
+            .and_then(|d| d.connect(SOCKET).ok())
+        {
             let _ = super::protocol::send_line(&mut conn, "stop");
         }
     }
 
+    /// The end of `delete`: the poststop hooks (a failure is reported, the delete goes
+    /// on), then the runtime directory.
     pub fn remove_dir(&self, id: &str) -> Result<()> {
         let dir = self.dir(id);
+        if let Ok(Some(hooks)) = Hooks::load(&dir)
+            && let Err(e) = hooks.run(Kind::Poststop, "stopped", 0, None)
+        {
+            log::warn!("container {id}: {e}");
+            eprintln!("warning: {e}");
+        }
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(Error::io(format!("remove {}", dir.display()), e))
@@ -303,8 +482,7 @@ impl Supervisor {
         // through the attach tool's own pty relay.
         let stdio = if terminal {
             let name = format!("exec-{}.sock", std::process::id());
-            let listener = UnixListener::bind(dir.join(&name))
-                .context(|| format!("bind {}", dir.join(&name).display()))?;
+            let listener = SocketDir::open(&dir)?.bind(&name)?;
             fs::set_permissions(dir.join(&name), fs::Permissions::from_mode(0o777))
                 .context(|| "chmod exec socket")?;
             args.splice(
@@ -348,15 +526,13 @@ impl Supervisor {
         Ok(exit_code(status))
     }
 
-    /// runc's `ps`: the processes in init's cgroup (`parent`: in its parent's, for
-    /// a manager that puts init in a child of the container's cgroup).
+    /// runc's `ps`: the processes in the container's cgroup (`parent`: its parent's,
+    /// for a manager that puts init in a child of the container's cgroup).
     pub fn ps(&self, a: &crate::cli::PsArgs, id: &str, parent: bool) -> Result<Exit> {
+        // A created container has processes too (init, and ours waiting for start).
         let not_running = || Error::Usage("container not running".into());
-        if !self.running(id) {
-            return Err(not_running());
-        }
-        let init = self.init_pid(id).ok_or_else(not_running)?;
-        let pids = super::ps::cgroup_pids(init, parent)?;
+        let pid = self.holder(id).ok_or_else(not_running)?;
+        let pids = super::ps::cgroup_pids(pid, parent)?;
         if a.format == "json" {
             println!("{}", serde_json::to_string(&pids).unwrap_or_default());
             return Ok(0);
@@ -405,18 +581,6 @@ pub fn create_args(command: &Command) -> Option<(&CreateArgs, Option<&RunArgs>)>
     }
 }
 
-/// A foreground `run`: waits for the holder (our child), whose status is the
-/// workload's.
-fn wait_holder(holder: i32) -> Result<i32> {
-    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(holder), None)
-        .context(|| "wait for the holder")?;
-    Ok(match status {
-        nix::sys::wait::WaitStatus::Exited(_, code) => code,
-        nix::sys::wait::WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
-        _ => 255,
-    })
-}
-
 /// Notes a pid with its start time, so that a reused pid is never taken for it.
 pub fn write_pid_note(path: &Path, pid: i32) -> Result<()> {
     let start = start_time(pid).unwrap_or_default();
@@ -456,8 +620,92 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 /// message), and returns the slave for the container.
 pub fn console(socket: &Path) -> Result<OwnedFd> {
     let pty = nix::pty::openpty(None, None).context(|| "open a pty")?;
-    let conn = UnixStream::connect(socket)
-        .context(|| format!("connect to console socket {}", socket.display()))?;
+    let conn = super::protocol::connect_long(socket)?;
     super::protocol::send_fds(&conn, &[pty.master.as_raw_fd()])?;
     Ok(pty.slave)
+}
+
+/// Writes a new file with `mode` (never through an existing file or link).
+fn write_new(path: &Path, body: &[u8], mode: u32) -> Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(body))
+        .context(|| format!("write {}", path.display()))
+}
+
+/// fds a socket-activated caller passes before the `--preserve-fds` ones.
+fn listen_fds() -> i32 {
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The holder's word on its pipe: Ok once it is in the container, else why not.
+fn wait_ready(ready: fs::File) -> std::result::Result<(), String> {
+    use std::io::BufRead;
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&ready),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = nix::poll::PollTimeout::try_from(READY_TIMEOUT.as_millis() as i32)
+        .unwrap_or(nix::poll::PollTimeout::MAX);
+    match nix::poll::poll(&mut fds, ms) {
+        Ok(0) => return Err("the holder did not join the container in time".into()),
+        Err(e) => return Err(format!("wait for the holder: {e}")),
+        Ok(_) => {}
+    }
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(ready).read_line(&mut line);
+    match line.trim_end() {
+        "ready" => Ok(()),
+        l if l.starts_with("error: ") => Err(l.trim_start_matches("error: ").to_string()),
+        _ => Err("the holder exited before it joined the container".into()),
+    }
+}
+
+/// Runs `f` (which makes a process) so that the process is born in `pid`'s pid
+/// namespace; ours is restored after.
+fn in_pid_namespace_of<T>(pid: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use nix::sched::{CloneFlags, setns};
+    use std::os::unix::fs::MetadataExt;
+    let path = format!("/proc/{pid}/ns/pid");
+    let theirs = fs::File::open(&path).context(|| format!("open {path}"))?;
+    let ours = fs::File::open("/proc/self/ns/pid").context(|| "open /proc/self/ns/pid")?;
+    let (a, b) = (
+        theirs.metadata().context(|| format!("stat {path}"))?,
+        ours.metadata().context(|| "stat /proc/self/ns/pid")?,
+    );
+    if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+        return f();
+    }
+    setns(&theirs, CloneFlags::CLONE_NEWPID).context(|| format!("join {path}"))?;
+    let made = f();
+    setns(&ours, CloneFlags::CLONE_NEWPID).context(|| "return to our pid namespace")?;
+    made
+}
+
+/// Why a start failed, from `start.log`: the first error of a liblxc log
+/// (`... ERROR  conf - src/conf.c:fn:N - what`) is the cause, later ones only say that
+/// the start failed; else the last lines.
+fn start_log_reason(dir: &Path) -> String {
+    let log = fs::read_to_string(dir.join(START_LOG)).unwrap_or_default();
+    if let Some(line) = log.lines().find(|l| l.contains(" ERROR ")) {
+        let after = line.split_once(" ERROR ").map_or(line, |(_, a)| a);
+        let mut parts = after.splitn(3, " - ");
+        if let (Some(_), Some(_), Some(what)) = (parts.next(), parts.next(), parts.next()) {
+            return what.trim().to_string();
+        }
+        return after.trim().to_string();
+    }
+    let tail: Vec<&str> = log.lines().rev().take(3).collect();
+    let text = tail.into_iter().rev().collect::<Vec<_>>().join(" / ");
+    if text.is_empty() {
+        "no output".into()
+    } else {
+        text
+    }
 }

@@ -64,3 +64,70 @@ pub fn recv_fds(stream: &UnixStream, count: usize) -> Result<Vec<OwnedFd>> {
     }
     Ok(fds)
 }
+
+/// A directory opened to reach sockets in it by a short name: `sun_path` holds 107
+/// bytes, and runtime roots such as `/run/containerd/runc/k8s.io` with 64-hex ids are
+/// longer than that.
+pub struct SocketDir(std::fs::File);
+
+impl SocketDir {
+    pub fn open(dir: &std::path::Path) -> Result<SocketDir> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .map(SocketDir)
+            .context(|| format!("open {}", dir.display()))
+    }
+
+    /// `/proc/self/fd/N/NAME`, which names `dir/NAME` in at most a few dozen bytes.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        format!("/proc/self/fd/{}/{name}", self.0.as_raw_fd()).into()
+    }
+
+    pub fn bind(&self, name: &str) -> Result<std::os::unix::net::UnixListener> {
+        std::os::unix::net::UnixListener::bind(self.path(name)).context(|| format!("bind {name}"))
+    }
+
+    pub fn connect(&self, name: &str) -> std::io::Result<UnixStream> {
+        UnixStream::connect(self.path(name))
+    }
+}
+
+/// Connects to a socket path of any length (an engine's console socket, say).
+pub fn connect_long(path: &std::path::Path) -> Result<UnixStream> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return UnixStream::connect(path).context(|| format!("connect to {}", path.display()));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    SocketDir::open(parent)?
+        .connect(&name.to_string_lossy())
+        .context(|| format!("connect to {}", path.display()))
+}
+
+/// Accepts one connection, or fails after `timeout`.
+pub fn accept_within(
+    listener: &std::os::unix::net::UnixListener,
+    timeout: std::time::Duration,
+) -> Result<UnixStream> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(
+        // SAFETY: the listener outlives the poll.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(listener.as_raw_fd()) },
+        PollFlags::POLLIN,
+    )];
+    let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+    let ready = poll(&mut fds, ms).context(|| "wait for init")?;
+    if ready == 0 {
+        return Err(Error::Usage(format!(
+            "the container's init did not call in within {}s",
+            timeout.as_secs()
+        )));
+    }
+    Ok(listener.accept().context(|| "accept init")?.0)
+}

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources,
+};
 
 use super::translate::{Conf, Refusal};
 
@@ -36,24 +38,8 @@ const DEFAULT_DEVICES: &[&str] = &[
 ];
 
 pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Result<(), Refusal> {
-    if r.block_io().as_ref().is_some_and(|b| {
-        b.weight().is_some()
-            || b.leaf_weight().is_some()
-            || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
-            || b.throttle_read_bps_device()
-                .as_ref()
-                .is_some_and(|v| !v.is_empty())
-            || b.throttle_write_bps_device()
-                .as_ref()
-                .is_some_and(|v| !v.is_empty())
-            || b.throttle_read_iops_device()
-                .as_ref()
-                .is_some_and(|v| !v.is_empty())
-            || b.throttle_write_iops_device()
-                .as_ref()
-                .is_some_and(|v| !v.is_empty())
-    }) {
-        return Err("linux.resources.blockIO".into());
+    if let Some(b) = r.block_io() {
+        block_io(b, c)?;
     }
     for (set, name) in [
         (
@@ -201,6 +187,74 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
                 'c'
             };
             c.set(&key(true), format!("{t} {}:{} rwm", d.major(), d.minor()));
+        }
+    }
+    Ok(())
+}
+
+/// `blockIO` as runc applies it: a weight of 0 is unset (Docker always sends
+/// `"weight": 0`); v2 weights are converted from blkio's 10..1000 to io's 1..10000.
+fn block_io(b: &LinuxBlockIo, c: &mut Conf) -> Result<(), Refusal> {
+    let legacy = v1("blkio");
+    let weight = |w: u16| {
+        if legacy {
+            w.to_string()
+        } else {
+            (1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990).to_string()
+        }
+    };
+    if b.leaf_weight().is_some_and(|w| w > 0)
+        || b.weight_device()
+            .iter()
+            .flatten()
+            .any(|d| d.leaf_weight().is_some_and(|w| w > 0))
+    {
+        return Err("linux.resources.blockIO.leafWeight".into());
+    }
+    if let Some(w) = b.weight().filter(|w| *w > 0) {
+        set(c, legacy, "blkio.weight", "io.weight", weight(w));
+    }
+    for d in b.weight_device().iter().flatten() {
+        if let Some(w) = d.weight().filter(|w| *w > 0) {
+            let dev = format!("{}:{}", d.major(), d.minor());
+            let value = if legacy {
+                format!("{dev} {w}")
+            } else {
+                format!("{dev} {}", weight(w))
+            };
+            set(c, legacy, "blkio.weight_device", "io.weight", value);
+        }
+    }
+    for (list, v1_key, v2_word) in [
+        (
+            b.throttle_read_bps_device(),
+            "blkio.throttle.read_bps_device",
+            "rbps",
+        ),
+        (
+            b.throttle_write_bps_device(),
+            "blkio.throttle.write_bps_device",
+            "wbps",
+        ),
+        (
+            b.throttle_read_iops_device(),
+            "blkio.throttle.read_iops_device",
+            "riops",
+        ),
+        (
+            b.throttle_write_iops_device(),
+            "blkio.throttle.write_iops_device",
+            "wiops",
+        ),
+    ] {
+        for d in list.iter().flatten() {
+            let dev = format!("{}:{}", d.major(), d.minor());
+            let value = if legacy {
+                format!("{dev} {}", d.rate())
+            } else {
+                format!("{dev} {v2_word}={}", d.rate())
+            };
+            set(c, legacy, v1_key, "io.max", value);
         }
     }
     Ok(())

@@ -5,7 +5,6 @@
 //! the container is defined and started differs.
 
 mod cgroups;
-mod seccomp;
 mod translate;
 
 use std::collections::HashMap;
@@ -26,7 +25,6 @@ use crate::supervise::host::{self, Supervisor};
 /// Notes in the runtime directory, for the commands that come after `create`.
 const MOUNT_POINT_NOTE: &str = "mount_point";
 const CGROUP_NOTE: &str = "cgroup";
-const SECCOMP_PROFILE: &str = "seccomp";
 /// Written before the LXC definition is made: only then is `<lxcpath>/<id>` ours to
 /// remove (a create that finds someone else's must leave it alone).
 const DEFINED_NOTE: &str = "defined";
@@ -239,7 +237,6 @@ impl Backend for Lxc {
             host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
         let bundle = Bundle::load(&record.bundle)?;
         let dir = self.sup.dir(&record.id);
-        let seccomp_path = dir.join(SECCOMP_PROFILE);
         // LXC refuses a rootfs path with a symlink in it.
         let rootfs = fs::canonicalize(&record.rootfs).map_err(|e| Error::Bundle {
             path: record.bundle.clone(),
@@ -248,7 +245,6 @@ impl Backend for Lxc {
         let paths = translate::Paths {
             rootfs: &rootfs,
             runtime_dir: &dir,
-            seccomp_path: &seccomp_path,
         };
         // Everything is checked before anything is made.
         let t = translate::translate(&bundle.spec, &self.cfg, &record.id, &paths)
@@ -263,17 +259,18 @@ impl Backend for Lxc {
         start.extend(["-n", &record.id, "-P"].map(OsString::from));
         start.push(self.lxcpath.clone().into_os_string());
         start.extend(["-d", "-l", "ERROR", "-o"].map(OsString::from));
-        start.push(dir.join("start.log").into_os_string());
+        start.push(dir.join(host::START_LOG).into_os_string());
         let tty = host::create_terminal(&bundle, create, run, &self.name)?;
-        let mapped = t.config.contains("lxc.idmap");
-        let dir = self.sup.prepare(record, &bundle, &t.setup, mapped)?;
+        let dir = self.sup.prepare(record, &bundle, &t.setup, t.mapped_root)?;
         fs::write(dir.join(MOUNT_POINT_NOTE), &t.mount_point).context(|| "note mount point")?;
         fs::write(dir.join(CGROUP_NOTE), &t.cgroup).context(|| "note cgroup")?;
-        if let Some(profile) = &t.seccomp {
-            fs::write(&seccomp_path, profile).context(|| "write the seccomp profile")?;
-        }
         self.define(&record.id, &t.config)?;
-        let Some(code) = self.sup.launch(&record.id, &start, tty, create, run)? else {
+        let launch = host::Launch {
+            start_cmd: start,
+            root_uid: t.root_uid,
+            tty,
+        };
+        let Some(code) = self.sup.launch(&record.id, launch, create, run)? else {
             return Ok(0);
         };
         if run.is_some_and(|r| !r.keep) {
@@ -303,8 +300,8 @@ impl Backend for Lxc {
             .collect())
     }
 
-    fn kill(&self, _inv: &Invocation, record: &Record, signal: i32, _all: bool) -> Result<Exit> {
-        self.sup.kill(&record.id, signal)
+    fn kill(&self, _inv: &Invocation, record: &Record, signal: i32, all: bool) -> Result<Exit> {
+        self.sup.kill(&record.id, signal, all)
     }
 
     fn delete(&self, inv: &Invocation, record: &Record, _force: bool) -> Result<Exit> {

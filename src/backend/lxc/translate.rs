@@ -17,8 +17,11 @@ use crate::supervise::host::Setup;
 pub struct Translation {
     pub config: String,
     pub setup: Setup,
-    /// `lxc.seccomp.profile` text, to be written to [`Translation::seccomp_path`].
-    pub seccomp: Option<String>,
+    /// Owner of the files in the runtime directory init must reach (see `root_uid`).
+    pub root_uid: u32,
+    /// The container's root is not the host's: the runtime directory must be
+    /// reachable by a mapped uid.
+    pub mapped_root: bool,
     /// The container's cgroup, relative to each hierarchy's root.
     pub cgroup: String,
     /// Where the runtime directory appears inside the container.
@@ -29,7 +32,6 @@ pub struct Translation {
 pub struct Paths<'a> {
     pub rootfs: &'a Path,
     pub runtime_dir: &'a Path,
-    pub seccomp_path: &'a Path,
 }
 
 /// A field the backend cannot honour; becomes `Error::Unsupported`.
@@ -124,17 +126,8 @@ pub fn translate(
         c.set(&format!("lxc.sysctl.{key}"), value(val)?);
     }
 
-    let seccomp = match linux.seccomp() {
-        Some(s) => {
-            let text = super::seccomp::lxc_profile(s)?;
-            c.set("lxc.seccomp.profile", value(paths.seccomp_path)?);
-            // Else LXC silently loads nothing when lxc-start itself runs under seccomp.
-            c.set("lxc.seccomp.allow_nesting", "1");
-            Some(text)
-        }
-        None => None,
-    };
-
+    // seccomp is not LXC's: the holder loads the spec's filter right before it execs
+    // the workload, after everything that needs the syscalls a profile may deny.
     let setup = Setup {
         masked_paths: linux.masked_paths().clone().unwrap_or_default(),
         readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
@@ -147,7 +140,8 @@ pub fn translate(
     Ok(Translation {
         config: c.text,
         setup,
-        seccomp,
+        root_uid: root_uid(&linux, userns),
+        mapped_root: userns != UserNs::Host,
         cgroup,
         mount_point: mount_point.to_string(),
     })
@@ -194,9 +188,6 @@ fn is_set<T: Serialize>(v: &T) -> bool {
 }
 
 fn refuse_unsupported(spec: &Spec) -> Result<(), Refusal> {
-    if is_set(spec.hooks()) {
-        return Err("hooks".into());
-    }
     if spec.domainname().as_deref().is_some_and(|d| !d.is_empty()) {
         return Err("domainname".into());
     }
@@ -237,7 +228,21 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), Refusal> {
     Ok(())
 }
 
-#[derive(PartialEq)]
+/// The owner the runtime directory's files need for the container's root (whom init
+/// runs as) to own them: its host uid, but through an id-mapped mount, host root.
+fn root_uid(linux: &oci_spec::runtime::Linux, userns: UserNs) -> u32 {
+    match userns {
+        UserNs::Host | UserNs::FromConfig => 0,
+        UserNs::FromSpec => linux
+            .uid_mappings()
+            .iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map_or(0, |m| m.host_id()),
+    }
+}
+
+#[derive(PartialEq, Clone, Copy)]
 enum UserNs {
     /// The caller's (no user namespace).
     Host,
@@ -522,7 +527,6 @@ mod tests {
         let paths = Paths {
             rootfs: Path::new("/srv/rootfs"),
             runtime_dir: Path::new("/run/nexcage/backends/lxc/c1"),
-            seccomp_path: Path::new("/run/nexcage/backends/lxc/c1/seccomp"),
         };
         translate(s, cfg, "c1", &paths)
     }
@@ -592,8 +596,8 @@ mod tests {
     fn refusals_name_the_field() {
         let cases = [
             (
-                serde_json::json!({"hooks": {"prestart": [{"path": "/bin/true"}]}}),
-                "hooks",
+                serde_json::json!({"linux": {"resources": {"blockIO": {"leafWeight": 10}}}}),
+                "leafWeight",
             ),
             (
                 serde_json::json!({"linux": {"cgroupsPath": "system.slice:nx:abc"}}),
@@ -606,10 +610,6 @@ mod tests {
             (
                 serde_json::json!({"hostname": "x\nlxc.include = /etc/evil"}),
                 "line break",
-            ),
-            (
-                serde_json::json!({"linux": {"resources": {"blockIO": {"weight": 10}}}}),
-                "blockIO",
             ),
         ];
         for (patch, word) in cases {

@@ -263,12 +263,17 @@ impl Backend for Pct {
         let options =
             translate::create_options(&bundle.spec, &self.cfg, &settings, &record.id, &dir)?;
         let vmid = self.create_ct(&dir, &template, &options, settings.vmid.as_deref())?;
-        let start = [
-            self.cfg.pct.clone().into_os_string(),
-            "start".into(),
-            vmid.into(),
-        ];
-        let Some(code) = self.sup.launch(&record.id, &start, tty, create, run)? else {
+        let launch = host::Launch {
+            start_cmd: vec![
+                self.cfg.pct.clone().into_os_string(),
+                "start".into(),
+                vmid.into(),
+            ],
+            // pct maps an unprivileged container's root to 100000 (PVE's default map).
+            root_uid: if self.cfg.unprivileged { 100_000 } else { 0 },
+            tty,
+        };
+        let Some(code) = self.sup.launch(&record.id, launch, create, run)? else {
             return Ok(0);
         };
         if run.is_some_and(|r| !r.keep) {
@@ -292,8 +297,8 @@ impl Backend for Pct {
             .collect())
     }
 
-    fn kill(&self, _inv: &Invocation, record: &Record, signal: i32, _all: bool) -> Result<Exit> {
-        self.sup.kill(&record.id, signal)
+    fn kill(&self, _inv: &Invocation, record: &Record, signal: i32, all: bool) -> Result<Exit> {
+        self.sup.kill(&record.id, signal, all)
     }
 
     fn delete(&self, inv: &Invocation, record: &Record, _force: bool) -> Result<Exit> {

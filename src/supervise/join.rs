@@ -1,0 +1,188 @@
+//! Moving the calling process into a running container: its cgroups (so that stats
+//! and limits are the container's) and its namespaces (so that `/proc/PID/ns/*` of
+//! the pid engines are given is the container's).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use nix::sched::{CloneFlags, setns};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Namespaces joined, in order: user last, since entering it gives up the host's
+/// privileges the others need. pid is not here: it is chosen when the process is
+/// made (`setns` of a pid namespace applies to children only).
+const NAMESPACES: [(&str, CloneFlags); 6] = [
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+    ("user", CloneFlags::CLONE_NEWUSER),
+];
+
+/// Opened namespaces of a process, to be entered later (once entered, `/proc` may be
+/// another pid namespace's and the process no longer findable by its host pid).
+pub struct Namespaces(Vec<(File, CloneFlags, String)>);
+
+impl Namespaces {
+    /// The namespaces of `pid` that differ from ours; `skip` names ones to leave.
+    pub fn of(pid: i32, skip: &[&str]) -> Result<Namespaces> {
+        let mut out = Vec::new();
+        for (name, flag) in NAMESPACES {
+            if skip.contains(&name) {
+                continue;
+            }
+            let path = format!("/proc/{pid}/ns/{name}");
+            let theirs = fs::metadata(&path).context(|| format!("stat {path}"))?;
+            let ours = fs::metadata(format!("/proc/self/ns/{name}"))
+                .context(|| format!("stat /proc/self/ns/{name}"))?;
+            if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+                continue;
+            }
+            let file = File::open(&path).context(|| format!("open {path}"))?;
+            out.push((file, flag, path));
+        }
+        Ok(Namespaces(out))
+    }
+
+    /// Enters them all, in order. Async-signal-safe apart from error formatting.
+    pub fn enter(&self) -> Result<()> {
+        for (file, flag, path) in &self.0 {
+            setns(file, *flag).context(|| format!("join {path}"))?;
+        }
+        Ok(())
+    }
+
+    /// fds and setns(2) flags, for a child to enter between fork and exec.
+    pub fn raw(&self) -> Vec<(std::os::fd::RawFd, libc::c_int)> {
+        use std::os::fd::AsRawFd;
+        self.0
+            .iter()
+            .map(|(file, flag, _)| (file.as_raw_fd(), flag.bits()))
+            .collect()
+    }
+
+    /// Whether the user namespace is among them.
+    pub fn has_user(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(_, flag, _)| *flag == CloneFlags::CLONE_NEWUSER)
+    }
+}
+
+/// Moves us into every cgroup `pid` is in, in every hierarchy mounted here.
+pub fn cgroups(pid: i32) -> Result<()> {
+    let path = format!("/proc/{pid}/cgroup");
+    let theirs = fs::read_to_string(&path).context(|| format!("read {path}"))?;
+    let mounts = cgroup_mounts()?;
+    for line in theirs.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(cgroup)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let key = hierarchy_key(controllers.split(','));
+        let Some(mount) = mounts.iter().find(|m| m.key == key) else {
+            continue; // a hierarchy not mounted here: nothing to join
+        };
+        let Some(rel) = cgroup.strip_prefix(mount.root.as_str()) else {
+            continue;
+        };
+        let procs = mount
+            .point
+            .join(rel.trim_start_matches('/'))
+            .join("cgroup.procs");
+        // "0": the writer itself, whatever pid namespace it is in.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .and_then(|mut f| f.write_all(b"0"))
+            .map_err(|e| Error::io(format!("join cgroup {}", procs.display()), e))?;
+    }
+    Ok(())
+}
+
+struct CgroupMount {
+    /// Sorted controllers (and `name=`) of a v1 hierarchy; empty for cgroup2.
+    key: Vec<String>,
+    root: String,
+    point: PathBuf,
+}
+
+fn hierarchy_key<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut key: Vec<String> = items
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    key.sort();
+    key
+}
+
+/// cgroup mounts from mountinfo: `ID PARENT MAJ:MIN ROOT POINT OPTS ... - TYPE SRC SUPER`.
+fn cgroup_mounts() -> Result<Vec<CgroupMount>> {
+    let text =
+        fs::read_to_string("/proc/self/mountinfo").context(|| "read /proc/self/mountinfo")?;
+    // Controller names, to tell them from other super options (xattr, noprefix...).
+    let controllers: Vec<String> = fs::read_to_string("/proc/cgroups")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let tail: Vec<&str> = right.split(' ').collect();
+        let (Some(root), Some(point), Some(fstype)) = (fields.get(3), fields.get(4), tail.first())
+        else {
+            continue;
+        };
+        let key = match *fstype {
+            "cgroup2" => Vec::new(),
+            "cgroup" => hierarchy_key(
+                tail.get(2)
+                    .unwrap_or(&"")
+                    .split(',')
+                    .filter(|o| o.starts_with("name=") || controllers.iter().any(|c| c == o)),
+            ),
+            _ => continue,
+        };
+        // A hierarchy mounted twice: the first mount is as good as any.
+        if out.iter().any(|m: &CgroupMount| m.key == key) {
+            continue;
+        }
+        out.push(CgroupMount {
+            key,
+            root: unescape(root),
+            point: PathBuf::from(unescape(point)),
+        });
+    }
+    Ok(out)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(v) = s
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
