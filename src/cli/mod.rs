@@ -125,9 +125,13 @@ pub struct HolderArgs {
     /// Host pid of the container's init, whose namespaces and cgroups are joined
     #[arg(long)]
     pub init_pid: i32,
-    /// First of the fds passed: listening socket, init's connection, ready pipe
+    /// First of the fds passed: listening socket, init's connection, ready pipe,
+    /// console socket
     #[arg(long)]
     pub fd_base: i32,
+    /// The fourth fd is the engine's console socket
+    #[arg(long)]
+    pub console: bool,
 }
 
 #[derive(Debug, Clone, Args)]

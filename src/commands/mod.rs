@@ -40,7 +40,7 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Spec(a) => spec::spec(a),
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
-        Command::Holder(a) => supervise::holder::run(&a.dir, a.init_pid, a.fd_base),
+        Command::Holder(a) => supervise::holder::run(&a.dir, a.init_pid, a.fd_base, a.console),
         Command::Init(a) => supervise::init::init(&a.dir),
         Command::Enter(a) => Err(enter(a)?),
     }

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -26,29 +26,32 @@ use crate::error::{Error, IoContext, Result};
 /// Exit status when the container was stopped before it started.
 const KILLED: i32 = 128 + 9;
 
-/// Runs the holder; `base` is the first of the three fds `create` passed: the
-/// listening socket, the connection init made, the pipe to report readiness on.
-pub fn run(dir: &Path, init_pid: i32, base: i32) -> Result<i32> {
+/// Runs the holder; `base` is the first of the four fds `create` passed: the
+/// listening socket, the connection init made, the pipe to report readiness on, and
+/// the engine's console socket (`console`; else a placeholder).
+pub fn run(dir: &Path, init_pid: i32, base: i32, console: bool) -> Result<i32> {
     // SAFETY: `create` passed us these fds (see `host::Supervisor::spawn_holder`).
-    let (listener, mut init, mut ready) = unsafe {
+    let (listener, mut init, mut ready, last) = unsafe {
         (
             UnixListener::from_raw_fd(base),
             UnixStream::from_raw_fd(base + 1),
             File::from_raw_fd(base + 2),
+            OwnedFd::from_raw_fd(base + 3),
         )
     };
-    for fd in base..base + 3 {
+    for fd in base..base + 4 {
         // SAFETY: fcntl on our own fds.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+    let console = console.then(|| UnixStream::from(last));
     // Whatever the caller left open past the fds it hands on (--preserve-fds) must
     // not reach the workload. SAFETY: close_range on fds nobody here uses.
-    unsafe { libc::syscall(libc::SYS_close_range, base + 3, u32::MAX, 0) };
+    unsafe { libc::syscall(libc::SYS_close_range, base + 4, u32::MAX, 0) };
     // Until exec, the container's processes must not ptrace or read us.
     // SAFETY: prctl on ourselves.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 
-    let workload = match Workload::prepare(dir, init_pid, &mut init) {
+    let workload = match Workload::prepare(dir, init_pid, &mut init, console) {
         Ok(w) => w,
         Err(e) => {
             let _ = writeln!(ready, "error: {e}");
@@ -92,7 +95,12 @@ struct Workload {
 impl Workload {
     /// Everything up to `start`: read what `create` wrote, join the container, and
     /// check what runc checks before it reports the container created.
-    fn prepare(dir: &Path, init_pid: i32, init: &mut UnixStream) -> Result<Workload> {
+    fn prepare(
+        dir: &Path,
+        init_pid: i32,
+        init: &mut UnixStream,
+        console: Option<UnixStream>,
+    ) -> Result<Workload> {
         let text = std::fs::read(dir.join(PROCESS)).context(|| "read process.json")?;
         let process: Process = serde_json::from_slice(&text)
             .map_err(|e| Error::Usage(format!("process.json: {e}")))?;
@@ -117,6 +125,9 @@ impl Workload {
         namespaces.enter()?;
         // init watches us from now on: when we end, the container ends.
         send_line(init, &format!("workload {}", std::process::id()))?;
+        if let Some(console) = console {
+            super::terminal::attach(&console)?;
+        }
 
         let cwd = process.cwd();
         std::env::set_current_dir(cwd).map_err(|e| {
@@ -179,6 +190,11 @@ impl Workload {
     /// Becomes the workload; returns only if that fails, with runc's status and words
     /// on the container's stderr.
     fn exec(mut self) -> i32 {
+        // Orphans of the workload's descendants come back to it, as they would to a
+        // PID 1 (it is not one: the backend's init is), and init systems such as
+        // `docker run --init`'s tini see they can reap. Kept across exec.
+        // SAFETY: prctl on ourselves.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let err = self.cmd.exec();
         let _ = writeln!(
             std::io::stderr(),

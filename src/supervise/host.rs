@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -53,8 +54,9 @@ pub struct Launch {
     pub start_cmd: Vec<OsString>,
     /// Host uid of the container's root, whom init runs as.
     pub root_uid: u32,
-    /// The container's terminal (see [`create_terminal`]).
-    pub tty: Option<OwnedFd>,
+    /// The engine's console socket, connected, for a container with a terminal
+    /// (see [`create_terminal`]).
+    pub console: Option<UnixStream>,
 }
 
 /// Runtime directories, one per container, under `base`; each is bind-mounted
@@ -181,7 +183,7 @@ impl Supervisor {
             init_pid,
             base,
             [listener.into(), init.into()],
-            launch.tty,
+            launch.console,
         )?;
         let holder = child.id() as i32;
         let placed = write_pid_note(&dir.join(HOLDER_PID), holder)
@@ -269,16 +271,17 @@ impl Supervisor {
     }
 
     /// Starts `nexcage holder` in init's pid namespace (a process joins a pid
-    /// namespace only when it is made), with the container's stdio (ours, or the
-    /// pty `tty`) and, from fd `base` on, the listening socket, init's connection and
-    /// a pipe on which it says when it is in place. Returns its pid and that pipe.
+    /// namespace only when it is made), with our stdio (the container's, unless it has
+    /// a terminal) and, from fd `base` on, the listening socket, init's connection, a
+    /// pipe on which it says when it is in place, and the console socket if any.
+    /// Returns the child and that pipe.
     fn spawn_holder(
         &self,
         dir: &Path,
         init_pid: i32,
         base: i32,
         passed: [OwnedFd; 2],
-        tty: Option<OwnedFd>,
+        console: Option<UnixStream>,
     ) -> Result<(std::process::Child, fs::File)> {
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
@@ -290,20 +293,27 @@ impl Supervisor {
             .arg(init_pid.to_string())
             .arg("--fd-base")
             .arg(base.to_string());
-        if let Some(tty) = tty {
-            cmd.stdin(Stdio::from(tty.try_clone().context(|| "dup tty")?))
-                .stdout(Stdio::from(tty.try_clone().context(|| "dup tty")?))
-                .stderr(Stdio::from(tty));
+        if console.is_some() {
+            cmd.arg("--console");
         }
         let [listener, init] = passed;
-        let fds = [listener.as_raw_fd(), init.as_raw_fd(), ready_w.as_raw_fd()];
+        // Without a console the last one is a placeholder, never used.
+        let last = console
+            .as_ref()
+            .map_or(ready_w.as_raw_fd(), |c| c.as_raw_fd());
+        let fds = [
+            listener.as_raw_fd(),
+            init.as_raw_fd(),
+            ready_w.as_raw_fd(),
+            last,
+        ];
         // SAFETY: fcntl/dup2 are async-signal-safe. First out of the way (a source
         // may sit on a target), then into place, inheritable.
         unsafe {
             cmd.pre_exec(move || {
-                let mut high = [0; 3];
+                let mut high = [0; 4];
                 for (i, fd) in fds.iter().enumerate() {
-                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, base + 3);
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, base + 4);
                     if high[i] < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -411,6 +421,16 @@ impl Supervisor {
         Ok(0)
     }
 
+    /// runc's `update`: the container's live cgroups (the holder's, which are the
+    /// container's).
+    pub fn update(&self, id: &str, limits: &super::update::Limits) -> Result<Exit> {
+        let pid = self
+            .holder(id)
+            .ok_or_else(|| Error::Usage("container not running".into()))?;
+        limits.apply(pid)?;
+        Ok(0)
+    }
+
     pub fn running(&self, id: &str) -> bool {
         self.started(id) && self.holder(id).is_some()
     }
@@ -464,8 +484,8 @@ impl Supervisor {
         }
         let dir = self.dir(id);
         let (mut args, terminal) = super::exec::enter_args(a, &dir, mount_point)?;
-        let tty = match (terminal, &a.console_socket) {
-            (true, Some(socket)) => Some(console(socket)?),
+        let console = match (terminal, &a.console_socket) {
+            (true, Some(socket)) => Some(super::protocol::connect_long(socket)?),
             (true, None) if a.detach => {
                 return Err(Error::Usage(
                     "cannot allocate tty if runc will detach without setting console socket".into(),
@@ -478,11 +498,13 @@ impl Supervisor {
             }
             _ => None,
         };
-        // A terminal reaches the process by SCM_RIGHTS, as init's stdio does, not
-        // through the attach tool's own pty relay.
+        // A terminal is made inside by `enter`, as for the workload; it gets the
+        // console socket (or, for a foreground exec, our own stdio) over this socket.
         let stdio = if terminal {
             let name = format!("exec-{}.sock", std::process::id());
             let listener = SocketDir::open(&dir)?.bind(&name)?;
+            // `enter` runs as the container's root, which may be a mapped uid; who
+            // calls is checked (see `exec::hand_stdio`).
             fs::set_permissions(dir.join(&name), fs::Permissions::from_mode(0o777))
                 .context(|| "chmod exec socket")?;
             args.splice(
@@ -506,7 +528,7 @@ impl Supervisor {
         }
         let mut child = process::spawn(&mut cmd)?;
         if let Some((listener, path)) = stdio {
-            let handed = super::exec::hand_stdio(&listener, tty);
+            let handed = super::exec::hand_stdio(&listener, console, child.id() as i32);
             let _ = fs::remove_file(&path);
             if let Err(e) = handed {
                 let _ = child.kill();
@@ -541,14 +563,14 @@ impl Supervisor {
     }
 }
 
-/// The terminal a new container gets: a pty slave whose master went to the console
-/// socket, or none; runc's refusals otherwise.
+/// The console socket a new container's terminal goes to, connected (the holder
+/// makes the pty inside, see `terminal`), or none; runc's refusals otherwise.
 pub fn create_terminal(
     bundle: &Bundle,
     create: &CreateArgs,
     run: Option<&RunArgs>,
     backend: &str,
-) -> Result<Option<OwnedFd>> {
+) -> Result<Option<UnixStream>> {
     let terminal = bundle
         .spec
         .process()
@@ -557,7 +579,7 @@ pub fn create_terminal(
         .unwrap_or(false);
     let foreground = run.is_some_and(|r| !r.detach);
     match (terminal, &create.console_socket) {
-        (true, Some(socket)) => Ok(Some(console(socket)?)),
+        (true, Some(socket)) => Ok(Some(super::protocol::connect_long(socket)?)),
         (true, None) if !foreground => Err(Error::Usage(
             "cannot allocate tty if runc will detach without setting console socket".into(),
         )),
@@ -614,15 +636,6 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     f.write_all(pid.to_string().as_bytes())
         .context(|| format!("write {}", temp.display()))?;
     fs::rename(&temp, path).context(|| format!("rename {}", path.display()))
-}
-
-/// Opens a pty, hands its master to the console socket as runc does (one SCM_RIGHTS
-/// message), and returns the slave for the container.
-pub fn console(socket: &Path) -> Result<OwnedFd> {
-    let pty = nix::pty::openpty(None, None).context(|| "open a pty")?;
-    let conn = super::protocol::connect_long(socket)?;
-    super::protocol::send_fds(&conn, &[pty.master.as_raw_fd()])?;
-    Ok(pty.slave)
 }
 
 /// Writes a new file with `mode` (never through an existing file or link).

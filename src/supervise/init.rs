@@ -164,20 +164,33 @@ pub fn enter(
     }
 }
 
-/// Connects to `socket`, says `stdio`, and makes the 3 fds it is sent `cmd`'s stdio;
-/// a terminal among them becomes the controlling terminal of a new session.
+/// Connects to `socket`, says `stdio`, and gets `cmd`'s stdio: a console socket to
+/// which the master of a new pty (made here, inside) goes, the slave becoming ours;
+/// or 3 fds. A terminal becomes the controlling terminal of a new session.
 fn stdio_from(cmd: &mut Command, socket: &Path) -> Result<()> {
     let mut conn =
         UnixStream::connect(socket).context(|| format!("connect to {}", socket.display()))?;
     send_line(&mut conn, "stdio")?;
-    let fds = recv_fds(&conn, 3)?;
-    let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
-        .try_into()
-        .map_err(|_| Error::Usage("expected 3 fds".into()))?;
-    let tty = nix::unistd::isatty(&stdin).unwrap_or(false);
-    cmd.stdin(Stdio::from(stdin))
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
+    let tty = match read_line(&conn)?.as_deref() {
+        Some("console") => {
+            let [console]: [OwnedFd; 1] = recv_fds(&conn, 1)?
+                .try_into()
+                .map_err(|_| Error::Usage("expected the console socket".into()))?;
+            super::terminal::attach(&UnixStream::from(console))?;
+            true
+        }
+        Some("stdio") => {
+            let [stdin, stdout, stderr]: [OwnedFd; 3] = recv_fds(&conn, 3)?
+                .try_into()
+                .map_err(|_| Error::Usage("expected 3 fds".into()))?;
+            let tty = nix::unistd::isatty(&stdin).unwrap_or(false);
+            cmd.stdin(Stdio::from(stdin))
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(stderr));
+            tty
+        }
+        other => return Err(Error::Usage(format!("unexpected stdio message {other:?}"))),
+    };
     // SAFETY: only async-signal-safe calls; registered before the identity change,
     // and neither needs privilege on a terminal that is no session's.
     unsafe {

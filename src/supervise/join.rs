@@ -105,6 +105,42 @@ pub fn cgroups(pid: i32) -> Result<()> {
     Ok(())
 }
 
+/// The directory of `pid`'s cgroup that holds `controller`'s files: in its v1
+/// hierarchy (`true`), else in the unified one if enabled there (`false`).
+pub fn cgroup_dir(pid: i32, controller: &str) -> Result<Option<(PathBuf, bool)>> {
+    let path = format!("/proc/{pid}/cgroup");
+    let theirs = fs::read_to_string(&path).context(|| format!("read {path}"))?;
+    let mounts = cgroup_mounts()?;
+    let mut unified = None;
+    for line in theirs.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(cgroup)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let key = hierarchy_key(controllers.split(','));
+        let Some(mount) = mounts.iter().find(|m| m.key == key) else {
+            continue;
+        };
+        let Some(rel) = cgroup.strip_prefix(mount.root.as_str()) else {
+            continue;
+        };
+        let dir = mount.point.join(rel.trim_start_matches('/'));
+        if key.iter().any(|c| c == controller) {
+            return Ok(Some((dir, true)));
+        }
+        if key.is_empty() {
+            unified = Some(dir);
+        }
+    }
+    Ok(unified
+        .filter(|dir| {
+            fs::read_to_string(dir.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
+        })
+        .map(|dir| (dir, false)))
+}
+
 struct CgroupMount {
     /// Sorted controllers (and `name=`) of a v1 hierarchy; empty for cgroup2.
     key: Vec<String>,

@@ -27,6 +27,8 @@ pub mod join;
 pub mod protocol;
 pub mod ps;
 pub mod seccomp;
+pub mod terminal;
+pub mod update;
 
 /// Where the runtime directory appears inside the container.
 pub const MOUNT_POINT: &str = "/.nexcage";

@@ -224,10 +224,9 @@ impl Backend for Lxc {
 
     fn check(&self, inv: &Invocation) -> Result<()> {
         match inv.command {
-            cli::Command::Events(_)
-            | cli::Command::Update(_)
-            | cli::Command::Checkpoint(_)
-            | cli::Command::Restore(_) => Err(self.unsupported(inv.command.name())),
+            cli::Command::Events(_) | cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
+                Err(self.unsupported(inv.command.name()))
+            }
             _ => Ok(()),
         }
     }
@@ -260,7 +259,7 @@ impl Backend for Lxc {
         start.push(self.lxcpath.clone().into_os_string());
         start.extend(["-d", "-l", "ERROR", "-o"].map(OsString::from));
         start.push(dir.join(host::START_LOG).into_os_string());
-        let tty = host::create_terminal(&bundle, create, run, &self.name)?;
+        let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let dir = self.sup.prepare(record, &bundle, &t.setup, t.mapped_root)?;
         fs::write(dir.join(MOUNT_POINT_NOTE), &t.mount_point).context(|| "note mount point")?;
         fs::write(dir.join(CGROUP_NOTE), &t.cgroup).context(|| "note cgroup")?;
@@ -268,7 +267,7 @@ impl Backend for Lxc {
         let launch = host::Launch {
             start_cmd: start,
             root_uid: t.root_uid,
-            tty,
+            console,
         };
         let Some(code) = self.sup.launch(&record.id, launch, create, run)? else {
             return Ok(0);
@@ -340,6 +339,9 @@ impl Backend for Lxc {
                 self.sup.exec(a, id, &mount_point, attach)
             }
             cli::Command::Ps(a) => self.sup.ps(a, id, false),
+            cli::Command::Update(a) => self
+                .sup
+                .update(id, &crate::supervise::update::Limits::from_args(a)?),
             cli::Command::Pause(_) => self.pause(id, true),
             cli::Command::Resume(_) => self.pause(id, false),
             other => Err(self.unsupported(other.name())),

@@ -233,6 +233,39 @@ impl Pct {
     }
 }
 
+impl Pct {
+    /// `update`: what maps to the Proxmox config goes there too (`pct set`, which
+    /// also applies it to the running CT, in MiB rounded up), so the UI shows it; the
+    /// exact figures go to the container's own cgroup.
+    fn update(&self, id: &str, a: &cli::UpdateArgs) -> Result<Exit> {
+        let limits = crate::supervise::update::Limits::from_args(a)?;
+        let vmid = self
+            .vmid(id)
+            .ok_or_else(|| Error::Usage("container not running".into()))?;
+        let mib = |bytes: i64| ((bytes + (1 << 20) - 1) >> 20).to_string();
+        let mut opts: Vec<String> = Vec::new();
+        if let Some(m) = limits.memory.filter(|m| *m > 0) {
+            opts.extend(["--memory".into(), mib(m)]);
+            if let Some(s) = limits.memory_swap.filter(|s| *s >= m) {
+                opts.extend(["--swap".into(), mib(s - m)]);
+            }
+        }
+        if let (Some(q), Some(p)) = (limits.cpu_quota, limits.cpu_period.or(Some(100_000))) {
+            let cores = if q > 0 { q as f64 / p as f64 } else { 0.0 };
+            opts.extend(["--cpulimit".into(), format!("{cores:.2}")]);
+        }
+        if !opts.is_empty() {
+            let mut args = vec!["set", vmid.as_str()];
+            args.extend(opts.iter().map(String::as_str));
+            let out = self.pct(&args)?;
+            if !out.status.success() {
+                return Err(self.failed("pct set", &out));
+            }
+        }
+        self.sup.update(id, &limits)
+    }
+}
+
 impl Backend for Pct {
     fn name(&self) -> &str {
         &self.name
@@ -243,7 +276,6 @@ impl Backend for Pct {
             cli::Command::Pause(_)
             | cli::Command::Resume(_)
             | cli::Command::Events(_)
-            | cli::Command::Update(_)
             | cli::Command::Checkpoint(_)
             | cli::Command::Restore(_) => Err(self.unsupported(inv.command.name())),
             _ => Ok(()),
@@ -254,7 +286,7 @@ impl Backend for Pct {
         let (create, run) =
             host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
         let bundle = Bundle::load(&record.bundle)?;
-        let tty = host::create_terminal(&bundle, create, run, &self.name)?;
+        let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let settings = translate::settings(&bundle.spec, &self.cfg)?;
         let dir = self
             .sup
@@ -271,7 +303,7 @@ impl Backend for Pct {
             ],
             // pct maps an unprivileged container's root to 100000 (PVE's default map).
             root_uid: if self.cfg.unprivileged { 100_000 } else { 0 },
-            tty,
+            console,
         };
         let Some(code) = self.sup.launch(&record.id, launch, create, run)? else {
             return Ok(0);
@@ -324,6 +356,7 @@ impl Backend for Pct {
                 attach.args(["exec", &vmid, "--keep-env", "0", "--"]);
                 self.sup.exec(a, &record.id, MOUNT_POINT, attach)
             }
+            cli::Command::Update(a) => self.update(&record.id, a),
             // Proxmox puts init in `lxc/<vmid>/ns`, a child of the container's cgroup.
             cli::Command::Ps(a) => self.sup.ps(a, &record.id, true),
             other => Err(self.unsupported(other.name())),
