@@ -260,10 +260,28 @@ fn lifecycle_through_nexcage() {
 
     let err = env.fails(&["delete", &id]);
     assert!(err.contains("is not stopped"), "{err}");
-    let err = env.fails(&["pause", &id]);
-    assert!(
-        err.contains("pause is not supported by backend \"pve\""),
-        "{err}"
+    // pause/resume: the container's cgroup freezer (pct suspend would be CRIU's).
+    env.ok(&["pause", &id]);
+    assert_eq!(env.status(&id), "paused");
+    let err = env.fails(&["delete", &id]);
+    assert!(err.contains("is not stopped: paused"), "{err}");
+    env.ok(&["resume", &id]);
+    assert_eq!(env.status(&id), "running");
+    let err = env.fails(&["resume", &id]);
+    assert!(err.contains("container not paused"), "{err}");
+    // update: the Proxmox config (MiB) and the container's own cgroup (exact).
+    env.ok(&["update", "--memory", "200m", &id]);
+    let config = pve.pct(&["config", &vmid]).stdout;
+    assert!(config.lines().any(|l| l == "memory: 200"), "{config}");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .unwrap();
+    let limit = format!("/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes");
+    assert_eq!(
+        std::fs::read_to_string(limit).unwrap(),
+        format!("{}\n", 200 << 20)
     );
     // --tty without a console socket: the caller's own stdio is the terminal.
     let out = env.run(&["exec", "--tty", &id, "sh", "-c", "exit 6"]);

@@ -40,6 +40,22 @@ pub struct Setup {
     pub readonly_root: bool,
 }
 
+impl Setup {
+    /// What the spec asks of init.
+    pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Setup {
+        let linux = spec.linux().clone().unwrap_or_default();
+        Setup {
+            masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+            readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+            readonly_root: spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
+        }
+    }
+}
+
 /// How long init may take to call in after the start command returned.
 const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long the holder may take to join the container.
@@ -57,6 +73,10 @@ pub struct Launch {
     /// The engine's console socket, connected, for a container with a terminal
     /// (see [`create_terminal`]).
     pub console: Option<UnixStream>,
+    /// Limits for the container's own cgroup, for a manager that puts its limits on
+    /// a parent (Proxmox: `lxc/<vmid>`, in MiB; init in `lxc/<vmid>/ns`), so that the
+    /// container sees the spec's exact figures.
+    pub limits: Option<super::update::Limits>,
 }
 
 /// Runtime directories, one per container, under `base`; each is bind-mounted
@@ -187,7 +207,7 @@ impl Supervisor {
         )?;
         let holder = child.id() as i32;
         let placed = write_pid_note(&dir.join(HOLDER_PID), holder)
-            .and_then(|()| self.place(&dir, holder, ready, create));
+            .and_then(|()| self.place(&dir, holder, ready, create, launch.limits.as_ref()));
         if let Err(e) = placed {
             // Reaped here: a zombie in the container's pid namespace would keep the
             // namespace, and so the container, from ever ending.
@@ -210,7 +230,14 @@ impl Supervisor {
 
     /// Once the holder runs: its word that it is in the container, the create hooks,
     /// the pid file.
-    fn place(&self, dir: &Path, holder: i32, ready: fs::File, create: &CreateArgs) -> Result<()> {
+    fn place(
+        &self,
+        dir: &Path,
+        holder: i32,
+        ready: fs::File,
+        create: &CreateArgs,
+        limits: Option<&super::update::Limits>,
+    ) -> Result<()> {
         wait_ready(ready).map_err(|reason| {
             // What runc says of a workload it cannot exec is the create's error.
             if reason.starts_with("exec: ") || reason.starts_with("chdir to cwd") {
@@ -219,6 +246,9 @@ impl Supervisor {
                 self.failed(reason)
             }
         })?;
+        if let Some(limits) = limits {
+            limits.apply(holder)?;
+        }
         if let Some(hooks) = Hooks::load(dir)? {
             hooks.run(Kind::Prestart, "creating", holder, None)?;
             hooks.run(Kind::CreateRuntime, "creating", holder, None)?;
@@ -429,6 +459,26 @@ impl Supervisor {
             .ok_or_else(|| Error::Usage("container not running".into()))?;
         limits.apply(pid)?;
         Ok(0)
+    }
+
+    /// `pause`/`resume` with the cgroup freezer of the container's cgroup, as runc
+    /// does (for managers without a freeze command of their own).
+    pub fn freeze(&self, id: &str, frozen: bool) -> Result<Exit> {
+        let not_running = || Error::Usage("container not running".into());
+        if !self.running(id) {
+            return Err(not_running());
+        }
+        let pid = self.holder(id).ok_or_else(not_running)?;
+        if !frozen && !super::freeze::is_frozen(pid) {
+            return Err(Error::Usage("container not paused".into()));
+        }
+        super::freeze::set(pid, frozen)?;
+        Ok(0)
+    }
+
+    /// Whether the container's cgroup is frozen.
+    pub fn paused(&self, id: &str) -> bool {
+        self.holder(id).is_some_and(super::freeze::is_frozen)
     }
 
     pub fn running(&self, id: &str) -> bool {

@@ -18,6 +18,7 @@
 
 pub mod confine;
 pub mod exec;
+pub mod freeze;
 pub mod holder;
 pub mod hooks;
 pub mod host;

@@ -96,7 +96,7 @@ impl Limits {
         Ok(l)
     }
 
-    fn from_resources(r: &LinuxResources) -> Result<Limits> {
+    pub fn from_resources(r: &LinuxResources) -> Result<Limits> {
         let refuse = |what: &str| {
             Err(Error::Usage(format!(
                 "update of linux.resources.{what} is not supported by this backend"

@@ -268,6 +268,7 @@ impl Backend for Lxc {
             start_cmd: start,
             root_uid: t.root_uid,
             console,
+            limits: None,
         };
         let Some(code) = self.sup.launch(&record.id, launch, create, run)? else {
             return Ok(0);

@@ -128,15 +128,7 @@ pub fn translate(
 
     // seccomp is not LXC's: the holder loads the spec's filter right before it execs
     // the workload, after everything that needs the syscalls a profile may deny.
-    let setup = Setup {
-        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
-        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
-        readonly_root: spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false),
-    };
+    let setup = Setup::from_spec(spec);
     Ok(Translation {
         config: c.text,
         setup,

@@ -273,11 +273,9 @@ impl Backend for Pct {
 
     fn check(&self, inv: &Invocation) -> Result<()> {
         match inv.command {
-            cli::Command::Pause(_)
-            | cli::Command::Resume(_)
-            | cli::Command::Events(_)
-            | cli::Command::Checkpoint(_)
-            | cli::Command::Restore(_) => Err(self.unsupported(inv.command.name())),
+            cli::Command::Events(_) | cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
+                Err(self.unsupported(inv.command.name()))
+            }
             _ => Ok(()),
         }
     }
@@ -288,9 +286,23 @@ impl Backend for Pct {
         let bundle = Bundle::load(&record.bundle)?;
         let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let settings = translate::settings(&bundle.spec, &self.cfg)?;
-        let dir = self
-            .sup
-            .prepare(record, &bundle, &Setup::default(), self.cfg.unprivileged)?;
+        // Proxmox applies its limits (in MiB) to lxc/<vmid>; the exact ones go to the
+        // container's own cgroup, where it sees them.
+        let limits = match bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+        {
+            Some(r) => Some(crate::supervise::update::Limits::from_resources(r)?),
+            None => None,
+        };
+        let dir = self.sup.prepare(
+            record,
+            &bundle,
+            &Setup::from_spec(&bundle.spec),
+            self.cfg.unprivileged,
+        )?;
         let template = template::ensure(&self.cfg, &record.rootfs)?;
         let options =
             translate::create_options(&bundle.spec, &self.cfg, &settings, &record.id, &dir)?;
@@ -304,6 +316,7 @@ impl Backend for Pct {
             // pct maps an unprivileged container's root to 100000 (PVE's default map).
             root_uid: if self.cfg.unprivileged { 100_000 } else { 0 },
             console,
+            limits,
         };
         let Some(code) = self.sup.launch(&record.id, launch, create, run)? else {
             return Ok(0);
@@ -325,7 +338,13 @@ impl Backend for Pct {
     fn observe(&self, _inv: &Invocation, records: &[&Record]) -> Result<HashMap<String, Observed>> {
         Ok(records
             .iter()
-            .filter_map(|r| Some((r.id.clone(), self.sup.observe(&r.id)?)))
+            .filter_map(|r| {
+                let mut seen = self.sup.observe(&r.id)?;
+                if seen.status == super::Status::Running && self.sup.paused(&r.id) {
+                    seen.status = super::Status::Paused;
+                }
+                Some((r.id.clone(), seen))
+            })
             .collect())
     }
 
@@ -357,6 +376,9 @@ impl Backend for Pct {
                 self.sup.exec(a, &record.id, MOUNT_POINT, attach)
             }
             cli::Command::Update(a) => self.update(&record.id, a),
+            // `pct suspend` is CRIU's checkpoint; a pause is the cgroup freezer's.
+            cli::Command::Pause(_) => self.sup.freeze(&record.id, true),
+            cli::Command::Resume(_) => self.sup.freeze(&record.id, false),
             // Proxmox puts init in `lxc/<vmid>/ns`, a child of the container's cgroup.
             cli::Command::Ps(a) => self.sup.ps(a, &record.id, true),
             other => Err(self.unsupported(other.name())),
