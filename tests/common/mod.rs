@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod pve;
+
 use oci_spec::runtime::{RootBuilder, Spec};
 use tempfile::TempDir;
 
