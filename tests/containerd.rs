@@ -172,15 +172,66 @@ async fn cri_client(sock: &str) -> Result<cri::RuntimeServiceClient<cri::Channel
 /// `nexcage` runtime handler; the container's exit code and log come back through CRI.
 #[test]
 fn cri_runtime_handler() {
+    cri_pod("nexcage", None, "crun");
+}
+
+/// The same pod through a runtime handler (a RuntimeClass's) whose BinaryName runs
+/// nexcage with a config routing to the lxc backend: CRI's 64-hex ids under
+/// containerd's default runtime root.
+#[test]
+fn cri_runtime_handler_on_lxc() {
+    cri_pod(
+        "nexcage-lxc",
+        Some(r#"{"default":"lxc","backends":{"lxc":{"type":"lxc"}}}"#.into()),
+        "lxc",
+    );
+}
+
+/// And to the Proxmox backend (the stand-in).
+#[test]
+fn cri_runtime_handler_on_pct() {
+    let pve = common::pve::Pve::configured("", "pve");
+    let config = std::fs::read_to_string(pve.env.config.as_ref().unwrap()).unwrap();
+    cri_pod("nexcage-pct", Some(config), "pve");
+    assert_eq!(pve.pct(&["list"]).stdout, "", "pct list");
+}
+
+/// Runs a pod through `handler`; with `routing`, the handler is added to the CRI
+/// config with a BinaryName that runs nexcage with that config.
+fn cri_pod(handler: &str, routing: Option<String>, backend: &str) {
     let root = "/run/containerd/runc/k8s.io";
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("config-cri.toml");
     let template = std::fs::read_to_string(repo().join("hack/containerd/config-cri.toml")).unwrap();
-    let text = template.replace(
+    let mut text = template.replace(
         "BinaryName = \"/usr/local/bin/nexcage\"",
         &format!("BinaryName = \"{}\"", nexcage()),
     );
     assert_ne!(text, template, "BinaryName not found in config-cri.toml");
+    if let Some(routing) = routing {
+        let routing_path = config_dir.path().join("nexcage.json");
+        std::fs::write(&routing_path, routing).unwrap();
+        let wrapper = config_dir.path().join(handler);
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec '{}' --config '{}' \"$@\"\n",
+                nexcage(),
+                routing_path.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let table = format!("plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{handler}");
+        text.push_str(&format!(
+            "\n[{table}]\n  runtime_type = \"io.containerd.runc.v2\"\n[{table}.options]\n  BinaryName = \"{}\"\n",
+            wrapper.display()
+        ));
+    }
     std::fs::write(&config, text).unwrap();
     let containerd = Containerd::start(Some(&config));
     containerd.import("k8s.io");
@@ -217,7 +268,7 @@ fn cri_runtime_handler() {
         let pod = rt
             .run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(sandbox.clone()),
-                runtime_handler: "nexcage".into(),
+                runtime_handler: handler.into(),
             })
             .await?
             .into_inner()
@@ -273,8 +324,9 @@ fn cri_runtime_handler() {
         assert!(log.contains("cri-ok"), "{log:?}");
         // The sandbox runs through nexcage; the exited container's task was already
         // deleted by CRI, and nexcage with it.
+        assert_eq!(pod.len(), 64, "{pod}");
         assert_eq!(nexcage_state(root, &pod)["status"], "running");
-        assert_eq!(recorded_backend(root, &pod), "crun");
+        assert_eq!(recorded_backend(root, &pod), backend);
         assert_forgotten(root, &id);
 
         rt.remove_container(RemoveContainerRequest {
