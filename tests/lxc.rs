@@ -1262,3 +1262,116 @@ fn short_workloads_in_parallel() {
     });
     lx.assert_clean();
 }
+
+/// Every hook kind runs once, in order, with the container's state on stdin: the
+/// runtime-namespace ones (prestart, createRuntime, poststart, poststop) on the
+/// host, createContainer and startContainer inside the container (they write where
+/// /hooks is bound; startContainer's path is the container's too); the state's pid
+/// is the container's process.
+#[test]
+fn hooks_of_every_kind() {
+    let lx = Lxc::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let host_out = scratch.path().join("host");
+    let inside_out = scratch.path().join("inside");
+    std::fs::create_dir_all(&host_out).unwrap();
+    std::fs::create_dir_all(&inside_out).unwrap();
+    let hook = scratch.path().join("hook.sh");
+    // $1: where to write, $2: the kind; a line per call also goes to order.log.
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat > \"$1/$2.json\"\necho \"$2\" >> \"$1/order.log\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::copy(&hook, inside_out.join("hook.sh")).unwrap();
+    let entry = |dir: &Path, kind: &str| {
+        json!({"path": hook, "args": ["hook.sh", dir, kind], "timeout": 10})
+    };
+    let (h, i) = (host_out.as_path(), Path::new("/hooks"));
+    let hooks = json!({
+        "prestart": [entry(h, "prestart")],
+        "createRuntime": [entry(h, "createRuntime")],
+        "createContainer": [entry(i, "createContainer")],
+        // Its path is the container's (runtime spec): the copy under /hooks.
+        "startContainer": [{"path": "/hooks/hook.sh", "args": ["hook.sh", "/hooks", "startContainer"]}],
+        "poststart": [entry(h, "poststart")],
+        "poststop": [entry(h, "poststop")],
+    });
+    let bundle = json_bundle(&["sleep", "1000"], |s| {
+        s["hooks"] = hooks.clone();
+        s["annotations"] = json!({"org.test.hooks": "yes"});
+        s["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/hooks", "type": "bind", "source": inside_out,
+            "options": ["rbind", "rw"]}));
+    });
+    let id = lx.id("lxc-hooks");
+    let pid_file = scratch.path().join("pid");
+    // (The container keeps its stdio: a log file, not a pipe to wait on.)
+    let log = scratch.path().join("out");
+    lx.create_logged(&bundle, &id, &["--pid-file", pid_file.to_str().unwrap()], &log);
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let read = |dir: &Path, kind: &str| -> Value {
+        let text = std::fs::read_to_string(dir.join(format!("{kind}.json")))
+            .unwrap_or_else(|e| panic!("{kind} hook did not run: {e}"));
+        serde_json::from_str(&text).unwrap()
+    };
+    for kind in ["prestart", "createRuntime"] {
+        let state = read(h, kind);
+        assert_eq!(state["id"], id.as_str(), "{kind}");
+        assert_eq!(state["status"], "creating", "{kind}");
+        assert_eq!(state["pid"], pid, "{kind}");
+        assert_eq!(state["bundle"], bundle.path(), "{kind}");
+        assert_eq!(state["annotations"]["org.test.hooks"], "yes", "{kind}");
+        assert!(state["ociVersion"].is_string(), "{kind}");
+    }
+    assert_eq!(read(&inside_out, "createContainer")["id"], id.as_str());
+    assert!(!inside_out.join("startContainer.json").exists());
+    lx.env.ok(&["start", &id]);
+    assert_eq!(read(&inside_out, "startContainer")["status"], "created");
+    let poststart = read(h, "poststart");
+    assert_eq!(poststart["status"], "running");
+    assert_eq!(poststart["pid"], pid);
+    assert!(!host_out.join("poststop.json").exists());
+    lx.env.ok(&["kill", &id, "KILL"]);
+    lx.env.wait_status(&id, "stopped");
+    lx.env.ok(&["delete", &id]);
+    assert_eq!(read(h, "poststop")["status"], "stopped");
+    assert_eq!(
+        std::fs::read_to_string(host_out.join("order.log")).unwrap(),
+        "prestart\ncreateRuntime\npoststart\npoststop\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(inside_out.join("order.log")).unwrap(),
+        "createContainer\nstartContainer\n"
+    );
+    lx.assert_clean();
+}
+
+/// A profile that denies mount(2) (as Docker's does without CAP_SYS_ADMIN) is loaded
+/// after the mounts, masks and read-only paths are done: the container starts, the
+/// masks hold, and mount fails inside with the profile's errno.
+#[test]
+fn seccomp_last_after_masks_and_readonly_paths() {
+    let lx = Lxc::new();
+    let script = "cat /proc/kcore 2>/dev/null | wc -c; \
+                  touch /proc/sysrq-trigger 2>/dev/null || echo ro; \
+                  mount -t tmpfs none /mnt 2>/dev/null || echo mount-denied";
+    let bundle = json_bundle(&["sh", "-c", script], |s| {
+        s["linux"]["maskedPaths"] = json!(["/proc/kcore", "/proc/acpi"]);
+        s["linux"]["readonlyPaths"] = json!(["/proc/sysrq-trigger", "/proc/sys"]);
+        s["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mount", "umount2"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 1}]
+        });
+        // root with CAP_SYS_ADMIN: only the filter stands in the way of mount.
+        let caps = json!(["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE"]);
+        for set in ["bounding", "effective", "permitted"] {
+            s["process"]["capabilities"][set] = caps.clone();
+        }
+    });
+    let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-seclast")]);
+    assert_out(&out, 0, "0\nro\nmount-denied\n", "");
+    lx.assert_clean();
+}

@@ -236,7 +236,9 @@ fn run_one(hook: &Hook, kind: Kind, state: &str, namespaces: Option<&Namespaces>
 }
 
 /// The hook's program is opened here, in the runtime's mount namespace; the child
-/// enters the container's namespaces and execs that open file.
+/// enters the container's namespaces and execs that open file. What the program
+/// needs besides itself (a script's interpreter, a dynamic binary's loader) is then
+/// found in the container.
 fn prepare_in_namespaces(
     cmd: &mut Command,
     path: &Path,
@@ -275,6 +277,10 @@ fn prepare_in_namespaces(
                 if libc::setns(nsfd, flag) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            // A `#!` script is run as /dev/fd/N: the fd must survive the exec.
+            if libc::fcntl(exec.program.as_raw_fd(), libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
             libc::syscall(
                 libc::SYS_execveat,

@@ -252,8 +252,11 @@ impl Supervisor {
         if let Some(hooks) = Hooks::load(dir)? {
             hooks.run(Kind::Prestart, "creating", holder, None)?;
             hooks.run(Kind::CreateRuntime, "creating", holder, None)?;
+            // In all the container's namespaces, its pid namespace too (from birth).
             let ns = super::join::Namespaces::of(holder, &[])?;
-            hooks.run(Kind::CreateContainer, "creating", holder, Some(&ns))?;
+            in_pid_namespace_of(holder, || {
+                hooks.run(Kind::CreateContainer, "creating", holder, Some(&ns))
+            })?;
         }
         if let Some(pid_file) = &create.pid_file {
             write_pid_file(pid_file, holder)?;
