@@ -1285,9 +1285,7 @@ fn hooks_of_every_kind() {
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::copy(&hook, inside_out.join("hook.sh")).unwrap();
-    let entry = |dir: &Path, kind: &str| {
-        json!({"path": hook, "args": ["hook.sh", dir, kind], "timeout": 10})
-    };
+    let entry = |dir: &Path, kind: &str| json!({"path": hook, "args": ["hook.sh", dir, kind], "timeout": 10});
     let (h, i) = (host_out.as_path(), Path::new("/hooks"));
     let hooks = json!({
         "prestart": [entry(h, "prestart")],
@@ -1309,7 +1307,12 @@ fn hooks_of_every_kind() {
     let pid_file = scratch.path().join("pid");
     // (The container keeps its stdio: a log file, not a pipe to wait on.)
     let log = scratch.path().join("out");
-    lx.create_logged(&bundle, &id, &["--pid-file", pid_file.to_str().unwrap()], &log);
+    lx.create_logged(
+        &bundle,
+        &id,
+        &["--pid-file", pid_file.to_str().unwrap()],
+        &log,
+    );
     let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let read = |dir: &Path, kind: &str| -> Value {
         let text = std::fs::read_to_string(dir.join(format!("{kind}.json")))
@@ -1373,5 +1376,119 @@ fn seccomp_last_after_masks_and_readonly_paths() {
     });
     let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-seclast")]);
     assert_out(&out, 0, "0\nro\nmount-denied\n", "");
+    lx.assert_clean();
+}
+
+/// The engines' default seccomp profiles, as they send them (podman's from a
+/// container it created; Docker 20.10's as dockerd sent it, hack/docker/
+/// example-config.json), give every syscall the same result under nexcage's filter as
+/// under runc's and crun's, with the same capabilities (tests/probe/syscalls.c calls
+/// each one).
+#[test]
+fn default_profiles_give_crun_results() {
+    let lx = Lxc::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let probe = scratch.path().join("probe");
+    let built = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&probe)
+        .arg(common::repo().join("tests/probe/syscalls.c"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let docker: Value = serde_json::from_slice(
+        &std::fs::read(common::repo().join("hack/docker/example-config.json")).unwrap(),
+    )
+    .unwrap();
+    let podman = {
+        let id = common::ok({
+            let mut c = Command::new("podman");
+            c.args([
+                "create",
+                "--runtime",
+                "crun",
+                "localhost/nexcage-busybox:latest",
+                "true",
+            ]);
+            c
+        });
+        let id = id.trim().to_string();
+        common::ok({
+            let mut c = Command::new("podman");
+            c.args(["init", &id]);
+            c
+        });
+        let path = common::ok({
+            let mut c = Command::new("podman");
+            c.args(["inspect", "--format", "{{.OCIConfigPath}}", &id]);
+            c
+        });
+        let spec: Value = serde_json::from_slice(&std::fs::read(path.trim()).unwrap()).unwrap();
+        let _ = Command::new("podman").args(["rm", "-f", &id]).output();
+        spec
+    };
+    for (engine, spec) in [("podman", &podman), ("docker", &docker)] {
+        let seccomp = spec["linux"]["seccomp"].clone();
+        assert!(seccomp["syscalls"].is_array(), "{engine}: no profile");
+        let caps = spec["process"]["capabilities"].clone();
+        let bundle = json_bundle(&["/probe"], |s| {
+            s["linux"]["seccomp"] = seccomp;
+            s["process"]["capabilities"] = caps;
+            s["process"]["noNewPrivileges"] = json!(true);
+            s["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": "/probe", "type": "bind", "source": probe,
+                "options": ["rbind", "ro"]}));
+        });
+        let crun_root = tempfile::tempdir().unwrap();
+        let crun = run_cmd(
+            {
+                let mut c = Command::new(common::CRUN);
+                c.arg("--root").arg(crun_root.path()).args([
+                    "run",
+                    "--bundle",
+                    bundle.path(),
+                    &unique("probe-crun"),
+                ]);
+                c
+            },
+            None,
+        );
+        assert_eq!(crun.code, Some(0), "{engine} crun: {}", crun.stderr);
+        let runc = run_cmd(
+            {
+                let mut c = Command::new(common::RUNC);
+                c.arg("--root").arg(crun_root.path()).args([
+                    "run",
+                    "--bundle",
+                    bundle.path(),
+                    &unique("probe-runc"),
+                ]);
+                c
+            },
+            None,
+        );
+        assert_eq!(runc.code, Some(0), "{engine} runc: {}", runc.stderr);
+        let ours = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-probe")]);
+        assert_eq!(ours.code, Some(0), "{engine} nexcage: {}", ours.stderr);
+        assert!(crun.stdout.lines().count() > 300, "{}", crun.stdout);
+        // runc's filter exactly (its -ENOSYS stub included); crun's but where that
+        // stub answers ENOSYS for a syscall newer than the profile knows (crun 1.8
+        // gives those the default action).
+        assert_eq!(ours.stdout, runc.stdout, "{engine}: nexcage vs runc");
+        let differ: Vec<String> = crun
+            .stdout
+            .lines()
+            .zip(ours.stdout.lines())
+            .filter(|(a, b)| a != b && !b.ends_with(" 38"))
+            .map(|(a, b)| format!("crun {a} / nexcage {b}"))
+            .collect();
+        assert!(differ.is_empty(), "{engine}: {differ:#?}");
+        assert_eq!(crun.stdout.lines().count(), ours.stdout.lines().count());
+    }
     lx.assert_clean();
 }
