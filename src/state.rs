@@ -121,6 +121,9 @@ impl Root {
             .mode(0o711)
             .create(&self.path)
             .context(|| format!("create {}", self.path.display()))?;
+        // Likewise `backends/`, whichever backend's create comes first: crun and runc
+        // would make it 0700 as their own root's parent.
+        searchable(&self.path.join("backends"))?;
         mkdir_private(&containers)?;
         let temp = containers.join(temp_name("new"));
         fs::DirBuilder::new()
@@ -281,6 +284,23 @@ fn write_record(path: &Path, record: &Record) -> Result<File> {
     f.write_all(&body)
         .context(|| format!("write {}", path.display()))?;
     Ok(f)
+}
+
+/// A directory others may pass through (0711), made so or corrected.
+fn searchable(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::DirBuilder::new().mode(0o711).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::io(format!("create {}", dir.display()), e));
+        }
+        _ => {}
+    }
+    let meta = fs::symlink_metadata(dir).context(|| format!("stat {}", dir.display()))?;
+    if meta.is_dir() && meta.permissions().mode() & 0o7777 != 0o711 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
+            .context(|| format!("chmod {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn mkdir_private(dir: &Path) -> Result<()> {

@@ -1052,6 +1052,12 @@ fn bad_input_is_refused() {
                 .unwrap()
                 .retain(|n| n["type"] != "mount");
         }),
+        ("/proc/self/ns/uts is not a network namespace", |s| {
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "network", "path": "/proc/self/ns/uts"}));
+        }),
         ("linux.cgroupsPath \"system.slice:nx:abc\"", |s| {
             s["linux"]["cgroupsPath"] = json!("system.slice:nx:abc");
         }),

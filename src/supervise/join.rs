@@ -73,6 +73,25 @@ impl Namespaces {
     }
 }
 
+/// Whether `path` is a namespace of the kind `flag` names (ioctl NS_GET_NSTYPE).
+pub fn is_namespace_of(path: &std::path::Path, flag: CloneFlags) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    let file = File::open(path)?;
+    // SAFETY: an ioctl without arguments on a file we hold.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind < 0 {
+        let e = std::io::Error::last_os_error();
+        // Not a namespace file at all.
+        return if e.raw_os_error() == Some(libc::ENOTTY) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(kind == flag.bits())
+}
+
 /// Moves us into every cgroup `pid` is in, in every hierarchy mounted here.
 pub fn cgroups(pid: i32) -> Result<()> {
     let path = format!("/proc/{pid}/cgroup");

@@ -250,6 +250,11 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
     let linux = spec.linux().clone().unwrap_or_default();
     let wanted = linux.namespaces().clone().unwrap_or_default();
     let find = |t: LinuxNamespaceType| wanted.iter().find(|n| n.typ() == t);
+    for ns in &wanted {
+        if let Some(path) = ns.path() {
+            check_namespace_path(ns.typ(), path)?;
+        }
+    }
     if find(LinuxNamespaceType::Mount).is_none_or(|n| n.path().is_some()) {
         return Err("a container without a new mount namespace".into());
     }
@@ -319,6 +324,32 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
         c.set("lxc.namespace.keep", keep.join(" "));
     }
     Ok(userns)
+}
+
+/// A namespace to join must be one, of the kind the spec says (runc checks too).
+fn check_namespace_path(typ: LinuxNamespaceType, path: &Path) -> Result<(), Refusal> {
+    use nix::sched::CloneFlags;
+    let (flag, name) = match typ {
+        LinuxNamespaceType::Network => (CloneFlags::CLONE_NEWNET, "network"),
+        LinuxNamespaceType::Pid => (CloneFlags::CLONE_NEWPID, "pid"),
+        LinuxNamespaceType::Ipc => (CloneFlags::CLONE_NEWIPC, "ipc"),
+        LinuxNamespaceType::Uts => (CloneFlags::CLONE_NEWUTS, "uts"),
+        LinuxNamespaceType::Cgroup => (CloneFlags::CLONE_NEWCGROUP, "cgroup"),
+        LinuxNamespaceType::User => (CloneFlags::CLONE_NEWUSER, "user"),
+        LinuxNamespaceType::Mount => (CloneFlags::CLONE_NEWNS, "mount"),
+        LinuxNamespaceType::Time => (CloneFlags::from_bits_retain(libc::CLONE_NEWTIME), "time"),
+    };
+    match crate::supervise::join::is_namespace_of(path, flag) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "linux.namespaces: {} is not a {name} namespace",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "linux.namespaces: {name} namespace {}: {e}",
+            path.display()
+        )),
+    }
 }
 
 /// runc's cgroupfs paths: absolute from each hierarchy's root; none: nexcage/<id>.
@@ -551,7 +582,7 @@ mod tests {
             "hostname": "web",
             "linux": {
                 "namespaces": [{"type": "mount"}, {"type": "uts"},
-                               {"type": "network", "path": "/run/netns/cni-1"}],
+                               {"type": "network", "path": "/proc/self/ns/net"}],
                 "cgroupsPath": "/libpod_parent/libpod-abc",
                 "resources": {"pids": {"limit": 50}},
                 "sysctl": {"net.ipv4.ip_forward": "1"}
@@ -560,7 +591,7 @@ mod tests {
         let t = translate_spec(&s, &LxcConfig::default()).unwrap();
         for line in [
             "lxc.uts.name = web",
-            "lxc.namespace.share.net = /run/netns/cni-1",
+            "lxc.namespace.share.net = /proc/self/ns/net",
             "lxc.namespace.keep = pid ipc user",
             "lxc.cgroup.dir.container = libpod_parent/libpod-abc",
             "lxc.sysctl.net.ipv4.ip_forward = 1",
@@ -602,6 +633,11 @@ mod tests {
             (
                 serde_json::json!({"hostname": "x\nlxc.include = /etc/evil"}),
                 "line break",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": [{"type": "mount"},
+                    {"type": "network", "path": "/proc/self/ns/uts"}]}}),
+                "is not a network namespace",
             ),
         ];
         for (patch, word) in cases {
