@@ -433,6 +433,14 @@ fn lifecycle() {
     assert_eq!(cmdline(holder).first().map(String::as_str), Some("sh"));
     assert!(lx.ps(&id).contains(&holder), "the workload is not in ps");
 
+    // nexcage's binary is the host's, read-only inside, also through init's
+    // /proc/PID/exe (CVE-2019-5736's way in).
+    let out = lx.run(&[
+        "exec", &id, "sh", "-c",
+        "echo x >> /dev/.nexcage/nexcage || echo ro; echo x >> /proc/1/exe || echo ro",
+    ]);
+    assert_eq!(out.stdout, "ro\nro\n", "{}", out.stderr);
+
     // Foreground exec: separate stdout and stderr, exact exit status.
     let out = lx.run(&["exec", &id, "sh", "-c", "echo out; echo err >&2; exit 5"]);
     assert_out(&out, 5, "out\n", "err\n");

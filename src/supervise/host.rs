@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::hooks::{Hooks, Kind};
 use super::protocol::SocketDir;
-use super::{BINARY, HOLDER_PID, INIT_PID, PROCESS, SECCOMP_BPF, SETUP, SOCKET, STARTED};
+use super::{
+    BINARY, HOLDER_PID, INIT_PID, MANAGER_PID, PROCESS, SECCOMP_BPF, SETUP, SOCKET, STARTED,
+};
 use crate::backend::{Exit, Observed, Status};
 use crate::bundle::Bundle;
 use crate::cli::{Command, CreateArgs, ExecArgs, RunArgs};
@@ -86,6 +88,26 @@ pub struct Supervisor {
     pub base: PathBuf,
 }
 
+/// How nexcage's binary gets into the container (as `<mount point>/nexcage`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Binary {
+    /// A copy in the runtime directory (for managers that mount only directories).
+    Copy,
+    /// The host's binary, which the backend bind-mounts read-only onto an empty
+    /// placeholder in the runtime directory: nothing is copied.
+    Bind(PathBuf),
+}
+
+impl Binary {
+    /// Bind where the running binary can be named, else copy.
+    pub fn bind_if_possible() -> Binary {
+        match fs::read_link("/proc/self/exe") {
+            Ok(path) if path.is_file() => Binary::Bind(path),
+            _ => Binary::Copy,
+        }
+    }
+}
+
 impl Supervisor {
     pub fn dir(&self, id: &str) -> PathBuf {
         self.base.join(id)
@@ -101,6 +123,7 @@ impl Supervisor {
         bundle: &Bundle,
         setup: &Setup,
         mapped_root: bool,
+        binary: &Binary,
     ) -> Result<PathBuf> {
         let process = bundle
             .spec
@@ -143,8 +166,13 @@ impl Supervisor {
             .mode(0o711)
             .create(&dir)
             .context(|| format!("create {}", dir.display()))?;
-        let exe = fs::read_link("/proc/self/exe").context(|| "find own binary")?;
-        fs::copy(&exe, dir.join(BINARY)).context(|| "copy nexcage into the runtime dir")?;
+        match binary {
+            Binary::Copy => {
+                let exe = fs::read_link("/proc/self/exe").context(|| "find own binary")?;
+                fs::copy(&exe, dir.join(BINARY)).context(|| "copy nexcage into the runtime dir")?;
+            }
+            Binary::Bind(_) => write_new(&dir.join(BINARY), b"", 0o555)?,
+        }
         // The environment may hold secrets: only the host's root reads the process.
         let body = serde_json::to_vec(process).map_err(|e| Error::Usage(e.to_string()))?;
         write_new(&dir.join(PROCESS), &body, 0o600)?;
@@ -197,6 +225,9 @@ impl Supervisor {
                 .context(|| "peer credentials of init")?
                 .pid();
         write_pid_note(&dir.join(INIT_PID), init_pid)?;
+        if let Some(manager) = parent_of(init_pid) {
+            write_pid_note(&dir.join(MANAGER_PID), manager)?;
+        }
         let base = 3 + create.preserve_fds.unwrap_or(0) as i32 + listen_fds();
         let (mut child, ready) = self.spawn_holder(
             &dir,
@@ -318,7 +349,14 @@ impl Supervisor {
     ) -> Result<(std::process::Child, fs::File)> {
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
-        let mut cmd = std::process::Command::new(dir.join(BINARY));
+        // A placeholder (the host's binary is bound on it inside): run our own.
+        let copied = fs::metadata(dir.join(BINARY)).is_ok_and(|m| m.len() > 0);
+        let program = if copied {
+            dir.join(BINARY)
+        } else {
+            PathBuf::from("/proc/self/exe")
+        };
+        let mut cmd = std::process::Command::new(program);
         cmd.arg("holder")
             .arg("--dir")
             .arg(dir)
@@ -372,6 +410,20 @@ impl Supervisor {
     /// credentials), if it still runs.
     pub fn init_pid(&self, id: &str) -> Option<i32> {
         read_pid_note(&self.dir(id).join(INIT_PID))
+    }
+
+    /// The process that started init (LXC's monitor), if it still runs.
+    pub fn manager_pid(&self, id: &str) -> Option<i32> {
+        read_pid_note(&self.dir(id).join(MANAGER_PID))
+    }
+
+    /// Whether init and the process that started it are known to have ended (so the
+    /// container is down without asking its manager).
+    pub fn known_down(&self, id: &str) -> bool {
+        let dir = self.dir(id);
+        dir.join(MANAGER_PID).exists()
+            && self.init_pid(id).is_none()
+            && self.manager_pid(id).is_none()
     }
 
     pub fn started(&self, id: &str) -> bool {
@@ -667,6 +719,17 @@ fn read_pid_note(path: &Path) -> Option<i32> {
     let (pid, start) = text.trim().split_once(' ')?;
     let pid: i32 = pid.parse().ok()?;
     (start_time(pid)?.as_str() == start).then_some(pid)
+}
+
+/// Field 4 of /proc/PID/stat.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Field 22 of /proc/PID/stat, to tell a pid from a reused one.

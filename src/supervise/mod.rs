@@ -48,3 +48,5 @@ pub const STARTED: &str = "started";
 pub const HOLDER_PID: &str = "holder.pid";
 /// init's host pid, noted by `create` when init calls in.
 pub const INIT_PID: &str = "init.pid";
+/// The process that started init (LXC's monitor), noted with it.
+pub const MANAGER_PID: &str = "manager.pid";

@@ -156,6 +156,15 @@ impl Lxc {
     fn stop_ct(&self, id: &str) -> Result<()> {
         let deadline = std::time::Instant::now() + STOP_WAIT;
         loop {
+            // init gone: LXC's monitor ends once it has cleaned up; watching for that
+            // is much cheaper than asking lxc-info (which asks the busy monitor).
+            if self.sup.init_pid(id).is_none() && self.sup.manager_pid(id).is_some() {
+                std::thread::sleep(std::time::Duration::from_micros(500));
+                continue;
+            }
+            if self.sup.known_down(id) {
+                return Ok(());
+            }
             let state = self.lxc_state(id)?;
             if state.is_empty() || state == "STOPPED" {
                 return Ok(());
@@ -241,9 +250,14 @@ impl Backend for Lxc {
             path: record.bundle.clone(),
             reason: format!("rootfs {}: {e}", record.rootfs.display()),
         })?;
+        let binary = host::Binary::bind_if_possible();
         let paths = translate::Paths {
             rootfs: &rootfs,
             runtime_dir: &dir,
+            binary: match &binary {
+                host::Binary::Bind(path) => Some(path),
+                host::Binary::Copy => None,
+            },
         };
         // Everything is checked before anything is made.
         let t = translate::translate(&bundle.spec, &self.cfg, &record.id, &paths)
@@ -260,7 +274,9 @@ impl Backend for Lxc {
         start.extend(["-d", "-l", "ERROR", "-o"].map(OsString::from));
         start.push(dir.join(host::START_LOG).into_os_string());
         let console = host::create_terminal(&bundle, create, run, &self.name)?;
-        let dir = self.sup.prepare(record, &bundle, &t.setup, t.mapped_root)?;
+        let dir = self
+            .sup
+            .prepare(record, &bundle, &t.setup, t.mapped_root, &binary)?;
         fs::write(dir.join(MOUNT_POINT_NOTE), &t.mount_point).context(|| "note mount point")?;
         fs::write(dir.join(CGROUP_NOTE), &t.cgroup).context(|| "note cgroup")?;
         self.define(&record.id, &t.config)?;

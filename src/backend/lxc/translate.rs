@@ -32,6 +32,9 @@ pub struct Translation {
 pub struct Paths<'a> {
     pub rootfs: &'a Path,
     pub runtime_dir: &'a Path,
+    /// nexcage's binary on the host, bound read-only over the runtime directory's
+    /// placeholder; None when the runtime directory holds a copy.
+    pub binary: Option<&'a Path>,
 }
 
 /// A field the backend cannot honour; becomes `Error::Unsupported`.
@@ -115,6 +118,17 @@ pub fn translate(
             if idmapped { ",idmap=container" } else { "" }
         ),
     );
+    if let Some(binary) = paths.binary {
+        c.set(
+            "lxc.mount.entry",
+            format!(
+                "{} {}/{BINARY} none ro,bind{} 0 0",
+                fstab(binary)?,
+                mount_point.trim_start_matches('/'),
+                if idmapped { ",idmap=container" } else { "" }
+            ),
+        );
+    }
 
     for (key, val) in linux.sysctl().iter().flatten() {
         if !key
@@ -550,6 +564,7 @@ mod tests {
         let paths = Paths {
             rootfs: Path::new("/srv/rootfs"),
             runtime_dir: Path::new("/run/nexcage/backends/lxc/c1"),
+            binary: Some(Path::new("/usr/bin/nexcage")),
         };
         translate(s, cfg, "c1", &paths)
     }
@@ -563,6 +578,7 @@ mod tests {
             "lxc.autodev = 1",
             "lxc.cgroup.dir.container = nexcage/c1",
             "lxc.mount.entry = /run/nexcage/backends/lxc/c1 dev/.nexcage none ro,bind,create=dir 0 0",
+            "lxc.mount.entry = /usr/bin/nexcage dev/.nexcage/nexcage none ro,bind 0 0",
             // No user namespace in the spec: LXC must not make one.
             "lxc.namespace.keep = user",
         ] {

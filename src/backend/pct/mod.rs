@@ -302,6 +302,8 @@ impl Backend for Pct {
             &bundle,
             &Setup::from_spec(&bundle.spec),
             self.cfg.unprivileged,
+            // Proxmox mount points are directories.
+            &host::Binary::Copy,
         )?;
         let template = template::ensure(&self.cfg, &record.rootfs)?;
         let options =
