@@ -436,7 +436,10 @@ fn lifecycle() {
     // nexcage's binary is the host's, read-only inside, also through init's
     // /proc/PID/exe (CVE-2019-5736's way in).
     let out = lx.run(&[
-        "exec", &id, "sh", "-c",
+        "exec",
+        &id,
+        "sh",
+        "-c",
         "echo x >> /dev/.nexcage/nexcage || echo ro; echo x >> /proc/1/exe || echo ro",
     ]);
     assert_eq!(out.stdout, "ro\nro\n", "{}", out.stderr);
