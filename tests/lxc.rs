@@ -1509,3 +1509,61 @@ fn default_profiles_give_crun_results() {
     }
     lx.assert_clean();
 }
+
+/// `update` (flags, and `--resources -` as the shims send it) changes the container's
+/// cgroups; `events --stats` reports them in runc's format; `kill --all` reaches every
+/// process of the container.
+#[test]
+fn update_events_and_kill_all() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
+    let id = lx.id("lxc-upd");
+    lx.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    lx.env
+        .ok(&["update", "--memory", "50m", "--pids-limit", "20", &id]);
+    let stats = |lx: &Lxc| -> Value {
+        let out = lx.env.ok(&["events", "--stats", &id]);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let event: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(event["type"], "stats");
+        assert_eq!(event["id"], id.as_str());
+        event["data"].clone()
+    };
+    let data = stats(&lx);
+    assert_eq!(data["memory"]["usage"]["limit"], 50 << 20, "{data}");
+    assert!(
+        data["memory"]["usage"]["usage"].as_u64().unwrap() > 0,
+        "{data}"
+    );
+    assert_eq!(data["pids"]["limit"], 20, "{data}");
+    assert!(data["pids"]["current"].as_u64().unwrap() >= 3, "{data}");
+    assert!(
+        data["cpu"]["usage"]["total"].as_u64().unwrap() > 0,
+        "{data}"
+    );
+
+    let mut cmd = lx.env.cmd();
+    cmd.args(["update", "--resources", "-", &id]);
+    let out = run_cmd(
+        cmd,
+        Some(r#"{"memory": {"limit": 62914560}, "cpu": {"shares": 0}, "blockIO": {"weight": 0}}"#),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(stats(&lx)["memory"]["usage"]["limit"], 60 << 20);
+    let err = lx.env.fails(&["update", "--kernel-memory", "1m", &id]);
+    assert!(err.contains("kernel-memory"), "{err}");
+
+    // Every process, not just the container's own: the sleeps die too.
+    let sleeps = || {
+        lx.ps(&id)
+            .into_iter()
+            .filter(|p| cmdline(*p).first().map(String::as_str) == Some("sleep"))
+            .count()
+    };
+    assert_eq!(sleeps(), 2);
+    lx.env.ok(&["kill", "--all", &id, "KILL"]);
+    lx.env.wait_status(&id, "stopped");
+    lx.env.ok(&["delete", &id]);
+    lx.assert_clean();
+}

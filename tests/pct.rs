@@ -135,6 +135,9 @@ fn lifecycle_through_nexcage() {
         std::fs::read_to_string(limit).unwrap(),
         format!("{}\n", 200 << 20)
     );
+    let event: serde_json::Value =
+        serde_json::from_str(&env.ok(&["events", "--stats", &id])).unwrap();
+    assert_eq!(event["data"]["memory"]["usage"]["limit"], 200 << 20, "{event}");
     // --tty without a console socket: the caller's own stdio is the terminal.
     let out = env.run(&["exec", "--tty", &id, "sh", "-c", "exit 6"]);
     assert_eq!(out.status.code(), Some(6), "{}", common::stderr(&out));

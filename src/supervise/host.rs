@@ -516,6 +516,11 @@ impl Supervisor {
         Ok(0)
     }
 
+    /// runc's `events` from the container's cgroups.
+    pub fn events(&self, id: &str, a: &crate::cli::EventsArgs) -> Result<Exit> {
+        super::events::events(a, id, self.holder(id), &|| self.holder(id).is_some())
+    }
+
     /// `pause`/`resume` with the cgroup freezer of the container's cgroup, as runc
     /// does (for managers without a freeze command of their own).
     pub fn freeze(&self, id: &str, frozen: bool) -> Result<Exit> {

@@ -17,6 +17,7 @@
 //! * init watches the workload and exits after it, which ends the container.
 
 pub mod confine;
+pub mod events;
 pub mod exec;
 pub mod freeze;
 pub mod holder;

@@ -233,7 +233,7 @@ impl Backend for Lxc {
 
     fn check(&self, inv: &Invocation) -> Result<()> {
         match inv.command {
-            cli::Command::Events(_) | cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
+            cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
                 Err(self.unsupported(inv.command.name()))
             }
             _ => Ok(()),
@@ -356,6 +356,7 @@ impl Backend for Lxc {
                 self.sup.exec(a, id, &mount_point, attach)
             }
             cli::Command::Ps(a) => self.sup.ps(a, id, false),
+            cli::Command::Events(a) => self.sup.events(&record.id, a),
             cli::Command::Update(a) => self
                 .sup
                 .update(id, &crate::supervise::update::Limits::from_args(a)?),

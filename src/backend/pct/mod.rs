@@ -273,7 +273,7 @@ impl Backend for Pct {
 
     fn check(&self, inv: &Invocation) -> Result<()> {
         match inv.command {
-            cli::Command::Events(_) | cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
+            cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
                 Err(self.unsupported(inv.command.name()))
             }
             _ => Ok(()),
@@ -377,6 +377,7 @@ impl Backend for Pct {
                 attach.args(["exec", &vmid, "--keep-env", "0", "--"]);
                 self.sup.exec(a, &record.id, MOUNT_POINT, attach)
             }
+            cli::Command::Events(a) => self.sup.events(&record.id, a),
             cli::Command::Update(a) => self.update(&record.id, a),
             // `pct suspend` is CRIU's checkpoint; a pause is the cgroup freezer's.
             cli::Command::Pause(_) => self.sup.freeze(&record.id, true),
