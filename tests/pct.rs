@@ -137,7 +137,11 @@ fn lifecycle_through_nexcage() {
     );
     let event: serde_json::Value =
         serde_json::from_str(&env.ok(&["events", "--stats", &id])).unwrap();
-    assert_eq!(event["data"]["memory"]["usage"]["limit"], 200 << 20, "{event}");
+    assert_eq!(
+        event["data"]["memory"]["usage"]["limit"],
+        200 << 20,
+        "{event}"
+    );
     // --tty without a console socket: the caller's own stdio is the terminal.
     let out = env.run(&["exec", "--tty", &id, "sh", "-c", "exit 6"]);
     assert_eq!(out.status.code(), Some(6), "{}", common::stderr(&out));

@@ -94,26 +94,8 @@ pub fn is_namespace_of(path: &std::path::Path, flag: CloneFlags) -> std::io::Res
 
 /// Moves us into every cgroup `pid` is in, in every hierarchy mounted here.
 pub fn cgroups(pid: i32) -> Result<()> {
-    let path = format!("/proc/{pid}/cgroup");
-    let theirs = fs::read_to_string(&path).context(|| format!("read {path}"))?;
-    let mounts = cgroup_mounts()?;
-    for line in theirs.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(cgroup)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let key = hierarchy_key(controllers.split(','));
-        let Some(mount) = mounts.iter().find(|m| m.key == key) else {
-            continue; // a hierarchy not mounted here: nothing to join
-        };
-        let Some(rel) = cgroup.strip_prefix(mount.root.as_str()) else {
-            continue;
-        };
-        let procs = mount
-            .point
-            .join(rel.trim_start_matches('/'))
-            .join("cgroup.procs");
+    for (_, dir) in cgroup_dirs(pid)? {
+        let procs = dir.join("cgroup.procs");
         // "0": the writer itself, whatever pid namespace it is in.
         fs::OpenOptions::new()
             .write(true)
@@ -127,10 +109,30 @@ pub fn cgroups(pid: i32) -> Result<()> {
 /// The directory of `pid`'s cgroup that holds `controller`'s files: in its v1
 /// hierarchy (`true`), else in the unified one if enabled there (`false`).
 pub fn cgroup_dir(pid: i32, controller: &str) -> Result<Option<(PathBuf, bool)>> {
+    let dirs = cgroup_dirs(pid)?;
+    if let Some((_, dir)) = dirs
+        .iter()
+        .find(|(key, _)| key.iter().any(|c| c == controller))
+    {
+        return Ok(Some((dir.clone(), true)));
+    }
+    Ok(dirs
+        .into_iter()
+        .find(|(key, _)| key.is_empty())
+        .map(|(_, dir)| dir)
+        .filter(|dir| {
+            fs::read_to_string(dir.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
+        })
+        .map(|dir| (dir, false)))
+}
+
+/// `pid`'s cgroup in each hierarchy mounted here, by hierarchy (see `CgroupMount`).
+fn cgroup_dirs(pid: i32) -> Result<Vec<(Vec<String>, PathBuf)>> {
     let path = format!("/proc/{pid}/cgroup");
     let theirs = fs::read_to_string(&path).context(|| format!("read {path}"))?;
     let mounts = cgroup_mounts()?;
-    let mut unified = None;
+    let mut out = Vec::new();
     for line in theirs.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(cgroup)) = (parts.next(), parts.next(), parts.next())
@@ -138,26 +140,16 @@ pub fn cgroup_dir(pid: i32, controller: &str) -> Result<Option<(PathBuf, bool)>>
             continue;
         };
         let key = hierarchy_key(controllers.split(','));
+        // A hierarchy not mounted here, or a cgroup outside its mount: nothing to see.
         let Some(mount) = mounts.iter().find(|m| m.key == key) else {
             continue;
         };
         let Some(rel) = cgroup.strip_prefix(mount.root.as_str()) else {
             continue;
         };
-        let dir = mount.point.join(rel.trim_start_matches('/'));
-        if key.iter().any(|c| c == controller) {
-            return Ok(Some((dir, true)));
-        }
-        if key.is_empty() {
-            unified = Some(dir);
-        }
+        out.push((key, mount.point.join(rel.trim_start_matches('/'))));
     }
-    Ok(unified
-        .filter(|dir| {
-            fs::read_to_string(dir.join("cgroup.controllers"))
-                .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
-        })
-        .map(|dir| (dir, false)))
+    Ok(out)
 }
 
 struct CgroupMount {
