@@ -271,9 +271,11 @@ def pct_section(runner, a, tag):
     def wait_stopped(cid):
         deadline = time.monotonic() + PCT_STOP_TIMEOUT_S
         while json.loads(runner.output(nx + ["state", cid]))["status"] != "stopped":
+            reap_orphans()
             if time.monotonic() > deadline:
                 raise CommandFailed(f"{cid}: not stopped after {PCT_STOP_TIMEOUT_S} s")
             time.sleep(PCT_POLL_S)
+        reap_orphans()
 
     def sample(mib, bundle, first, phased, cid):
         """{part: ns}; part is "run", or "create", "start" and "delete"."""
@@ -294,6 +296,7 @@ def pct_section(runner, a, tag):
             t["delete"] = runner.timed(nx + ["delete", cid])
         else:
             t = {"run": runner.timed(nx + ["run", "--bundle", bundle, cid])}
+        reap_orphans()
         # The labels must be true: "first" packed the template again (under the same
         # name: the rootfs did not change), "later" left it untouched.
         if templates() != packed:
