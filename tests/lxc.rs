@@ -1567,3 +1567,57 @@ fn update_events_and_kill_all() {
     lx.env.ok(&["delete", &id]);
     lx.assert_clean();
 }
+
+/// The spec's mounts are made in the spec's order (a bind into a tmpfs the spec
+/// mounted just before it lands in that tmpfs), and /dev is runc's: /dev/ptmx a
+/// symlink to the container's own devpts.
+#[test]
+fn mounts_in_the_specs_order() {
+    let lx = Lxc::new();
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("marker"), "bound\n").unwrap();
+    let bundle = json_bundle(
+        &[
+            "sh",
+            "-c",
+            "cut -d' ' -f5 /proc/self/mountinfo; readlink /dev/ptmx; cat /mnt/t/in/marker",
+        ],
+        |s| {
+            let mounts = s["mounts"].as_array_mut().unwrap();
+            mounts.push(
+                json!({"destination": "/mnt/t", "type": "tmpfs", "source": "tmpfs",
+                               "options": ["nosuid", "nodev"]}),
+            );
+            mounts.push(json!({"destination": "/mnt/t/in", "type": "bind",
+                               "source": scratch.path(), "options": ["rbind", "ro"]}));
+        },
+    );
+    let wanted: Vec<String> = serde_json::from_slice::<Value>(
+        &std::fs::read(bundle.dir.path().join("config.json")).unwrap(),
+    )
+    .unwrap()["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap().to_string())
+        .collect();
+    let out = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-order")]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["pts/ptmx", "bound"],
+        "{}",
+        out.stdout
+    );
+    let mut last = 0;
+    for dest in &wanted {
+        let at = lines
+            .iter()
+            .position(|l| l == dest)
+            .unwrap_or_else(|| panic!("{dest} not mounted: {}", out.stdout));
+        assert!(at >= last, "{dest} out of the spec's order: {}", out.stdout);
+        last = at;
+    }
+    lx.assert_clean();
+}

@@ -11,6 +11,12 @@ use super::host::Setup;
 use crate::error::{Error, Result};
 
 pub fn apply(setup: &Setup) -> Result<()> {
+    if setup.dev_symlinks {
+        dev_symlinks()?;
+    }
+    for path in &setup.readonly_mounts {
+        remount_readonly(Path::new(path))?;
+    }
     for path in &setup.masked_paths {
         mask(Path::new(path))?;
     }
@@ -19,6 +25,25 @@ pub fn apply(setup: &Setup) -> Result<()> {
     }
     if setup.readonly_root {
         remount_readonly(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+/// runc's: /dev/ptmx to the container's devpts, and the process's own fds.
+fn dev_symlinks() -> Result<()> {
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        match std::os::unix::fs::symlink(target, link) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Usage(format!("symlink {link}: {e}")));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

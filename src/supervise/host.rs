@@ -40,6 +40,14 @@ pub struct Setup {
     /// Remount `/` read-only once everything else is mounted.
     #[serde(default)]
     pub readonly_root: bool,
+    /// Mounts made read-only once what is mounted below them is (the tmpfs holding a
+    /// v1 /sys/fs/cgroup).
+    #[serde(default)]
+    pub readonly_mounts: Vec<String>,
+    /// runc's /dev symlinks (ptmx to pts/ptmx, fd, stdin, stdout, stderr) in a /dev
+    /// of the container's own.
+    #[serde(default)]
+    pub dev_symlinks: bool,
 }
 
 impl Setup {
@@ -54,6 +62,8 @@ impl Setup {
                 .as_ref()
                 .and_then(|r| r.readonly())
                 .unwrap_or(false),
+            readonly_mounts: Vec::new(),
+            dev_symlinks: false,
         }
     }
 }

@@ -152,6 +152,14 @@ fn cgroup_dirs(pid: i32) -> Result<Vec<(Vec<String>, PathBuf)>> {
     Ok(out)
 }
 
+/// The cgroup hierarchies mounted here: mount point and controllers (empty: v2).
+pub fn hierarchies() -> Result<Vec<(PathBuf, Vec<String>)>> {
+    Ok(cgroup_mounts()?
+        .into_iter()
+        .map(|m| (m.point, m.key))
+        .collect())
+}
+
 struct CgroupMount {
     /// Sorted controllers (and `name=`) of a v1 hierarchy; empty for cgroup2.
     key: Vec<String>,

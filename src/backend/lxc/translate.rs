@@ -69,8 +69,10 @@ pub fn translate(
     // stdio comes from the holder; LXC allocates no console or ttys of its own.
     c.set("lxc.console.path", "none");
     c.set("lxc.tty.max", "0");
-    c.set("lxc.pty.max", "1024");
-    c.set("lxc.autodev", if autodev { "1" } else { "0" });
+    // The spec's own /dev, /dev/pts (a devpts of its own) and devices, in its order;
+    // init adds runc's /dev symlinks (ptmx -> pts/ptmx among them).
+    c.set("lxc.pty.max", "0");
+    c.set("lxc.autodev", "0");
     c.set(
         "lxc.apparmor.profile",
         spec.process()
@@ -107,8 +109,8 @@ pub fn translate(
         super::cgroups::limits(resources, linux.devices().as_deref().unwrap_or(&[]), &mut c)?;
     }
 
-    mounts(spec, idmapped, &mut c)?;
-    devices(spec, &mut c)?;
+    let readonly_mounts = mounts(spec, idmapped, &cgroup, &mut c)?;
+    devices(spec, autodev, &mut c)?;
     c.set(
         "lxc.mount.entry",
         format!(
@@ -142,7 +144,9 @@ pub fn translate(
 
     // seccomp is not LXC's: the holder loads the spec's filter right before it execs
     // the workload, after everything that needs the syscalls a profile may deny.
-    let setup = Setup::from_spec(spec);
+    let mut setup = Setup::from_spec(spec);
+    setup.readonly_mounts = readonly_mounts;
+    setup.dev_symlinks = autodev;
     Ok(Translation {
         config: c.text,
         setup,
@@ -386,8 +390,12 @@ fn cgroup_path(path: Option<&Path>, id: &str) -> Result<String, Refusal> {
 
 /// The spec's mounts: proc, sysfs, cgroup and /dev become LXC's own automatic mounts
 /// (which set them up the way runc does); the rest mount entries, in order.
-fn mounts(spec: &Spec, idmapped: bool, c: &mut Conf) -> Result<(), Refusal> {
-    let mut auto = Vec::new();
+/// The spec's mounts as mount entries, in the spec's order (LXC mounts its entries in
+/// order; its own /dev, automatic mounts and devpts would come first or last). Only
+/// a cgroupfs at /sys/fs/cgroup expands: one mount per hierarchy of the host, as runc
+/// lays it out (see `cgroupfs`).
+fn mounts(spec: &Spec, idmapped: bool, cgroup: &str, c: &mut Conf) -> Result<Vec<String>, Refusal> {
+    let mut readonly_later = Vec::new();
     for m in spec.mounts().iter().flatten() {
         let dest = m.destination();
         let typ = m.typ().as_deref().unwrap_or("");
@@ -398,38 +406,72 @@ fn mounts(spec: &Spec, idmapped: bool, c: &mut Conf) -> Result<(), Refusal> {
             return Err(format!("mount destination {dest:?} (not absolute)"));
         }
         match (dest.to_str(), typ) {
-            (Some("/proc"), "proc") => auto.push("proc:rw"),
-            (Some("/sys"), "sysfs") => auto.push(if ro { "sys:ro" } else { "sys:rw" }),
             (Some("/sys/fs/cgroup"), "cgroup" | "cgroup2") => {
-                // `force`: LXC otherwise leaves cgroupfs to a cgroup-aware init.
-                auto.push(if ro {
-                    "cgroup:ro:force"
-                } else {
-                    "cgroup:rw:force"
-                })
+                if cgroupfs(ro, cgroup, c)? && ro {
+                    readonly_later.push("/sys/fs/cgroup".to_string());
+                }
             }
-            (Some("/dev"), "tmpfs") => {}      // lxc.autodev
-            (Some("/dev/pts"), "devpts") => {} // LXC's own devpts (lxc.pty.max)
             _ if bind => c.set("lxc.mount.entry", bind_entry(m, idmapped)?),
             _ => {
                 let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-                c.set(
-                    "lxc.mount.entry",
-                    format!(
-                        "{} {} {} {},create=dir 0 0",
-                        fstab(&source)?,
-                        fstab(relative(dest))?,
-                        fstab(typ)?,
-                        mount_options(&options)?
-                    ),
+                let entry = format!(
+                    "{} {} {} {},create=dir 0 0",
+                    fstab(&source)?,
+                    fstab(relative(dest))?,
+                    fstab(typ)?,
+                    mount_options(&options)?
                 );
+                c.set("lxc.mount.entry", &entry);
+                // After pivot_root LXC detaches whatever is mounted on /dev/pts
+                // (lxc_setup_devpts_child, even with lxc.pty.max = 0): a second
+                // devpts stacked on the spec's takes that, and the spec's stays
+                // where the spec has it.
+                if dest == Path::new("/dev/pts") && typ == "devpts" {
+                    c.set("lxc.mount.entry", &entry);
+                }
             }
         }
     }
-    if !auto.is_empty() {
-        c.set("lxc.mount.auto", auto.join(" "));
+    Ok(readonly_later)
+}
+
+/// runc's /sys/fs/cgroup: the container's own cgroup of each hierarchy (cgroup v2
+/// alone, or, v1 and hybrid, a tmpfs with one per hierarchy), bound from the host
+/// (LXC has made them before it mounts anything); `ro` read-only (init remounts the
+/// tmpfs read-only at the end). Returns whether there is such a tmpfs.
+fn cgroupfs(ro: bool, cgroup: &str, c: &mut Conf) -> Result<bool, Refusal> {
+    let mode = if ro { "ro" } else { "rw" };
+    let hierarchies =
+        crate::supervise::join::hierarchies().map_err(|e| format!("/sys/fs/cgroup: {e}"))?;
+    let top = Path::new("/sys/fs/cgroup");
+    let bind = |point: &Path, c: &mut Conf| -> Result<(), Refusal> {
+        c.set(
+            "lxc.mount.entry",
+            format!(
+                "{} {} none rbind,{mode},nosuid,nodev,noexec,create=dir 0 0",
+                fstab(point.join(cgroup))?,
+                fstab(relative(point))?
+            ),
+        );
+        Ok(())
+    };
+    if let [(point, key)] = &hierarchies[..]
+        && point == top
+        && key.is_empty()
+    {
+        bind(top, c)?;
+        return Ok(false);
     }
-    Ok(())
+    c.set(
+        "lxc.mount.entry",
+        "tmpfs sys/fs/cgroup tmpfs rw,nosuid,nodev,noexec,mode=755,create=dir 0 0",
+    );
+    for (point, _) in &hierarchies {
+        if point.starts_with(top) && point != top {
+            bind(point, c)?;
+        }
+    }
+    Ok(true)
 }
 
 fn bind_entry(m: &Mount, idmapped: bool) -> Result<String, Refusal> {
@@ -489,13 +531,35 @@ fn mount_options(options: &[String]) -> Result<String, Refusal> {
     Ok(out.join(","))
 }
 
-/// The spec's device nodes, bound from the host's identical node; anything else
-/// cannot be made in place and is refused.
-fn devices(spec: &Spec, c: &mut Conf) -> Result<(), Refusal> {
+/// runc's devices of every container with a /dev of its own.
+const DEFAULT_DEVICES: [&str; 6] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
+
+/// The spec's device nodes (and, in a /dev of the container's own, runc's default
+/// ones), bound from the host's identical node; anything else cannot be made in place
+/// and is refused.
+fn devices(spec: &Spec, own_dev: bool, c: &mut Conf) -> Result<(), Refusal> {
     let linux = spec.linux().clone().unwrap_or_default();
-    for d in linux.devices().iter().flatten() {
-        // LXC makes these itself (its devpts, no console with lxc.console.path = none);
-        // a bind over them breaks its setup (podman --privileged lists every device).
+    let listed = linux.devices().clone().unwrap_or_default();
+    if own_dev {
+        for path in DEFAULT_DEVICES {
+            if !listed.iter().any(|d| d.path() == Path::new(path)) {
+                c.set(
+                    "lxc.mount.entry",
+                    format!("{path} {} none bind,create=file 0 0", &path[1..]),
+                );
+            }
+        }
+    }
+    for d in &listed {
+        // /dev/ptmx is init's symlink to the container's devpts; /dev/console and
+        // /dev/pts/* are the container's own (podman --privileged lists them all).
         if d.path() == Path::new("/dev/ptmx")
             || d.path() == Path::new("/dev/console")
             || d.path().starts_with("/dev/pts")
@@ -575,7 +639,11 @@ mod tests {
         for line in [
             "lxc.rootfs.path = dir:/srv/rootfs",
             "lxc.init.cmd = /dev/.nexcage/nexcage init --dir /dev/.nexcage",
-            "lxc.autodev = 1",
+            // The spec's own /dev and devpts, in order; none of LXC's.
+            "lxc.autodev = 0",
+            "lxc.pty.max = 0",
+            "lxc.mount.entry = proc proc proc defaults,create=dir 0 0",
+            "lxc.mount.entry = /dev/null dev/null none bind,create=file 0 0",
             "lxc.cgroup.dir.container = nexcage/c1",
             "lxc.mount.entry = /run/nexcage/backends/lxc/c1 dev/.nexcage none ro,bind,create=dir 0 0",
             "lxc.mount.entry = /usr/bin/nexcage dev/.nexcage/nexcage none ro,bind 0 0",
@@ -584,11 +652,13 @@ mod tests {
         ] {
             assert!(t.config.lines().any(|l| l == line), "{line}\n{}", t.config);
         }
+        assert!(!t.config.contains("lxc.mount.auto"), "{}", t.config);
+        let at = |needle: &str| t.config.find(needle).unwrap_or_else(|| panic!("{needle}"));
         assert!(
-            t.config.contains("lxc.mount.auto = proc:rw"),
-            "{}",
-            t.config
+            at(" dev tmpfs ") < at(" dev/pts devpts ")
+                && at(" dev/pts devpts ") < at(" sys sysfs ")
         );
+        assert!(t.setup.dev_symlinks);
         assert_eq!(t.mount_point, "/dev/.nexcage");
     }
 
