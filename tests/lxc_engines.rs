@@ -660,9 +660,7 @@ fn podman_joins_the_containers_namespaces() {
     let mut wrong = Vec::new();
     let pid = podman.inspect(&name, "{{.State.Pid}}");
     let ns = |pid: &str, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok();
-    // Not the pid namespace: the holder (podman's pid) cannot change its own, so
-    // `podman top` and `--pid container:` see the host's (a documented limit).
-    for kind in ["mnt", "uts", "ipc", "net", "cgroup"] {
+    for kind in ["mnt", "uts", "ipc", "net", "cgroup", "pid"] {
         if ns(&pid, kind) == ns("self", kind) {
             wrong.push(format!(
                 ".State.Pid {pid} is in the host's {kind} namespace"
@@ -677,6 +675,28 @@ fn podman_joins_the_containers_namespaces() {
             "--uts {uts}: hostname {:?} {:?}",
             out.stdout, out.stderr
         ));
+    }
+    // A crun container sharing the pid namespace sees the container's processes.
+    let pid_ns = format!("container:{name}");
+    let out = podman.run(&["run", "--rm", "--pid", &pid_ns, IMAGE, "ps", "-o", "args"]);
+    if !out.stdout.contains("sleep 1000") || !out.stdout.contains("nexcage init") {
+        wrong.push(format!("--pid {pid_ns}: {:?} {:?}", out.stdout, out.stderr));
+    }
+    // podman top lists the container's processes; nsenter -t PID -a enters it all.
+    let top = podman.run(&["top", &name]);
+    if !top.stdout.contains("sleep 1000") {
+        wrong.push(format!("podman top: {:?} {:?}", top.stdout, top.stderr));
+    }
+    let out = run_cmd(
+        {
+            let mut c = Command::new("nsenter");
+            c.args(["-t", &pid, "-a", "hostname"]);
+            c
+        },
+        None,
+    );
+    if out.stdout != "inside-lxc\n" {
+        wrong.push(format!("nsenter -a: {:?} {:?}", out.stdout, out.stderr));
     }
     // podman cp reads the container's files, not the host's.
     let tmp = tempfile::tempdir().unwrap();
