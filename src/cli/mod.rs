@@ -165,9 +165,10 @@ pub struct EnterArgs {
     /// AppArmor profile to exec into
     #[arg(long)]
     pub apparmor: Option<String>,
-    /// Take stdin/stdout/stderr from this socket (SCM_RIGHTS), e.g. a terminal
+    /// The engine's console socket, inherited as this fd: a pty is made inside and
+    /// its master sent there
     #[arg(long)]
-    pub stdio_socket: Option<PathBuf>,
+    pub console_fd: Option<i32>,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<OsString>,
 }

@@ -97,6 +97,6 @@ fn enter(a: &crate::cli::EnterArgs) -> Result<Error> {
         &a.env,
         &a.cwd,
         identity,
-        a.stdio_socket.as_deref(),
+        a.console_fd,
     ))
 }

@@ -1,75 +1,13 @@
-//! `exec` inside a supervised container: the backend's attach tool runs `nexcage
-//! enter`, with the process composed as runc does and, for a terminal, the pty handed
-//! over by SCM_RIGHTS.
+//! `exec` inside a supervised container: what `nexcage enter` is told, the process
+//! composed as runc composes it (see `host::Supervisor::exec` for how it gets in).
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::cli;
 use crate::error::{Error, IoContext, Result};
 use crate::supervise::{self, BINARY, PROCESS};
-
-/// Gives the process `nexcage enter` starts (a descendant of `attach`, the attach
-/// tool we ran) its terminal: the engine's console socket, on which it sends the
-/// master of a pty it makes inside; or, without one, our own stdio (the caller's
-/// terminal). Anyone else who calls is turned away. Returns the process's host pid.
-pub fn hand_stdio(
-    listener: &UnixListener,
-    console: Option<UnixStream>,
-    attach: i32,
-) -> Result<i32> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut conn, pid) = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let conn = supervise::protocol::accept_within(listener, left)?;
-        let pid = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
-            .context(|| "peer credentials of the exec process")?
-            .pid();
-        if descends_from(pid, attach)
-            && supervise::protocol::read_line(&conn)?.as_deref() == Some("stdio")
-        {
-            break (conn, pid);
-        }
-    };
-    match console {
-        Some(console) => {
-            supervise::protocol::send_line(&mut conn, "console")?;
-            supervise::protocol::send_fds(&conn, &[console.as_raw_fd()])?;
-        }
-        None => {
-            supervise::protocol::send_line(&mut conn, "stdio")?;
-            supervise::protocol::send_fds(&conn, &[0, 1, 2])?;
-        }
-    }
-    Ok(pid)
-}
-
-/// Whether `pid` is `ancestor` or below it (the attach tool forks once or twice).
-fn descends_from(mut pid: i32, ancestor: i32) -> bool {
-    for _ in 0..8 {
-        if pid == ancestor {
-            return true;
-        }
-        let Some(parent) = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let after = s.rsplit_once(')')?.1.to_string();
-                after.split_whitespace().nth(1)?.parse::<i32>().ok()
-            })
-        else {
-            return false;
-        };
-        if parent <= 1 {
-            return false;
-        }
-        pid = parent;
-    }
-    false
-}
 
 /// `nexcage enter` argv (the runtime dir is at `mount_point` inside): the process from `--process`, or the
 /// container's own process (process.json in the runtime dir) changed by the flags, as

@@ -589,19 +589,17 @@ impl Supervisor {
         }
     }
 
-    /// runc's `exec` through `enter`: the command `prefix` runs its trailing argv in
-    /// the container (`pct exec VMID --`, `lxc-attach ... --`); `mount_point` is where
-    /// the runtime directory appears inside.
-    pub fn exec(
-        &self,
-        a: &ExecArgs,
-        id: &str,
-        mount_point: &str,
-        prefix: std::process::Command,
-    ) -> Result<Exit> {
+    /// runc's `exec`: a child born in the container's pid namespace moves into its
+    /// cgroups and other namespaces (those of the container's process), then execs
+    /// `nexcage enter` from the runtime directory's read-only mount at `mount_point`,
+    /// which becomes the process. So the pid (`--pid-file`) is the process's own, a
+    /// descendant of the caller that engines reap, and no attach tool sits between.
+    pub fn exec(&self, a: &ExecArgs, id: &str, mount_point: &str) -> Result<Exit> {
+        let stopped = || Error::Usage("cannot exec in a stopped container".into());
         if !self.running(id) {
-            return Err(Error::Usage("cannot exec in a stopped container".into()));
+            return Err(stopped());
         }
+        let holder = self.holder(id).ok_or_else(stopped)?;
         let dir = self.dir(id);
         let (mut args, terminal) = super::exec::enter_args(a, &dir, mount_point)?;
         let console = match (terminal, &a.console_socket) {
@@ -618,47 +616,31 @@ impl Supervisor {
             }
             _ => None,
         };
-        // A terminal is made inside by `enter`, as for the workload; it gets the
-        // console socket (or, for a foreground exec, our own stdio) over this socket.
-        let stdio = if terminal {
-            let name = format!("exec-{}.sock", std::process::id());
-            let listener = SocketDir::open(&dir)?.bind(&name)?;
-            // `enter` runs as the container's root, which may be a mapped uid; who
-            // calls is checked (see `exec::hand_stdio`).
-            fs::set_permissions(dir.join(&name), fs::Permissions::from_mode(0o777))
-                .context(|| "chmod exec socket")?;
-            args.splice(
-                2..2,
-                [
-                    "--stdio-socket".into(),
-                    format!("{mount_point}/{name}").into(),
-                ],
-            );
-            Some((listener, dir.join(name)))
-        } else {
-            None
-        };
-        let mut cmd = prefix;
-        cmd.args(args);
-        if stdio.is_some() {
-            cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        // `enter` makes the pty inside and sends its master there.
+        if console.is_some() {
+            args.splice(2..2, ["--console-fd".into(), "3".into()]);
         }
-        if !a.detach && stdio.is_none() {
-            return Err(process::exec(cmd));
+        let (program, rest) = args
+            .split_first()
+            .ok_or_else(|| Error::Usage("no exec command".into()))?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(rest).env_clear();
+        let join = super::join::Join::prepare(holder)?;
+        let console_fd = console.as_ref().map(|c| c.as_raw_fd());
+        // SAFETY: dup2, open/write and setns only (see `Join::enter`).
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(fd) = console_fd
+                    && libc::dup2(fd, 3) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                join.enter()
+            });
         }
-        let mut child = process::spawn(&mut cmd)?;
-        if let Some((listener, path)) = stdio {
-            let handed = super::exec::hand_stdio(&listener, console, child.id() as i32);
-            let _ = fs::remove_file(&path);
-            if let Err(e) = handed {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        }
+        let mut child = in_pid_namespace_of(holder, || process::spawn(&mut cmd))?;
+        drop(console);
         if a.detach {
-            // The attach tool's pid, not the process's: it is our child, so the
-            // engine (conmon, the shim) can reap it and get the process's status.
             if let Some(pid_file) = &a.pid_file {
                 write_pid_file(pid_file, child.id() as i32)?;
             }

@@ -206,7 +206,8 @@ fn held_permitted() -> u64 {
 
 /// Drops every capability but those in `keep` from the effective, permitted and
 /// inheritable sets: what init does once it has set the container up. The bounding
-/// set stays, since `lxc-attach` bounds what it attaches by init's.
+/// set stays: nothing can gain from it without the others, and tools that attach to
+/// a container (`lxc-attach`, `pct enter`) bound what they attach by init's.
 pub fn drop_capabilities_but(keep: u64) -> std::io::Result<()> {
     CapSets {
         bounding: !0,

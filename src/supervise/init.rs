@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 
 use super::host::Setup;
 use super::identity::{self, Identity};
-use super::protocol::{read_line, recv_fds, send_line};
+use super::protocol::{read_line, send_line};
 use super::{SETUP, SOCKET};
 use crate::error::{Error, IoContext, Result};
 
@@ -133,14 +133,14 @@ fn forward(pidfd: &OwnedFd, sig: i32) {
 }
 
 /// `enter`: become the exec'd process inside a running container. With
-/// `stdio_socket`, stdin/stdout/stderr (a terminal, say) come from whoever listens
-/// there.
+/// `console_fd`, the engine's console socket: a pty is made here, inside, its master
+/// sent there, its slave our stdio and controlling terminal.
 pub fn enter(
     args: &[OsString],
     env: &[String],
     cwd: &str,
     identity: Identity,
-    stdio_socket: Option<&Path>,
+    console_fd: Option<i32>,
 ) -> Error {
     let args: Vec<String> = args
         .iter()
@@ -152,9 +152,22 @@ pub fn enter(
     let mut cmd = Command::new(program);
     cmd.current_dir(cwd);
     let prepared = (|| {
-        if let Some(socket) = stdio_socket {
-            // The connection only carries the fds; it may close with us.
-            stdio_from(&mut cmd, socket)?;
+        if let Some(fd) = console_fd {
+            // SAFETY: `exec` passed us the connected console socket as this fd.
+            let console = unsafe { UnixStream::from_raw_fd(fd) };
+            super::terminal::attach(&console)?;
+            drop(console);
+            // SAFETY: only async-signal-safe calls, registered before the identity
+            // change; a terminal that is no session's needs no privilege.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    nix::unistd::setsid().map_err(std::io::Error::from)?;
+                    if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         identity::configure(&mut cmd, &args, env, identity)
     })();
@@ -162,45 +175,4 @@ pub fn enter(
         Ok(()) => crate::process::exec(cmd),
         Err(e) => e,
     }
-}
-
-/// Connects to `socket`, says `stdio`, and gets `cmd`'s stdio: a console socket to
-/// which the master of a new pty (made here, inside) goes, the slave becoming ours;
-/// or 3 fds. A terminal becomes the controlling terminal of a new session.
-fn stdio_from(cmd: &mut Command, socket: &Path) -> Result<()> {
-    let mut conn =
-        UnixStream::connect(socket).context(|| format!("connect to {}", socket.display()))?;
-    send_line(&mut conn, "stdio")?;
-    let tty = match read_line(&conn)?.as_deref() {
-        Some("console") => {
-            let [console]: [OwnedFd; 1] = recv_fds(&conn, 1)?
-                .try_into()
-                .map_err(|_| Error::Usage("expected the console socket".into()))?;
-            super::terminal::attach(&UnixStream::from(console))?;
-            true
-        }
-        Some("stdio") => {
-            let [stdin, stdout, stderr]: [OwnedFd; 3] = recv_fds(&conn, 3)?
-                .try_into()
-                .map_err(|_| Error::Usage("expected 3 fds".into()))?;
-            let tty = nix::unistd::isatty(&stdin).unwrap_or(false);
-            cmd.stdin(Stdio::from(stdin))
-                .stdout(Stdio::from(stdout))
-                .stderr(Stdio::from(stderr));
-            tty
-        }
-        other => return Err(Error::Usage(format!("unexpected stdio message {other:?}"))),
-    };
-    // SAFETY: only async-signal-safe calls; registered before the identity change,
-    // and neither needs privilege on a terminal that is no session's.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(())
 }

@@ -73,6 +73,71 @@ impl Namespaces {
     }
 }
 
+/// What a child needs to move into a running container between fork and exec: its
+/// cgroups' `cgroup.procs` and its namespaces, opened or named beforehand.
+pub struct Join {
+    procs: Vec<std::ffi::CString>,
+    namespaces: Namespaces,
+}
+
+impl Join {
+    /// To join the cgroups and namespaces of `pid` (ours that differ).
+    pub fn prepare(pid: i32) -> Result<Join> {
+        let procs = cgroup_dirs(pid)?
+            .into_iter()
+            .map(|(_, dir)| {
+                std::ffi::CString::new(
+                    dir.join("cgroup.procs")
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+                .map_err(|e| Error::Usage(format!("cgroup path: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Join {
+            procs,
+            namespaces: Namespaces::of(pid, &[])?,
+        })
+    }
+
+    /// Async-signal-safe: open/write/close and setns(2) only.
+    pub fn enter(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        for path in &self.procs {
+            // SAFETY: a valid C string; "0" moves the writer.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        for (file, flag, _) in &self.namespaces.0 {
+            // SAFETY: setns on a namespace fd we hold.
+            if unsafe { libc::setns(file.as_raw_fd(), flag.bits()) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // In a user namespace the host's root is nobody: become its root, or the
+        // exec that follows drops every capability (nsenter does the same).
+        if self.namespaces.has_user() {
+            // SAFETY: set*id(2) on ourselves.
+            unsafe {
+                libc::setgroups(0, std::ptr::null());
+                if libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether `path` is a namespace of the kind `flag` names (ioctl NS_GET_NSTYPE).
 pub fn is_namespace_of(path: &std::path::Path, flag: CloneFlags) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;

@@ -352,6 +352,13 @@ pub fn assert_detached_exec(env: &Env, scratch: &Path, id: &str) {
     ]);
     let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert!(pid_alive(pid), "exec'd process {pid} is not running");
+    // The pid is the process's own (as with runc), not a tool's in between.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        cmdline.starts_with(b"sleep\0"),
+        "pid {pid} is {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
 }
 
 /// Runs `cmd`, asserts it succeeded, returns its stdout.

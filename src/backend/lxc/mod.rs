@@ -351,9 +351,7 @@ impl Backend for Lxc {
                 let mount_point = self
                     .note(id, MOUNT_POINT_NOTE)
                     .unwrap_or_else(|| crate::supervise::MOUNT_POINT.into());
-                let mut attach = self.command("lxc-attach", id)?;
-                attach.args(["--clear-env", "--"]);
-                self.sup.exec(a, id, &mount_point, attach)
+                self.sup.exec(a, id, &mount_point)
             }
             cli::Command::Ps(a) => self.sup.ps(a, id, false),
             cli::Command::Events(a) => self.sup.events(&record.id, a),

@@ -371,12 +371,7 @@ impl Backend for Pct {
 
     fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
         match inv.command {
-            cli::Command::Exec(a) => {
-                let vmid = self.vmid(&record.id).unwrap_or_default();
-                let mut attach = Command::new(&self.cfg.pct);
-                attach.args(["exec", &vmid, "--keep-env", "0", "--"]);
-                self.sup.exec(a, &record.id, MOUNT_POINT, attach)
-            }
+            cli::Command::Exec(a) => self.sup.exec(a, &record.id, MOUNT_POINT),
             cli::Command::Events(a) => self.sup.events(&record.id, a),
             cli::Command::Update(a) => self.update(&record.id, a),
             // `pct suspend` is CRIU's checkpoint; a pause is the cgroup freezer's.
