@@ -188,3 +188,27 @@ fn usage_errors() {
     let err = env.fails(&["exec", "ghost"]);
     assert!(err.contains("needs a command"), "{err}");
 }
+
+/// A reader that goes away (`nexcage list | true`) ends the output quietly: no panic,
+/// no abort.
+#[test]
+fn closed_stdout_is_no_crash() {
+    let env = Env::two_backends();
+    for args in [
+        &["list"][..],
+        &["list", "--format", "json"],
+        &["list", "-q"],
+    ] {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .cmd()
+            .args(args)
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .unwrap();
+        let err = common::stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

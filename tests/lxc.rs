@@ -1621,3 +1621,89 @@ fn mounts_in_the_specs_order() {
     }
     lx.assert_clean();
 }
+
+/// `--pid-file` never writes through something planted under its temporary name
+/// (runc opens it O_EXCL): the create fails, the target is untouched, nothing is left.
+#[test]
+fn pid_file_refuses_a_planted_link() {
+    let lx = Lxc::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let victim = scratch.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, scratch.path().join(".pid")).unwrap();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let pid_file = scratch.path().join("pid");
+    let out = lx.run(&[
+        "create",
+        "--bundle",
+        bundle.path(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &lx.id("lxc-pidlink"),
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains(".pid"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!pid_file.exists());
+    lx.assert_clean();
+}
+
+/// `exec` of what cannot be run fails with runc's words, before returning; fds the
+/// caller hands on with `--preserve-fds` reach the process.
+#[test]
+fn exec_errors_and_preserved_fds() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let id = lx.id("lxc-exec");
+    lx.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    for detach in [false, true] {
+        let mut args = vec!["exec"];
+        if detach {
+            args.push("--detach");
+        }
+        args.extend([id.as_str(), "nosuchcmd"]);
+        let out = lx.run(&args);
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(r#"exec: "nosuchcmd": executable file not found in $PATH"#),
+            "{}",
+            out.stderr
+        );
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let passed = scratch.path().join("fd3");
+    std::fs::write(&passed, "through fd 3\n").unwrap();
+    let file = std::fs::File::open(&passed).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut cmd = lx.env.cmd();
+    cmd.args([
+        "exec",
+        "--preserve-fds",
+        "1",
+        &id,
+        "sh",
+        "-c",
+        "cat <&3; ls /proc/self/fd",
+    ]);
+    // SAFETY: dup2 between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            // (dup2 onto itself would keep close-on-exec.)
+            if libc::dup2(raw, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run_cmd(cmd, None);
+    // fd 3, and nothing past it but ls's own directory fd.
+    assert_eq!(
+        out.stdout, "through fd 3\n0\n1\n2\n3\n4\n",
+        "{}",
+        out.stderr
+    );
+    lx.env.ok(&["delete", "--force", &id]);
+    lx.assert_clean();
+}

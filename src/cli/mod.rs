@@ -169,6 +169,9 @@ pub struct EnterArgs {
     /// its master sent there
     #[arg(long)]
     pub console_fd: Option<i32>,
+    /// Why the process cannot be exec'd goes to this fd; it closes on the exec
+    #[arg(long)]
+    pub ready_fd: Option<i32>,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<OsString>,
 }

@@ -3,7 +3,7 @@
 use crate::backend::{self, Backend, Exit, Invocation, Status};
 use crate::cli::{ExecArgs, KillArgs};
 use crate::error::{Error, Result};
-use crate::output::RuncState;
+use crate::output::{self, RuncState};
 use crate::signal;
 use crate::state::{Record, Root};
 
@@ -48,7 +48,7 @@ pub fn state(inv: &Invocation, root: &Root, id: &str) -> Result<Exit> {
     let creating = observed.is_none() && record.ephemeral && root.run_active(id);
     let state = RuncState::new(&record, observed.as_ref(), creating, String::new());
     // runc: two-space indent, no trailing newline.
-    print!("{}", state.to_pretty_json());
+    output::emit(&state.to_pretty_json())?;
     Ok(0)
 }
 

@@ -12,9 +12,8 @@ pub fn list(inv: &Invocation, root: &Root, args: &ListArgs) -> Result<Exit> {
     let mut records = root.list()?;
     records.retain(|r| !matches!(super::reap_if_finished(root, r), Ok(true)));
     if args.quiet {
-        for r in &records {
-            println!("{}", r.id);
-        }
+        let ids: String = records.iter().map(|r| format!("{}\n", r.id)).collect();
+        output::emit(&ids)?;
         return Ok(0);
     }
     let mut by_backend: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
@@ -42,8 +41,11 @@ pub fn list(inv: &Invocation, root: &Root, args: &ListArgs) -> Result<Exit> {
         .collect();
     match args.format {
         // runc prints `null` for an empty list.
-        ListFormat::Json if states.is_empty() => println!("null"),
-        ListFormat::Json => println!("{}", serde_json::to_string(&states).unwrap_or_default()),
+        ListFormat::Json if states.is_empty() => output::emit("null\n")?,
+        ListFormat::Json => output::emit(&format!(
+            "{}\n",
+            serde_json::to_string(&states).unwrap_or_default()
+        ))?,
         ListFormat::Table => {
             let mut rows = vec![
                 ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
@@ -60,7 +62,7 @@ pub fn list(inv: &Invocation, root: &Root, args: &ListArgs) -> Result<Exit> {
                     s.owner.clone(),
                 ]
             }));
-            print!("{}", output::table(&rows));
+            output::emit(&output::table(&rows))?;
         }
     }
     Ok(0)

@@ -98,5 +98,6 @@ fn enter(a: &crate::cli::EnterArgs) -> Result<Error> {
         &a.cwd,
         identity,
         a.console_fd,
+        a.ready_fd,
     ))
 }

@@ -211,7 +211,7 @@ impl Workload {
 
 /// Go's exec.LookPath, which runc uses with the process's PATH: a name with a slash is
 /// taken as is, any other is searched for; the errors are Go's.
-fn look_path(name: &str, env: &[String]) -> Result<PathBuf> {
+pub fn look_path(name: &str, env: &[String]) -> Result<PathBuf> {
     let fail = |what: String| Error::Usage(format!("exec: {name:?}: {what}"));
     if name.contains('/') {
         return executable(Path::new(name)).map_err(|e| {

@@ -616,9 +616,15 @@ impl Supervisor {
             }
             _ => None,
         };
-        // `enter` makes the pty inside and sends its master there.
+        // `enter` makes the pty inside and sends its master there; it reports on the
+        // pipe why it cannot exec the process, and the pipe closes when it has.
+        // Both above the fds the caller hands on (--preserve-fds).
+        let base = 3 + a.preserve_fds.unwrap_or(0) as i32;
+        let (ready_r, ready_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
+        args.splice(2..2, ["--ready-fd".into(), (base + 1).to_string().into()]);
         if console.is_some() {
-            args.splice(2..2, ["--console-fd".into(), "3".into()]);
+            args.splice(2..2, ["--console-fd".into(), base.to_string().into()]);
         }
         let (program, rest) = args
             .split_first()
@@ -627,19 +633,42 @@ impl Supervisor {
         cmd.args(rest).env_clear();
         let join = super::join::Join::prepare(holder)?;
         let console_fd = console.as_ref().map(|c| c.as_raw_fd());
-        // SAFETY: dup2, open/write and setns only (see `Join::enter`).
+        let ready_fd = ready_w.as_raw_fd();
+        // SAFETY: setns, open/write (see `Join::enter`), fcntl and dup2 only. The
+        // namespaces first (their fds may sit where ours go), then our fds above the
+        // targets (a source may sit on one), then into place.
         unsafe {
             cmd.pre_exec(move || {
-                if let Some(fd) = console_fd
-                    && libc::dup2(fd, 3) < 0
+                join.enter()?;
+                let ready = libc::fcntl(ready_fd, libc::F_DUPFD_CLOEXEC, base + 2);
+                let console = match console_fd {
+                    Some(fd) => libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base + 2),
+                    None => 0,
+                };
+                if ready < 0
+                    || console < 0
+                    || libc::dup2(ready, base + 1) < 0
+                    || (console_fd.is_some() && libc::dup2(console, base) < 0)
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                join.enter()
+                // Nothing else of ours or the caller's past the fds handed on.
+                if console_fd.is_none() {
+                    libc::close(base);
+                }
+                libc::syscall(libc::SYS_close_range, base + 2, u32::MAX, 0);
+                Ok(())
             });
         }
         let mut child = in_pid_namespace_of(holder, || process::spawn(&mut cmd))?;
-        drop(console);
+        drop((console, ready_w));
+        // Returns once the process runs (as runc's exec), or with why it cannot.
+        let mut why = String::new();
+        let _ = std::io::Read::read_to_string(&mut fs::File::from(ready_r), &mut why);
+        if let Some(reason) = why.strip_prefix("error: ") {
+            let _ = child.wait();
+            return Err(Error::Usage(reason.trim_end().to_string()));
+        }
         if a.detach {
             if let Some(pid_file) = &a.pid_file {
                 write_pid_file(pid_file, child.id() as i32)?;
@@ -658,7 +687,10 @@ impl Supervisor {
         let pid = self.holder(id).ok_or_else(not_running)?;
         let pids = super::ps::cgroup_pids(pid, parent)?;
         if a.format == "json" {
-            println!("{}", serde_json::to_string(&pids).unwrap_or_default());
+            crate::output::emit(&format!(
+                "{}\n",
+                serde_json::to_string(&pids).unwrap_or_default()
+            ))?;
             return Ok(0);
         }
         super::ps::print_ps_table(&pids, &a.ps_args)
@@ -745,7 +777,12 @@ fn start_time(pid: i32) -> Option<String> {
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let temp = path.with_file_name(format!(".{name}"));
-    let mut f = fs::File::create(&temp).context(|| format!("create {}", temp.display()))?;
+    // O_EXCL, as runc: never through something planted under the temporary name.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .context(|| format!("create {}", temp.display()))?;
     f.write_all(pid.to_string().as_bytes())
         .context(|| format!("write {}", temp.display()))?;
     fs::rename(&temp, path).context(|| format!("rename {}", path.display()))

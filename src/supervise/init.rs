@@ -141,16 +141,44 @@ pub fn enter(
     cwd: &str,
     identity: Identity,
     console_fd: Option<i32>,
+    ready_fd: Option<i32>,
+) -> Error {
+    // SAFETY: `exec` passed us this pipe's write end.
+    let mut ready = ready_fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+    if let Some(r) = &ready {
+        // SAFETY: fcntl on our fd: it must close when the process is exec'd.
+        unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let err = enter_process(args, env, cwd, identity, console_fd);
+    if let Some(r) = &mut ready {
+        let _ = std::io::Write::write_all(r, format!("error: {err}\n").as_bytes());
+    }
+    err
+}
+
+fn enter_process(
+    args: &[OsString],
+    env: &[String],
+    cwd: &str,
+    identity: Identity,
+    console_fd: Option<i32>,
 ) -> Error {
     let args: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let Some(program) = args.first() else {
+    let Some(arg0) = args.first() else {
         return Error::Usage("args must not be empty".into());
     };
+    if let Err(e) = std::env::set_current_dir(cwd) {
+        return Error::Usage(format!("chdir to cwd ({cwd:?}): {e}"));
+    }
+    // runc's words for a process that cannot be found.
+    let program = match super::holder::look_path(arg0, env) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
     let mut cmd = Command::new(program);
-    cmd.current_dir(cwd);
     let prepared = (|| {
         if let Some(fd) = console_fd {
             // SAFETY: `exec` passed us the connected console socket as this fd.

@@ -62,15 +62,17 @@ pub fn print_ps_table(pids: &[i32], ps_args: &[OsString]) -> Result<Exit> {
         .split_whitespace()
         .position(|h| h == "PID")
         .ok_or_else(|| Error::Usage("ps output has no PID column".into()))?;
-    println!("{header}");
+    let mut table = format!("{header}\n");
     for line in lines {
         let pid = line
             .split_whitespace()
             .nth(column)
             .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
-            println!("{line}");
+            table.push_str(line);
+            table.push('\n');
         }
     }
+    crate::output::emit(&table)?;
     Ok(exit_code(out.status))
 }
