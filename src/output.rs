@@ -93,6 +93,18 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Writes `text` to stdout; a reader that went away (`| head`, `| true`) is no error.
+pub fn emit(text: &str) -> crate::error::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(crate::error::Error::io("write to stdout", e))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,17 +119,5 @@ mod tests {
             table(&rows),
             "ID          PID         OWNER\nr1          3095        root\n"
         );
-    }
-}
-
-/// Writes `text` to stdout; a reader that went away (`| head`, `| true`) is no error.
-pub fn emit(text: &str) -> crate::error::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(crate::error::Error::io("write to stdout", e))
-        }
-        _ => Ok(()),
     }
 }
