@@ -1461,35 +1461,26 @@ fn default_profiles_give_crun_results() {
                 "destination": "/probe", "type": "bind", "source": probe,
                 "options": ["rbind", "ro"]}));
         });
-        let crun_root = tempfile::tempdir().unwrap();
-        let crun = run_cmd(
-            {
-                let mut c = Command::new(common::CRUN);
-                c.arg("--root").arg(crun_root.path()).args([
+        let direct_root = tempfile::tempdir().unwrap();
+        let root = direct_root.path().to_str().unwrap();
+        let direct = |runtime: &str, id: &str| {
+            let out = run_cmd(
+                common::command(&[
+                    runtime,
+                    "--root",
+                    root,
                     "run",
                     "--bundle",
                     bundle.path(),
-                    &unique("probe-crun"),
-                ]);
-                c
-            },
-            None,
-        );
-        assert_eq!(crun.code, Some(0), "{engine} crun: {}", crun.stderr);
-        let runc = run_cmd(
-            {
-                let mut c = Command::new(common::RUNC);
-                c.arg("--root").arg(crun_root.path()).args([
-                    "run",
-                    "--bundle",
-                    bundle.path(),
-                    &unique("probe-runc"),
-                ]);
-                c
-            },
-            None,
-        );
-        assert_eq!(runc.code, Some(0), "{engine} runc: {}", runc.stderr);
+                    id,
+                ]),
+                None,
+            );
+            assert_eq!(out.code, Some(0), "{engine} {runtime}: {}", out.stderr);
+            out
+        };
+        let crun = direct(common::CRUN, &unique("probe-crun"));
+        let runc = direct(common::RUNC, &unique("probe-runc"));
         let ours = lx.run(&["run", "--bundle", bundle.path(), &lx.id("lxc-probe")]);
         assert_eq!(ours.code, Some(0), "{engine} nexcage: {}", ours.stderr);
         assert!(crun.stdout.lines().count() > 300, "{}", crun.stdout);

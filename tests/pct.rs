@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::pve::Pve;
-use common::{Bundle, nexcage, pid_alive, repo, run_cmd, unique};
+use common::{Bundle, command, nexcage, pid_alive, repo, run_cmd, unique};
 
 #[test]
 fn lifecycle_through_nexcage() {
@@ -497,12 +497,6 @@ fn podman_on_pct() {
         out.stdout
     );
     pve.assert_clean();
-}
-
-fn command(argv: &[&str]) -> Command {
-    let mut cmd = Command::new(argv[0]);
-    cmd.args(&argv[1..]);
-    cmd
 }
 
 #[test]

@@ -328,6 +328,13 @@ pub fn run_cmd(mut cmd: Command, stdin: Option<&str>) -> Out {
     }
 }
 
+/// `argv[0] argv[1..]` as a command.
+pub fn command(argv: &[&str]) -> Command {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
 /// A live (not zombie) process.
 pub fn pid_alive(pid: i64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
