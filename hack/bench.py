@@ -500,7 +500,7 @@ def main():
             print(row(name, lxc_samples[name], f"{ceil3(ratio):.3f}"))
         print()
         print(f"The lxc backend starts a full LXC container (lxc-start: monitor, "
-              f"namespaces, cgroups, autodev, mounts) at `create` and places the holder in "
+              f"namespaces, cgroups, the spec's mounts) at `create` and places the holder in "
               f"it; {a.lxc_runs} rounds, interleaved as above. Goal: lxc `run` ≤ 2× crun's: "
               f"{'met' if statistics.median(lxc_samples[lxc_variants[0][0]]) <= 2 * base else 'NOT met'}.")
         print()
