@@ -35,3 +35,12 @@ pub fn inherit_lock(lock: nix::fcntl::Flock<std::fs::File>, min_fd: i32) -> Resu
     std::mem::forget(lock);
     Ok(())
 }
+
+/// fds a socket-activated caller (systemd's LISTEN_FDS) passes before the
+/// `--preserve-fds` ones.
+pub fn listen_fds() -> i32 {
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

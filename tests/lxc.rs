@@ -1639,12 +1639,15 @@ fn pid_file_refuses_a_planted_link() {
     lx.assert_clean();
 }
 
-/// `exec` of what cannot be run fails with runc's words, before returning; fds the
-/// caller hands on with `--preserve-fds` reach the process.
+/// `exec` of what cannot be run fails with runc's words, before returning; what it
+/// cannot honour is refused; rlimits, `--pidfd-socket` and the fds the caller hands on
+/// with `--preserve-fds` reach the process.
 #[test]
 fn exec_errors_and_preserved_fds() {
     let lx = Lxc::new();
-    let bundle = Bundle::new(&["sleep", "1000"]);
+    let bundle = json_bundle(&["sleep", "1000"], |s| {
+        s["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 777, "soft": 777}]);
+    });
     let id = lx.id("lxc-exec");
     lx.env
         .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
@@ -1663,7 +1666,59 @@ fn exec_errors_and_preserved_fds() {
             out.stderr
         );
     }
+    // What exec cannot honour is refused by name, never dropped.
+    for (flags, needle) in [
+        (
+            &["--process-label", "system_u:system_r:container_t:s0"][..],
+            "SELinux",
+        ),
+        (&["--cgroup", "sub"], "--cgroup"),
+        (&["--apparmor", "some-profile"], "AppArmor"),
+    ] {
+        let mut args = vec!["exec"];
+        args.extend(flags);
+        args.extend([id.as_str(), "true"]);
+        let out = lx.run(&args);
+        assert_eq!(out.code, Some(1), "{flags:?}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{flags:?}: {}", out.stderr);
+    }
+    // The process's rlimits apply (runc's exec takes them from the container's).
+    assert_eq!(lx.env.ok(&["exec", &id, "sh", "-c", "ulimit -n"]), "777\n");
+    // --pidfd-socket receives a pidfd of the exec'd process.
     let scratch = tempfile::tempdir().unwrap();
+    let socket = scratch.path().join("pidfd.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    lx.env.detached(&[
+        "exec",
+        "--detach",
+        "--pidfd-socket",
+        socket.to_str().unwrap(),
+        &id,
+        "sleep",
+        "1000",
+    ]);
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 8];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        std::os::fd::AsRawFd::as_raw_fd(&conn),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let fds: Vec<_> = msg
+        .cmsgs()
+        .unwrap()
+        .flat_map(|c| match c {
+            nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds,
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(fds.len(), 1, "one pidfd");
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fds[0])).unwrap();
+    assert_eq!(link.to_string_lossy(), "anon_inode:[pidfd]");
     let passed = scratch.path().join("fd3");
     std::fs::write(&passed, "through fd 3\n").unwrap();
     let file = std::fs::File::open(&passed).unwrap();

@@ -159,6 +159,9 @@ pub struct EnterArgs {
     /// Capability sets BOUNDING:EFFECTIVE:PERMITTED:INHERITABLE:AMBIENT, hex bitmasks
     #[arg(long)]
     pub caps: Option<String>,
+    /// Resource limit RESOURCE:SOFT:HARD (the resource as setrlimit numbers it)
+    #[arg(long)]
+    pub rlimit: Vec<String>,
     /// Load this compiled seccomp filter last
     #[arg(long)]
     pub seccomp: Option<PathBuf>,

@@ -51,7 +51,7 @@ pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<
 
     if foreground {
         if let Some(run_lock) = claim.take_run_lock() {
-            let passed = preserve_fds.unwrap_or(0) as i32 + listen_fds();
+            let passed = preserve_fds.unwrap_or(0) as i32 + crate::process::listen_fds();
             crate::process::inherit_lock(run_lock, 3 + passed)?;
         }
         // Others must be able to `state`, `kill` or `delete --force` it while it runs.
@@ -88,14 +88,6 @@ fn claim(root: &Root, record: &Record) -> Result<Locked> {
         },
         other => other,
     }
-}
-
-/// fds a socket-activated caller passes before the `--preserve-fds` ones.
-fn listen_fds() -> i32 {
-    std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Drops a finished foreground container, unless someone deleted it (and perhaps

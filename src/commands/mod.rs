@@ -86,7 +86,14 @@ fn enter(a: &crate::cli::EnterArgs) -> Result<Error> {
         uid: a.uid,
         gid: a.gid,
         groups: a.group.clone(),
-        rlimits: Vec::new(),
+        rlimits: a
+            .rlimit
+            .iter()
+            .map(|r| {
+                Identity::parse_rlimit(r)
+                    .ok_or_else(|| Error::Usage(format!("invalid --rlimit {r:?}")))
+            })
+            .collect::<Result<_>>()?,
         no_new_privileges: a.no_new_privileges,
         caps,
         seccomp,

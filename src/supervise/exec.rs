@@ -36,6 +36,19 @@ pub fn enter_args(
         }
         None => (read_process(&dir.join(PROCESS))?, a.command.clone(), a.tty),
     };
+    // What `enter` cannot do is refused, never dropped.
+    if a.process_label.as_deref().is_some_and(|l| !l.is_empty())
+        || p.selinux_label().as_deref().is_some_and(|l| !l.is_empty())
+    {
+        return Err(Error::Usage(
+            "exec with an SELinux process label is not supported by this backend".into(),
+        ));
+    }
+    if !a.cgroup.is_empty() {
+        return Err(Error::Usage(
+            "exec --cgroup (a sub-cgroup) is not supported by this backend".into(),
+        ));
+    }
     let user = p.user();
     let (mut uid, mut gid) = (user.uid(), user.gid());
     let mut groups = user.additional_gids().clone().unwrap_or_default();
@@ -104,8 +117,17 @@ pub fn enter_args(
             format!("{mount_point}/{}", supervise::SECCOMP_BPF).into(),
         ]);
     }
-    if let Some(profile) = p.apparmor_profile().as_deref().filter(|p| !p.is_empty()) {
+    let apparmor = a.apparmor.as_deref().or(p.apparmor_profile().as_deref());
+    if let Some(profile) = apparmor.filter(|p| !p.is_empty()) {
         out.extend(["--apparmor".into(), profile.into()]);
+    }
+    // The process's rlimits, as runc applies them to what it execs.
+    for r in p.rlimits().iter().flatten() {
+        let resource = supervise::identity::rlimit_resource(r.typ());
+        out.extend([
+            "--rlimit".into(),
+            format!("{resource}:{}:{}", r.soft(), r.hard()).into(),
+        ]);
     }
     out.push("--".into());
     out.extend(args);

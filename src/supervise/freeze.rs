@@ -16,23 +16,8 @@ fn control(pid: i32) -> Result<(PathBuf, bool)> {
         return Ok((dir.join("freezer.state"), true));
     }
     // v2 has no freezer controller: every non-root cgroup has cgroup.freeze.
-    let path = format!("/proc/{pid}/cgroup");
-    let text = fs::read_to_string(&path).map_err(|e| Error::io(format!("read {path}"), e))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|rel| {
-            let unified = if std::path::Path::new("/sys/fs/cgroup/unified").is_dir() {
-                PathBuf::from("/sys/fs/cgroup/unified")
-            } else {
-                PathBuf::from("/sys/fs/cgroup")
-            };
-            (
-                unified
-                    .join(rel.trim_start_matches('/'))
-                    .join("cgroup.freeze"),
-                false,
-            )
-        })
+    super::join::unified_dir(pid)?
+        .map(|dir| (dir.join("cgroup.freeze"), false))
         .filter(|(p, _)| p.exists())
         .ok_or_else(|| Error::Usage("no cgroup freezer for this container".into()))
 }

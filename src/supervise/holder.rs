@@ -129,14 +129,7 @@ impl Workload {
             super::terminal::attach(&console)?;
         }
 
-        let cwd = process.cwd();
-        std::env::set_current_dir(cwd).map_err(|e| {
-            Error::Usage(format!(
-                "chdir to cwd ({:?}) set in config.json failed: {}",
-                cwd.display(),
-                io_words(&e)
-            ))
-        })?;
+        change_dir(process.cwd())?;
         let args = process.args().clone().unwrap_or_default();
         let env = process.env().clone().unwrap_or_default();
         let arg0 = args
@@ -207,6 +200,17 @@ impl Workload {
             _ => 126,
         }
     }
+}
+
+/// runc's chdir to the process's cwd, with its words when that fails.
+pub fn change_dir(cwd: &Path) -> Result<()> {
+    std::env::set_current_dir(cwd).map_err(|e| {
+        Error::Usage(format!(
+            "chdir to cwd ({:?}) set in config.json failed: {}",
+            cwd.display(),
+            io_words(&e)
+        ))
+    })
 }
 
 /// Go's exec.LookPath, which runc uses with the process's PATH: a name with a slash is

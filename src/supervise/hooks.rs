@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -97,14 +96,7 @@ impl Hooks {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         let body = serde_json::to_vec(self).map_err(|e| Error::Usage(e.to_string()))?;
-        let path = dir.join(super::HOOKS);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&body))
-            .context(|| format!("write {}", path.display()))
+        super::host::write_new(&dir.join(super::HOOKS), &body, 0o600)
     }
 
     /// The hooks `create` kept, if any.

@@ -238,7 +238,7 @@ impl Supervisor {
         if let Some(manager) = parent_of(init_pid) {
             write_pid_note(&dir.join(MANAGER_PID), manager)?;
         }
-        let base = 3 + create.preserve_fds.unwrap_or(0) as i32 + listen_fds();
+        let base = 3 + create.preserve_fds.unwrap_or(0) as i32 + process::listen_fds();
         let (mut child, ready) = self.spawn_holder(
             &dir,
             init_pid,
@@ -298,6 +298,9 @@ impl Supervisor {
             in_pid_namespace_of(holder, || {
                 hooks.run(Kind::CreateContainer, "creating", holder, Some(&ns))
             })?;
+        }
+        if let Some(socket) = &create.pidfd_socket {
+            super::protocol::send_pidfd(socket, holder)?;
         }
         if let Some(pid_file) = &create.pid_file {
             write_pid_file(pid_file, holder)?;
@@ -359,14 +362,9 @@ impl Supervisor {
     ) -> Result<(std::process::Child, fs::File)> {
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
-        // A placeholder (the host's binary is bound on it inside): run our own.
-        let copied = fs::metadata(dir.join(BINARY)).is_ok_and(|m| m.len() > 0);
-        let program = if copied {
-            dir.join(BINARY)
-        } else {
-            PathBuf::from("/proc/self/exe")
-        };
-        let mut cmd = std::process::Command::new(program);
+        // Our own binary: the runtime directory's is for inside the container (and
+        // may be only the placeholder a read-only bind covers).
+        let mut cmd = std::process::Command::new("/proc/self/exe");
         cmd.arg("holder")
             .arg("--dir")
             .arg(dir)
@@ -669,6 +667,9 @@ impl Supervisor {
             let _ = child.wait();
             return Err(Error::Usage(reason.trim_end().to_string()));
         }
+        if let Some(socket) = &a.pidfd_socket {
+            super::protocol::send_pidfd(socket, child.id() as i32)?;
+        }
         if a.detach {
             if let Some(pid_file) = &a.pid_file {
                 write_pid_file(pid_file, child.id() as i32)?;
@@ -750,27 +751,26 @@ fn read_pid_note(path: &Path) -> Option<i32> {
     (start_time(pid)?.as_str() == start).then_some(pid)
 }
 
+/// Fields 3 on of /proc/PID/stat (after the command name, which may hold anything).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
 /// Field 4 of /proc/PID/stat.
 fn parent_of(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 /// Field 22 of /proc/PID/stat, to tell a pid from a reused one.
 fn start_time(pid: i32) -> Option<String> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    let mut fields = stat_fields(pid)?;
     // A zombie has exited: the container's pid is gone for our purposes.
-    if fields.first() == Some(&"Z") {
+    if fields.first().map(String::as_str) == Some("Z") {
         return None;
     }
-    fields.get(19).map(|s| s.to_string())
+    (fields.len() > 19).then(|| fields.swap_remove(19))
 }
 
 /// runc's pid file: decimal, no newline, written under a temporary name and renamed.
@@ -789,7 +789,7 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 }
 
 /// Writes a new file with `mode` (never through an existing file or link).
-fn write_new(path: &Path, body: &[u8], mode: u32) -> Result<()> {
+pub(super) fn write_new(path: &Path, body: &[u8], mode: u32) -> Result<()> {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -797,14 +797,6 @@ fn write_new(path: &Path, body: &[u8], mode: u32) -> Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(body))
         .context(|| format!("write {}", path.display()))
-}
-
-/// fds a socket-activated caller passes before the `--preserve-fds` ones.
-fn listen_fds() -> i32 {
-    std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The holder's word on its pipe: Ok once it is in the container, else why not.

@@ -58,6 +58,17 @@ impl Identity {
         }
     }
 
+    /// `enter --rlimit RESOURCE:SOFT:HARD` (see `exec::enter_args`).
+    pub fn parse_rlimit(text: &str) -> Option<(libc::c_int, u64, u64)> {
+        let mut parts = text.split(':');
+        let limit = (
+            parts.next()?.parse().ok()?,
+            parts.next()?.parse().ok()?,
+            parts.next()?.parse().ok()?,
+        );
+        parts.next().is_none().then_some(limit)
+    }
+
     /// `uid[:gid]` as runc's `exec --user` takes it.
     pub fn parse_user(user: &str) -> Option<(u32, u32)> {
         match user.split_once(':') {
@@ -86,6 +97,12 @@ pub fn configure(cmd: &mut Command, args: &[String], env: &[String], id: Identit
         None => None,
     };
     let apparmor = match &id.apparmor {
+        // As runc: a profile asked for where AppArmor is off is an error, not nothing.
+        Some(profile) if !apparmor_enabled() => {
+            return Err(Error::Usage(format!(
+                "apparmor profile {profile:?} set but AppArmor is not enabled on this host"
+            )));
+        }
         Some(profile) => Some(
             CString::new(format!("exec {profile}"))
                 .map_err(|_| Error::Usage(format!("apparmor profile {profile:?}")))?,
@@ -147,6 +164,12 @@ pub fn configure(cmd: &mut Command, args: &[String], env: &[String], id: Identit
         });
     }
     Ok(())
+}
+
+/// runc's apparmor.IsEnabled.
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.starts_with('Y'))
 }
 
 /// AppArmor's "change profile on exec", as runc's apparmor.ApplyProfile.
@@ -337,7 +360,7 @@ impl CapSets {
     }
 }
 
-fn rlimit_resource(typ: PosixRlimitType) -> libc::c_int {
+pub fn rlimit_resource(typ: PosixRlimitType) -> libc::c_int {
     (match typ {
         PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
         PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,

@@ -170,8 +170,8 @@ fn enter_process(
     let Some(arg0) = args.first() else {
         return Error::Usage("args must not be empty".into());
     };
-    if let Err(e) = std::env::set_current_dir(cwd) {
-        return Error::Usage(format!("chdir to cwd ({cwd:?}): {e}"));
+    if let Err(e) = super::holder::change_dir(Path::new(cwd)) {
+        return e;
     }
     // runc's words for a process that cannot be found.
     let program = match super::holder::look_path(arg0, env) {

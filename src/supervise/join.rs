@@ -181,15 +181,23 @@ pub fn cgroup_dir(pid: i32, controller: &str) -> Result<Option<(PathBuf, bool)>>
     {
         return Ok(Some((dir.clone(), true)));
     }
-    Ok(dirs
-        .into_iter()
-        .find(|(key, _)| key.is_empty())
-        .map(|(_, dir)| dir)
+    Ok(unified(dirs)
         .filter(|dir| {
             fs::read_to_string(dir.join("cgroup.controllers"))
                 .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
         })
         .map(|dir| (dir, false)))
+}
+
+/// `pid`'s cgroup in the unified (v2) hierarchy, if it is mounted here.
+pub fn unified_dir(pid: i32) -> Result<Option<PathBuf>> {
+    Ok(unified(cgroup_dirs(pid)?))
+}
+
+fn unified(dirs: Vec<(Vec<String>, PathBuf)>) -> Option<PathBuf> {
+    dirs.into_iter()
+        .find(|(key, _)| key.is_empty())
+        .map(|(_, dir)| dir)
 }
 
 /// `pid`'s cgroup in each hierarchy mounted here, by hierarchy (see `CgroupMount`).

@@ -100,3 +100,16 @@ pub fn accept_within(
     }
     Ok(listener.accept().context(|| "accept init")?.0)
 }
+
+/// runc's `--pidfd-socket`: a pidfd of `pid`, sent to the socket at `path`.
+pub fn send_pidfd(path: &std::path::Path, pid: i32) -> Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(2) returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        return Err(Error::io("pidfd_open", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the fd was just returned to us.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) };
+    send_fds(&connect_long(path)?, &[pidfd.as_raw_fd()])
+}

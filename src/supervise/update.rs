@@ -213,13 +213,16 @@ impl Limits {
         }
         if let Some(w) = self.blkio_weight {
             let v2 = 1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990;
-            write_each(
-                pid,
-                "blkio",
-                ("blkio.weight", u64::from(w)),
-                ("io.weight", v2),
-            )
-            .or_else(|_| write_each(pid, "io", ("blkio.weight", 0), ("io.weight", v2)))?;
+            // v1's blkio hierarchy, else v2's controller, which is named io.
+            let (dir, v1) = match super::join::cgroup_dir(pid, "blkio")? {
+                Some(found) => found,
+                None => dir(pid, "io")?,
+            };
+            if v1 {
+                put(&dir, "blkio.weight", &w.to_string())?;
+            } else {
+                put(&dir, "io.weight", &v2.to_string())?;
+            }
         }
         Ok(())
     }

@@ -103,23 +103,6 @@ impl Lxc {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// Whether the container's freezer says frozen (v1 freezer, else cgroup.freeze).
-    fn frozen(&self, id: &str) -> bool {
-        let Some(cgroup) = self.note(id, CGROUP_NOTE) else {
-            return false;
-        };
-        let v1 = Path::new("/sys/fs/cgroup/freezer")
-            .join(&cgroup)
-            .join("freezer.state");
-        if let Ok(state) = fs::read_to_string(v1) {
-            return state.trim() == "FROZEN";
-        }
-        let v2 = Path::new("/sys/fs/cgroup")
-            .join(&cgroup)
-            .join("cgroup.freeze");
-        fs::read_to_string(v2).is_ok_and(|s| s.trim() == "1")
-    }
-
     /// Defines the container: `<lxcpath>/<id>/config`, made exclusively so that a
     /// container of the same name is never taken over.
     fn define(&self, id: &str, config: &str) -> Result<()> {
@@ -214,7 +197,7 @@ impl Lxc {
         if !self.sup.running(id) {
             return Err(Error::Usage("container not running".into()));
         }
-        if !freeze && !self.frozen(id) {
+        if !freeze && !self.sup.paused(id) {
             return Err(Error::Usage("container not paused".into()));
         }
         let tool = if freeze { "lxc-freeze" } else { "lxc-unfreeze" };
@@ -308,7 +291,7 @@ impl Backend for Lxc {
             .iter()
             .filter_map(|r| {
                 let mut seen = self.sup.observe(&r.id)?;
-                if seen.status == Status::Running && self.frozen(&r.id) {
+                if seen.status == Status::Running && self.sup.paused(&r.id) {
                     seen.status = Status::Paused;
                 }
                 Some((r.id.clone(), seen))
@@ -345,7 +328,7 @@ impl Backend for Lxc {
         let id = &record.id;
         match inv.command {
             cli::Command::Exec(a) => {
-                if !a.ignore_paused && self.frozen(id) {
+                if !a.ignore_paused && self.sup.paused(id) {
                     return Err(Error::Usage("cannot exec in a paused container".into()));
                 }
                 let mount_point = self

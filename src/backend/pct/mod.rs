@@ -250,7 +250,8 @@ impl Pct {
                 opts.extend(["--swap".into(), mib(s - m)]);
             }
         }
-        if let (Some(q), Some(p)) = (limits.cpu_quota, limits.cpu_period.or(Some(100_000))) {
+        if let Some(q) = limits.cpu_quota {
+            let p = limits.cpu_period.unwrap_or(100_000);
             let cores = if q > 0 { q as f64 / p as f64 } else { 0.0 };
             opts.extend(["--cpulimit".into(), format!("{cores:.2}")]);
         }
