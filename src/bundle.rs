@@ -41,6 +41,36 @@ impl Bundle {
         Ok(self.path.join(root.path()))
     }
 
+    /// The rootfs as runc accepts it (libcontainer's `validate.rootfs`): relative to
+    /// the bundle's real directory, a directory, and no symlink in `root.path`, so
+    /// that an image or a spec cannot make the host's `/` (or any other host tree)
+    /// the container's root. Returns the real path.
+    pub fn checked_rootfs(&self) -> Result<PathBuf> {
+        let root = self.rootfs()?;
+        let err = |reason: String| Error::Bundle {
+            path: self.path.clone(),
+            reason,
+        };
+        let base = std::fs::canonicalize(&self.path).map_err(|e| err(e.to_string()))?;
+        let wanted = base.join(root.strip_prefix(&self.path).unwrap_or(&root));
+        let wanted: PathBuf = wanted.components().collect();
+        let real = std::fs::canonicalize(&wanted)
+            .map_err(|e| err(format!("invalid rootfs: {}: {e}", wanted.display())))?;
+        if real != wanted || wanted.components().any(|c| c.as_os_str() == "..") {
+            return Err(err(format!(
+                "invalid rootfs: {}: not an absolute path, or a symlink",
+                wanted.display()
+            )));
+        }
+        if !real.is_dir() {
+            return Err(err(format!(
+                "invalid rootfs: {}: not a directory",
+                wanted.display()
+            )));
+        }
+        Ok(real)
+    }
+
     pub fn annotations(&self) -> HashMap<String, String> {
         self.spec.annotations().clone().unwrap_or_default()
     }

@@ -3,12 +3,15 @@
 use crate::error::{Error, Result};
 
 /// runc's charset `[A-Za-z0-9_+.-]+`, never `.` or `..`; also bounded so that
-/// paths under the root stay a directory name (NAME_MAX).
+/// paths under the root stay a directory name (NAME_MAX), and never starting with
+/// `-`, which the tools an id is handed to (crun, runc, lxc-*, pct) would read as an
+/// option.
 pub fn validate(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 255
         && id != "."
         && id != ".."
+        && !id.starts_with('-')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-'));
@@ -26,7 +29,9 @@ mod tests {
         for good in ["a", "abc-1.2_3+x", &"f".repeat(64)] {
             assert!(super::validate(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "a b", "ä", "a\0"] {
+        for bad in [
+            "", ".", "..", "../x", "a/b", "a b", "ä", "a\0", "-x", "--help",
+        ] {
             assert!(super::validate(bad).is_err(), "{bad:?}");
         }
     }

@@ -24,19 +24,18 @@ use clap::{CommandFactory, FromArgMatches};
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut command = cli::Cli::command();
     let args = cli::argv::normalize(&command, args);
-    let matches = match command.try_get_matches_from_mut(args) {
+    let matches = match command.try_get_matches_from_mut(args.clone()) {
         Ok(m) => m,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: clap's own text on stdout.
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return 0;
         }
+        Err(e) => return usage_error(&args, &e),
     };
     let parsed = match cli::Cli::from_arg_matches(&matches) {
         Ok(p) => p,
-        Err(e) => {
-            let _ = e.print();
-            return 2;
-        }
+        Err(e) => return usage_error(&args, &e),
     };
     let mut reporter = logging::Reporter::init(&parsed.global);
     if parsed.global.version {
@@ -64,6 +63,21 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // The process exits next: freeing clap's tables would cost more than the parsing.
     std::mem::forget((command, matches, parsed));
     code
+}
+
+/// A command line clap cannot take: one line, like every other error, on stderr and
+/// in the `--log` file (which the engine reads), and runc's exit status for it.
+fn usage_error(args: &[OsString], e: &clap::Error) -> i32 {
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    logging::Reporter::from_raw_args(args).error(message);
+    2
 }
 
 fn print_version() {

@@ -41,6 +41,38 @@ impl Reporter {
         Reporter { file, format }
     }
 
+    /// For errors before the command line is parsed: `--log` and `--log-format`
+    /// picked out of the raw arguments (either `--opt V` or `--opt=V`).
+    pub fn from_raw_args(args: &[std::ffi::OsString]) -> Reporter {
+        let mut log = None;
+        let mut format = LogFormat::Text;
+        let mut it = args.iter().skip(1).filter_map(|a| a.to_str());
+        while let Some(arg) = it.next() {
+            if arg == "--" {
+                break;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (arg, None),
+            };
+            if name != "--log" && name != "--log-format" {
+                continue;
+            }
+            let Some(value) = inline.or_else(|| it.next().map(str::to_string)) else {
+                break;
+            };
+            if name == "--log" {
+                log = Some(value);
+            } else if value == "json" {
+                format = LogFormat::Json;
+            }
+        }
+        Reporter {
+            file: log.as_deref().and_then(open_log),
+            format,
+        }
+    }
+
     /// One plain line on stderr, one structured line in the log file.
     pub fn error(&mut self, message: &str) {
         eprintln!("nexcage: {message}");

@@ -1,6 +1,7 @@
 //! The one interface every backend implements. The core (commands) owns ids, records,
 //! routing and output formats; a backend only makes and drives containers.
 
+pub mod genconf;
 pub mod lxc;
 pub mod oci;
 pub mod pct;

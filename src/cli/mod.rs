@@ -145,9 +145,6 @@ pub struct InitArgs {
 pub struct EnterArgs {
     #[arg(long, default_value = "/")]
     pub cwd: String,
-    /// The whole environment, KEY=VALUE each
-    #[arg(long)]
-    pub env: Vec<String>,
     #[arg(long, default_value_t = 0)]
     pub uid: u32,
     #[arg(long, default_value_t = 0)]

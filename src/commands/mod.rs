@@ -99,9 +99,13 @@ fn enter(a: &crate::cli::EnterArgs) -> Result<Error> {
         seccomp,
         apparmor: a.apparmor.clone(),
     };
+    // The process's environment is ours (see `supervise::exec::Enter`).
+    let env: Vec<String> = std::env::vars_os()
+        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+        .collect();
     Ok(supervise::init::enter(
         &a.command,
-        &a.env,
+        &env,
         &a.cwd,
         identity,
         a.console_fd,

@@ -9,14 +9,19 @@ use crate::cli;
 use crate::error::{Error, IoContext, Result};
 use crate::supervise::{self, BINARY, PROCESS};
 
-/// `nexcage enter` argv (the runtime dir is at `mount_point` inside): the process from `--process`, or the
-/// container's own process (process.json in the runtime dir) changed by the flags, as
-/// runc composes it; and whether the process wants a terminal.
-pub fn enter_args(
-    a: &cli::ExecArgs,
-    dir: &Path,
-    mount_point: &str,
-) -> Result<(Vec<OsString>, bool)> {
+/// What `nexcage enter` is given: its argv (the runtime dir is at `mount_point`
+/// inside), the process's environment (passed as `enter`'s own: a command line is
+/// readable by every local user, an environment only by its owner), and whether the
+/// process wants a terminal. The process is the one from `--process`, or the
+/// container's own (process.json in the runtime dir) changed by the flags, as runc
+/// composes it.
+pub struct Enter {
+    pub args: Vec<OsString>,
+    pub env: Vec<String>,
+    pub terminal: bool,
+}
+
+pub fn enter_args(a: &cli::ExecArgs, dir: &Path, mount_point: &str) -> Result<Enter> {
     let read_process = |path: &Path| -> Result<oci_spec::runtime::Process> {
         let text = fs::read(path).context(|| format!("read {}", path.display()))?;
         serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
@@ -101,9 +106,6 @@ pub fn enter_args(
     for g in groups {
         out.extend(["--group".into(), g.to_string().into()]);
     }
-    for e in env {
-        out.extend(["--env".into(), e.into()]);
-    }
     if nnp {
         out.push("--no-new-privileges".into());
     }
@@ -111,7 +113,11 @@ pub fn enter_args(
         out.extend(["--caps".into(), c.arg().into()]);
     }
     // The container's filter applies to what runs in it later too, as with runc.
-    if dir.join(supervise::SECCOMP_BPF).exists() {
+    if dir
+        .join(supervise::INSIDE)
+        .join(supervise::SECCOMP_BPF)
+        .exists()
+    {
         out.extend([
             "--seccomp".into(),
             format!("{mount_point}/{}", supervise::SECCOMP_BPF).into(),
@@ -131,5 +137,9 @@ pub fn enter_args(
     }
     out.push("--".into());
     out.extend(args);
-    Ok((out, terminal))
+    Ok(Enter {
+        args: out,
+        env,
+        terminal,
+    })
 }

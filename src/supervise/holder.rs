@@ -20,11 +20,13 @@ use super::identity::{self, Identity};
 use super::join::{self, Namespaces};
 use super::protocol::{read_line, send_line};
 use super::seccomp::Program;
-use super::{PROCESS, SECCOMP_BPF, STARTED};
+use super::{INSIDE, PROCESS, SECCOMP_BPF, STARTED};
 use crate::error::{Error, IoContext, Result};
 
 /// Exit status when the container was stopped before it started.
 const KILLED: i32 = 128 + 9;
+/// How long a caller on the holder socket may take to say what it wants.
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the holder; `base` is the first of the four fds `create` passed: the
 /// listening socket, the connection init made, the pipe to report readiness on, and
@@ -61,14 +63,20 @@ pub fn run(dir: &Path, init_pid: i32, base: i32, console: bool) -> Result<i32> {
     writeln!(ready, "ready").context(|| "report ready")?;
     drop(ready);
 
+    // Only the host's root can reach the socket; still, a caller that says nothing
+    // or something else is dropped, never waited on or obeyed.
     let mut starter = loop {
-        let (conn, _) = listener.accept().context(|| "accept on holder socket")?;
+        let Ok((conn, _)) = listener.accept() else {
+            continue;
+        };
+        let _ = conn.set_read_timeout(Some(PEER_TIMEOUT));
         match read_line(&conn).ok().flatten().as_deref() {
             Some("start") => break conn,
             Some("stop") => return Ok(KILLED),
             _ => {}
         }
     };
+    let _ = starter.set_read_timeout(None);
     let pid = std::process::id() as i32;
     let hooked = workload.hooks.as_ref().map_or(Ok(()), |h| {
         h.run(Kind::StartContainer, "created", pid, None)
@@ -104,7 +112,7 @@ impl Workload {
         let text = std::fs::read(dir.join(PROCESS)).context(|| "read process.json")?;
         let process: Process = serde_json::from_slice(&text)
             .map_err(|e| Error::Usage(format!("process.json: {e}")))?;
-        let seccomp = match std::fs::read(dir.join(SECCOMP_BPF)) {
+        let seccomp = match std::fs::read(dir.join(INSIDE).join(SECCOMP_BPF)) {
             Ok(bytes) => Some(Program::from_bytes(&bytes)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("read the seccomp filter", e)),

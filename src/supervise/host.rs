@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::hooks::{Hooks, Kind};
 use super::protocol::SocketDir;
 use super::{
-    BINARY, HOLDER_PID, INIT_PID, MANAGER_PID, PROCESS, SECCOMP_BPF, SETUP, SOCKET, STARTED,
+    BINARY, HOLDER_PID, INIT_PID, INIT_SOCKET, INSIDE, MANAGER_PID, PROCESS, SECCOMP_BPF, SETUP,
+    SOCKET, STARTED,
 };
 use crate::backend::{Exit, Observed, Status};
 use crate::bundle::Bundle;
@@ -123,6 +124,11 @@ impl Supervisor {
         self.base.join(id)
     }
 
+    /// What the backend mounts into the container (see [`super::INSIDE`]).
+    pub fn inside(&self, id: &str) -> PathBuf {
+        self.dir(id).join(INSIDE)
+    }
+
     /// Makes the runtime directory: nexcage's static binary (init in any rootfs), the
     /// process and the setup for init, the compiled seccomp filter and the hooks.
     /// `mapped_root`: the container's root is a mapped uid that must be able to reach
@@ -172,25 +178,32 @@ impl Supervisor {
             }
         }
         let dir = self.dir(&record.id);
+        // A mapped root reaches `inside` (the mount's source) through this directory.
         fs::DirBuilder::new()
-            .mode(0o711)
+            .mode(if mapped_root { 0o711 } else { 0o700 })
             .create(&dir)
             .context(|| format!("create {}", dir.display()))?;
+        let inside = dir.join(INSIDE);
+        fs::DirBuilder::new()
+            .mode(0o711)
+            .create(&inside)
+            .context(|| format!("create {}", inside.display()))?;
         match binary {
             Binary::Copy => {
                 let exe = fs::read_link("/proc/self/exe").context(|| "find own binary")?;
-                fs::copy(&exe, dir.join(BINARY)).context(|| "copy nexcage into the runtime dir")?;
+                fs::copy(&exe, inside.join(BINARY))
+                    .context(|| "copy nexcage into the runtime dir")?;
             }
-            Binary::Bind(_) => write_new(&dir.join(BINARY), b"", 0o555)?,
+            Binary::Bind(_) => write_new(&inside.join(BINARY), b"", 0o555)?,
         }
         // The environment may hold secrets: only the host's root reads the process.
         let body = serde_json::to_vec(process).map_err(|e| Error::Usage(e.to_string()))?;
         write_new(&dir.join(PROCESS), &body, 0o600)?;
         let body = serde_json::to_vec(setup).map_err(|e| Error::Usage(e.to_string()))?;
-        write_new(&dir.join(SETUP), &body, 0o644)?;
+        write_new(&inside.join(SETUP), &body, 0o644)?;
         if let Some(program) = seccomp {
             // `enter` loads it inside the container, as the container's root.
-            write_new(&dir.join(SECCOMP_BPF), &program.to_bytes(), 0o644)?;
+            write_new(&inside.join(SECCOMP_BPF), &program.to_bytes(), 0o644)?;
         }
         if let Some(hooks) = Hooks::from_spec(&bundle.spec, &record.id, &record.bundle) {
             hooks.save(&dir)?;
@@ -211,29 +224,43 @@ impl Supervisor {
         run: Option<&RunArgs>,
     ) -> Result<Option<i32>> {
         let dir = self.dir(id);
-        let sockets = SocketDir::open(&dir)?;
-        let listener = sockets.bind(SOCKET)?;
-        // init connects as the container's root; nobody else may.
-        let socket = dir.join(SOCKET);
-        std::os::unix::fs::chown(&socket, Some(launch.root_uid), None)
-            .context(|| "chown holder socket")?;
-        fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+        // The holder's: in the host-only part, root's (umask-proof).
+        let listener = SocketDir::open(&dir)?.bind(SOCKET)?;
+        fs::set_permissions(dir.join(SOCKET), fs::Permissions::from_mode(0o600))
             .context(|| "chmod holder socket")?;
+        // init's, inside: it connects as the container's root, and only once.
+        let inside = dir.join(INSIDE);
+        let init_listener = SocketDir::open(&inside)?.bind(INIT_SOCKET)?;
+        let init_socket = inside.join(INIT_SOCKET);
+        std::os::unix::fs::chown(&init_socket, Some(launch.root_uid), None)
+            .context(|| "chown init socket")?;
+        fs::set_permissions(&init_socket, fs::Permissions::from_mode(0o600))
+            .context(|| "chmod init socket")?;
         self.start_container(&dir, &launch.start_cmd)?;
-        let init = super::protocol::accept_within(&listener, INIT_TIMEOUT)
-            .map_err(|e| self.failed(format!("{e} ({})", start_log_reason(&dir))))?;
-        match super::protocol::read_line(&init)? {
-            Some(line) if line == "init" => {}
-            Some(line) if line.starts_with("error: ") => {
-                return Err(self.failed(line.trim_start_matches("error: ").to_string()));
-            }
-            _ => return Err(self.failed("unexpected caller on the holder socket".into())),
-        }
+        let init = super::protocol::accept_within(&init_listener, INIT_TIMEOUT)
+            .map_err(|e| self.failed(format!("{e} ({})", start_log_reason(&dir))));
+        drop(init_listener);
+        let _ = fs::remove_file(&init_socket);
+        let init = init?;
         // The peer's pid is translated into our (the host's) pid namespace.
         let init_pid =
             nix::sys::socket::getsockopt(&init, nix::sys::socket::sockopt::PeerCredentials)
                 .context(|| "peer credentials of init")?
                 .pid();
+        if !super::join::is_namespace_init(init_pid) {
+            return Err(self.failed(format!(
+                "the caller on the init socket (pid {init_pid}) is not the container's init"
+            )));
+        }
+        let _ = init.set_read_timeout(Some(INIT_TIMEOUT));
+        match super::protocol::read_line(&init)? {
+            Some(line) if line == "init" => {}
+            Some(line) if line.starts_with("error: ") => {
+                return Err(self.failed(line.trim_start_matches("error: ").to_string()));
+            }
+            _ => return Err(self.failed("unexpected caller on the init socket".into())),
+        }
+        let _ = init.set_read_timeout(None);
         write_pid_note(&dir.join(INIT_PID), init_pid)?;
         if let Some(manager) = parent_of(init_pid) {
             write_pid_note(&dir.join(MANAGER_PID), manager)?;
@@ -599,7 +626,11 @@ impl Supervisor {
         }
         let holder = self.holder(id).ok_or_else(stopped)?;
         let dir = self.dir(id);
-        let (mut args, terminal) = super::exec::enter_args(a, &dir, mount_point)?;
+        let super::exec::Enter {
+            mut args,
+            env,
+            terminal,
+        } = super::exec::enter_args(a, &dir, mount_point)?;
         let console = match (terminal, &a.console_socket) {
             (true, Some(socket)) => Some(super::protocol::connect_long(socket)?),
             (true, None) if a.detach => {
@@ -629,6 +660,10 @@ impl Supervisor {
             .ok_or_else(|| Error::Usage("no exec command".into()))?;
         let mut cmd = std::process::Command::new(program);
         cmd.args(rest).env_clear();
+        for var in &env {
+            let (key, value) = var.split_once('=').unwrap_or((var, ""));
+            cmd.env(key, value);
+        }
         let join = super::join::Join::prepare(holder)?;
         let console_fd = console.as_ref().map(|c| c.as_raw_fd());
         let ready_fd = ready_w.as_raw_fd();

@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use super::host::Setup;
 use super::identity::{self, Identity};
 use super::protocol::{read_line, send_line};
-use super::{SETUP, SOCKET};
+use super::{INIT_SOCKET, SETUP};
 use crate::error::{Error, IoContext, Result};
 
 /// capability.h's number for CAP_KILL.
@@ -31,7 +31,7 @@ const CAP_KILL: u32 = 5;
 
 /// The container's init. `dir` is the runtime directory as mounted inside.
 pub fn init(dir: &Path) -> Result<i32> {
-    let socket = dir.join(SOCKET);
+    let socket = dir.join(INIT_SOCKET);
     let mut conn =
         UnixStream::connect(&socket).context(|| format!("connect to {}", socket.display()))?;
     if let Err(e) = setup(dir) {

@@ -157,6 +157,28 @@ pub fn is_namespace_of(path: &std::path::Path, flag: CloneFlags) -> std::io::Res
     Ok(kind == flag.bits())
 }
 
+/// Whether `pid` can be a container's init calling in: pid 1 of a pid namespace
+/// below ours, or, for a container in our pid namespace, a process in a mount
+/// namespace other than ours.
+pub fn is_namespace_init(pid: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let nspids: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    match nspids.as_slice() {
+        [_, .., last] => *last == "1",
+        [_] => {
+            let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+            ns(&pid.to_string()).is_some_and(|theirs| ns("self") != Some(theirs))
+        }
+        [] => false,
+    }
+}
+
 /// Moves us into every cgroup `pid` is in, in every hierarchy mounted here.
 pub fn cgroups(pid: i32) -> Result<()> {
     for (_, dir) in cgroup_dirs(pid)? {

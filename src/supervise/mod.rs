@@ -5,7 +5,11 @@
 //! * `create` starts the container; its init is **`nexcage init`** (the static binary,
 //!   bind-mounted read-only with the runtime directory at a mount point the backend
 //!   chooses, [`MOUNT_POINT`] by default). init sets up what needs privileges and calls
-//!   in on `holder.sock`.
+//!   in on `init.sock`, which is there for that one call.
+//! * The runtime directory is the host's: only its [`INSIDE`] part (the binary, the
+//!   setup, the seccomp filter, init's socket) is mounted into the container. The
+//!   process (its environment), the hooks and the holder's control socket stay where
+//!   no container process and no other local user can reach them.
 //! * `create` then starts the **holder** (`nexcage holder`) in the container's pid
 //!   namespace; it joins the container's cgroups and other namespaces, checks the
 //!   workload can be exec'd, and its pid goes in `--pid-file`. Its stdin/stdout/stderr
@@ -32,14 +36,20 @@ pub mod seccomp;
 pub mod terminal;
 pub mod update;
 
-/// Where the runtime directory appears inside the container.
+/// Where the runtime directory's [`INSIDE`] part appears inside the container.
 pub const MOUNT_POINT: &str = "/.nexcage";
-/// Files in the runtime directory.
+/// The part of the runtime directory the container sees (read-only, at its mount
+/// point): [`BINARY`], [`SETUP`], [`SECCOMP_BPF`] and, until init has called in,
+/// [`INIT_SOCKET`].
+pub const INSIDE: &str = "inside";
+/// init calls in here once (inside); then it is gone.
+pub const INIT_SOCKET: &str = "init.sock";
+/// The holder's control socket (`start`, `stop`): the host's root only.
 pub const SOCKET: &str = "holder.sock";
 pub const PROCESS: &str = "process.json";
-/// What init sets up before the workload (see [`host::Setup`]).
+/// What init sets up before the workload (see [`host::Setup`]); inside.
 pub const SETUP: &str = "setup.json";
-/// The spec's seccomp filter, compiled at create.
+/// The spec's seccomp filter, compiled at create; inside.
 pub const SECCOMP_BPF: &str = "seccomp.bpf";
 /// The spec's hooks and the state they are given (see [`hooks::Hooks`]).
 pub const HOOKS: &str = "hooks.json";

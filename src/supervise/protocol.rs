@@ -1,6 +1,6 @@
 //! Line messages and fd passing over the holder's unix socket.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -14,10 +14,13 @@ pub fn send_line(stream: &mut UnixStream, line: &str) -> Result<()> {
         .context(|| "write to holder socket")
 }
 
+/// The longest line a peer may send: anything longer is cut off there.
+const MAX_LINE: u64 = 4096;
+
 /// One line, without its newline; `None` at EOF.
 pub fn read_line(stream: &UnixStream) -> Result<Option<String>> {
     // Byte by byte: a buffered reader could swallow what follows (an fd message).
-    let mut reader = BufReader::with_capacity(1, stream);
+    let mut reader = BufReader::with_capacity(1, stream).take(MAX_LINE);
     let mut line = String::new();
     let n = reader
         .read_line(&mut line)

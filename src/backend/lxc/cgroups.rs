@@ -7,7 +7,7 @@ use oci_spec::runtime::{
     LinuxBlockIo, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources,
 };
 
-use super::translate::{Conf, Refusal};
+use crate::backend::genconf::{LxcConf as Conf, Refusal};
 
 /// Whether `controller` is mounted as its own v1 hierarchy (this host: hybrid).
 fn v1(controller: &str) -> bool {
@@ -71,14 +71,14 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
                 "memory.limit_in_bytes",
                 "memory.max",
                 bytes(limit),
-            );
+            )?;
         }
         if let Some(swap) = m.swap() {
             if legacy {
                 if !Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
                     return Err("linux.resources.memory.swap (no swap accounting here)".into());
                 }
-                c.set("lxc.cgroup.memory.memsw.limit_in_bytes", bytes(swap));
+                c.set("lxc.cgroup.memory.memsw.limit_in_bytes", bytes(swap))?;
             } else {
                 // v2 limits swap alone; the spec's figure is memory+swap.
                 let only = match (swap, m.limit()) {
@@ -86,7 +86,7 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
                     (s, Some(l)) if l > 0 => (s - l).max(0).to_string(),
                     (s, _) => s.to_string(),
                 };
-                c.set("lxc.cgroup2.memory.swap.max", only);
+                c.set("lxc.cgroup2.memory.swap.max", only)?;
             }
         }
         if let Some(res) = m.reservation() {
@@ -96,19 +96,19 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
                 "memory.soft_limit_in_bytes",
                 "memory.low",
                 bytes(res),
-            );
+            )?;
         }
         if let Some(s) = m.swappiness().filter(|s| *s <= 100) {
             if !legacy {
                 return Err("linux.resources.memory.swappiness (cgroup v2)".into());
             }
-            c.set("lxc.cgroup.memory.swappiness", s.to_string());
+            c.set("lxc.cgroup.memory.swappiness", s.to_string())?;
         }
         if m.disable_oom_killer() == Some(true) {
             if !legacy {
                 return Err("linux.resources.memory.disableOOMKiller (cgroup v2)".into());
             }
-            c.set("lxc.cgroup.memory.oom_control", "1");
+            c.set("lxc.cgroup.memory.oom_control", "1")?;
         }
         if m.kernel().is_some() || m.kernel_tcp().is_some() {
             return Err("linux.resources.memory.kernel/kernelTCP".into());
@@ -125,29 +125,29 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
                 "cpu.shares",
                 "cpu.weight",
                 if legacy { shares } else { weight }.to_string(),
-            );
+            )?;
         }
         let (quota, period) = (cpu.quota(), cpu.period());
         if quota.is_some() || period.is_some() {
             let period = period.unwrap_or(100_000);
             if legacy {
-                c.set("lxc.cgroup.cpu.cfs_period_us", period.to_string());
+                c.set("lxc.cgroup.cpu.cfs_period_us", period.to_string())?;
                 if let Some(q) = quota {
-                    c.set("lxc.cgroup.cpu.cfs_quota_us", q.to_string());
+                    c.set("lxc.cgroup.cpu.cfs_quota_us", q.to_string())?;
                 }
             } else {
                 let q = match quota {
                     Some(q) if q > 0 => q.to_string(),
                     _ => "max".into(),
                 };
-                c.set("lxc.cgroup2.cpu.max", format!("{q} {period}"));
+                c.set("lxc.cgroup2.cpu.max", format!("{q} {period}"))?;
             }
         }
         if let Some(cpus) = cpu.cpus().as_deref().filter(|s| !s.is_empty()) {
-            set(c, v1("cpuset"), "cpuset.cpus", "cpuset.cpus", plain(cpus)?);
+            set(c, v1("cpuset"), "cpuset.cpus", "cpuset.cpus", plain(cpus)?)?;
         }
         if let Some(mems) = cpu.mems().as_deref().filter(|s| !s.is_empty()) {
-            set(c, v1("cpuset"), "cpuset.mems", "cpuset.mems", plain(mems)?);
+            set(c, v1("cpuset"), "cpuset.mems", "cpuset.mems", plain(mems)?)?;
         }
         if cpu.realtime_runtime().is_some()
             || cpu.realtime_period().is_some()
@@ -163,7 +163,7 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
         } else {
             "max".into()
         };
-        set(c, v1("pids"), "pids.max", "pids.max", max);
+        set(c, v1("pids"), "pids.max", "pids.max", max)?;
     }
     if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
         let legacy = v1("devices");
@@ -175,10 +175,10 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
             )
         };
         for rule in rules {
-            c.set(&key(rule.allow()), device_rule(rule)?);
+            c.set(&key(rule.allow()), device_rule(rule)?)?;
         }
         for d in DEFAULT_DEVICES {
-            c.set(&key(true), *d);
+            c.set(&key(true), *d)?;
         }
         for d in devices {
             let t = if d.typ() == LinuxDeviceType::B {
@@ -186,7 +186,7 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
             } else {
                 'c'
             };
-            c.set(&key(true), format!("{t} {}:{} rwm", d.major(), d.minor()));
+            c.set(&key(true), format!("{t} {}:{} rwm", d.major(), d.minor()))?;
         }
     }
     Ok(())
@@ -212,7 +212,7 @@ fn block_io(b: &LinuxBlockIo, c: &mut Conf) -> Result<(), Refusal> {
         return Err("linux.resources.blockIO.leafWeight".into());
     }
     if let Some(w) = b.weight().filter(|w| *w > 0) {
-        set(c, legacy, "blkio.weight", "io.weight", weight(w));
+        set(c, legacy, "blkio.weight", "io.weight", weight(w))?;
     }
     for d in b.weight_device().iter().flatten() {
         if let Some(w) = d.weight().filter(|w| *w > 0) {
@@ -222,7 +222,7 @@ fn block_io(b: &LinuxBlockIo, c: &mut Conf) -> Result<(), Refusal> {
             } else {
                 format!("{dev} {}", weight(w))
             };
-            set(c, legacy, "blkio.weight_device", "io.weight", value);
+            set(c, legacy, "blkio.weight_device", "io.weight", value)?;
         }
     }
     for (list, v1_key, v2_word) in [
@@ -254,17 +254,23 @@ fn block_io(b: &LinuxBlockIo, c: &mut Conf) -> Result<(), Refusal> {
             } else {
                 format!("{dev} {v2_word}={}", d.rate())
             };
-            set(c, legacy, v1_key, "io.max", value);
+            set(c, legacy, v1_key, "io.max", value)?;
         }
     }
     Ok(())
 }
 
-fn set(c: &mut Conf, legacy: bool, v1_key: &str, v2_key: &str, value: String) {
+fn set(
+    c: &mut Conf,
+    legacy: bool,
+    v1_key: &str,
+    v2_key: &str,
+    value: String,
+) -> Result<(), Refusal> {
     if legacy {
-        c.set(&format!("lxc.cgroup.{v1_key}"), value);
+        c.set(&format!("lxc.cgroup.{v1_key}"), value)
     } else {
-        c.set(&format!("lxc.cgroup2.{v2_key}"), value);
+        c.set(&format!("lxc.cgroup2.{v2_key}"), value)
     }
 }
 

@@ -227,16 +227,12 @@ impl Backend for Lxc {
         let (create, run) =
             host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
         let bundle = Bundle::load(&record.bundle)?;
-        let dir = self.sup.dir(&record.id);
-        // LXC refuses a rootfs path with a symlink in it.
-        let rootfs = fs::canonicalize(&record.rootfs).map_err(|e| Error::Bundle {
-            path: record.bundle.clone(),
-            reason: format!("rootfs {}: {e}", record.rootfs.display()),
-        })?;
+        let inside = self.sup.inside(&record.id);
+        let rootfs = bundle.checked_rootfs()?;
         let binary = host::Binary::bind_if_possible();
         let paths = translate::Paths {
             rootfs: &rootfs,
-            runtime_dir: &dir,
+            runtime_dir: &inside,
             binary: match &binary {
                 host::Binary::Bind(path) => Some(path),
                 host::Binary::Copy => None,
@@ -245,17 +241,16 @@ impl Backend for Lxc {
         // Everything is checked before anything is made.
         let t = translate::translate(&bundle.spec, &self.cfg, &record.id, &paths)
             .map_err(|what| self.unsupported(&what))?;
-        if !rootfs.is_dir() {
-            return Err(Error::Bundle {
-                path: record.bundle.clone(),
-                reason: format!("rootfs {} is not a directory", record.rootfs.display()),
-            });
-        }
         let mut start = vec![self.tool("lxc-start")?.into_os_string()];
         start.extend(["-n", &record.id, "-P"].map(OsString::from));
         start.push(self.lxcpath.clone().into_os_string());
         start.extend(["-d", "-l", "ERROR", "-o"].map(OsString::from));
-        start.push(dir.join(host::START_LOG).into_os_string());
+        start.push(
+            self.sup
+                .dir(&record.id)
+                .join(host::START_LOG)
+                .into_os_string(),
+        );
         let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let dir = self
             .sup

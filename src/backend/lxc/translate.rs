@@ -2,13 +2,13 @@
 //! (see `supervise::host::Setup`). Anything security-relevant that cannot be
 //! expressed is refused with the field's name, never dropped.
 
-use std::fmt::Write as _;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 use serde::Serialize;
 
+use crate::backend::genconf::{self, LxcConf as Conf};
 use crate::config::LxcConfig;
 use crate::supervise::BINARY;
 use crate::supervise::host::Setup;
@@ -31,14 +31,14 @@ pub struct Translation {
 /// Everything `translate` needs to know about where things are.
 pub struct Paths<'a> {
     pub rootfs: &'a Path,
+    /// What of the runtime directory the container sees (`supervise::INSIDE`).
     pub runtime_dir: &'a Path,
     /// nexcage's binary on the host, bound read-only over the runtime directory's
     /// placeholder; None when the runtime directory holds a copy.
     pub binary: Option<&'a Path>,
 }
 
-/// A field the backend cannot honour; becomes `Error::Unsupported`.
-pub type Refusal = String;
+pub use crate::backend::genconf::Refusal;
 
 pub fn translate(
     spec: &Spec,
@@ -61,33 +61,29 @@ pub fn translate(
         "/.nexcage"
     };
 
-    c.set("lxc.rootfs.path", format!("dir:{}", value(paths.rootfs)?));
+    c.set("lxc.rootfs.path", format!("dir:{}", value(paths.rootfs)?))?;
     c.set(
         "lxc.init.cmd",
         format!("{mount_point}/{BINARY} init --dir {mount_point}"),
-    );
+    )?;
     // stdio comes from the holder; LXC allocates no console or ttys of its own.
-    c.set("lxc.console.path", "none");
-    c.set("lxc.tty.max", "0");
+    c.set("lxc.console.path", "none")?;
+    c.set("lxc.tty.max", "0")?;
     // The spec's own /dev, /dev/pts (a devpts of its own) and devices, in its order;
     // init adds runc's /dev symlinks (ptmx -> pts/ptmx among them).
-    c.set("lxc.pty.max", "0");
-    c.set("lxc.autodev", "0");
-    c.set(
-        "lxc.apparmor.profile",
-        spec.process()
-            .as_ref()
-            .and_then(|p| p.apparmor_profile().clone())
-            .unwrap_or_else(|| "unconfined".into()),
-    );
+    c.set("lxc.pty.max", "0")?;
+    c.set("lxc.autodev", "0")?;
+    // init runs unconfined, as runc's init does; the holder puts the workload into
+    // the spec's profile when it execs it (see `identity`).
+    c.set("lxc.apparmor.profile", "unconfined")?;
     if let Some(p) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
-        c.set("lxc.proc.oom_score_adj", p.to_string());
+        c.set("lxc.proc.oom_score_adj", p.to_string())?;
     }
 
     let userns = namespaces(spec, cfg, &mut c)?;
     let idmapped = userns == UserNs::FromConfig;
     if idmapped {
-        c.set("lxc.rootfs.options", "idmap=container");
+        c.set("lxc.rootfs.options", "idmap=container")?;
     }
     if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         let has_uts = linux
@@ -98,13 +94,13 @@ pub fn translate(
         if !has_uts {
             return Err("hostname without a UTS namespace".into());
         }
-        c.set("lxc.uts.name", value(hostname)?);
+        c.set("lxc.uts.name", value(hostname)?)?;
     }
 
     let cgroup = cgroup_path(linux.cgroups_path().as_deref(), id)?;
-    c.set("lxc.cgroup.relative", "0");
-    c.set("lxc.cgroup.dir.container", cgroup.clone());
-    c.set("lxc.cgroup.dir.monitor", format!("nexcage.monitor/{id}"));
+    c.set("lxc.cgroup.relative", "0")?;
+    c.set("lxc.cgroup.dir.container", cgroup.clone())?;
+    c.set("lxc.cgroup.dir.monitor", format!("nexcage.monitor/{id}"))?;
     if let Some(resources) = linux.resources() {
         super::cgroups::limits(resources, linux.devices().as_deref().unwrap_or(&[]), &mut c)?;
     }
@@ -119,7 +115,7 @@ pub fn translate(
             mount_point.trim_start_matches('/'),
             if idmapped { ",idmap=container" } else { "" }
         ),
-    );
+    )?;
     if let Some(binary) = paths.binary {
         c.set(
             "lxc.mount.entry",
@@ -129,7 +125,7 @@ pub fn translate(
                 mount_point.trim_start_matches('/'),
                 if idmapped { ",idmap=container" } else { "" }
             ),
-        );
+        )?;
     }
 
     for (key, val) in linux.sysctl().iter().flatten() {
@@ -139,7 +135,7 @@ pub fn translate(
         {
             return Err(format!("linux.sysctl key {key:?}"));
         }
-        c.set(&format!("lxc.sysctl.{key}"), value(val)?);
+        c.set(&format!("lxc.sysctl.{key}"), value(val)?)?;
     }
 
     // seccomp is not LXC's: the holder loads the spec's filter right before it execs
@@ -148,7 +144,7 @@ pub fn translate(
     setup.readonly_mounts = readonly_mounts;
     setup.dev_symlinks = autodev;
     Ok(Translation {
-        config: c.text,
+        config: c.text(),
         setup,
         root_uid: root_uid(&linux, userns),
         mapped_root: userns != UserNs::Host,
@@ -157,34 +153,18 @@ pub fn translate(
     })
 }
 
-/// LXC config text, one `key = value` per line.
-#[derive(Default)]
-pub struct Conf {
-    text: String,
-}
-
-impl Conf {
-    pub fn set(&mut self, key: &str, value: impl AsRef<str>) {
-        let _ = writeln!(self.text, "{key} = {}", value.as_ref());
-    }
-}
-
-/// A config value runs to the end of its line: a newline would inject keys.
+/// A spec value as text: LXC's config is text, so a path that is not UTF-8 cannot be
+/// written as it is (the writer checks the rest).
 fn value(v: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
-    let text = v.as_ref().to_string_lossy().into_owned();
-    if text.contains(['\n', '\r', '\0']) {
-        return Err(format!("a value with a line break ({text:?})"));
-    }
-    Ok(text)
+    let v = v.as_ref();
+    v.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("a value that is not UTF-8 ({v:?})"))
 }
 
-/// A path in an fstab-style mount entry: whitespace and backslashes octal-escaped.
+/// A path in an fstab-style mount entry.
 fn fstab(p: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
-    let text = value(p)?;
-    Ok(text
-        .replace('\\', "\\134")
-        .replace(' ', "\\040")
-        .replace('\t', "\\011"))
+    genconf::fstab_field("mount path", &value(p)?)
 }
 
 fn is_set<T: Serialize>(v: &T) -> bool {
@@ -287,7 +267,7 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
             None => keep.push(name),
             Some(ns) => {
                 if let Some(path) = ns.path() {
-                    c.set(&format!("lxc.namespace.share.{name}"), value(path)?);
+                    c.set(&format!("lxc.namespace.share.{name}"), value(path)?)?;
                 }
             }
         }
@@ -295,15 +275,15 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
     // A cgroup namespace is always made, even if the spec has none: LXC then mounts
     // the container's own cgroup at /sys/fs/cgroup, as runc does without one.
     if let Some(path) = find(LinuxNamespaceType::Cgroup).and_then(|n| n.path().clone()) {
-        c.set("lxc.namespace.share.cgroup", value(path)?);
+        c.set("lxc.namespace.share.cgroup", value(path)?)?;
     }
     if let Some(path) = find(LinuxNamespaceType::Time).and_then(|n| n.path().clone()) {
-        c.set("lxc.namespace.share.time", value(path)?);
+        c.set("lxc.namespace.share.time", value(path)?)?;
     }
     let userns = match find(LinuxNamespaceType::User) {
         Some(ns) => {
             if let Some(path) = ns.path() {
-                c.set("lxc.namespace.share.user", value(path)?);
+                c.set("lxc.namespace.share.user", value(path)?)?;
             } else {
                 let maps = [
                     ('u', linux.uid_mappings().clone().unwrap_or_default()),
@@ -317,7 +297,7 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
                         c.set(
                             "lxc.idmap",
                             format!("{kind} {} {} {}", m.container_id(), m.host_id(), m.size()),
-                        );
+                        )?;
                     }
                 }
             }
@@ -328,7 +308,7 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
                 c.set(
                     "lxc.idmap",
                     format!("{kind} 0 {} {}", cfg.id_base, cfg.id_count),
-                );
+                )?;
             }
             UserNs::FromConfig
         }
@@ -339,7 +319,7 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
         }
     };
     if !keep.is_empty() {
-        c.set("lxc.namespace.keep", keep.join(" "));
+        c.set("lxc.namespace.keep", keep.join(" "))?;
     }
     Ok(userns)
 }
@@ -411,7 +391,7 @@ fn mounts(spec: &Spec, idmapped: bool, cgroup: &str, c: &mut Conf) -> Result<Vec
                     readonly_later.push("/sys/fs/cgroup".to_string());
                 }
             }
-            _ if bind => c.set("lxc.mount.entry", bind_entry(m, idmapped)?),
+            _ if bind => c.set("lxc.mount.entry", bind_entry(m, idmapped)?)?,
             _ => {
                 let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
                 let entry = format!(
@@ -421,13 +401,13 @@ fn mounts(spec: &Spec, idmapped: bool, cgroup: &str, c: &mut Conf) -> Result<Vec
                     fstab(typ)?,
                     mount_options(&options)?
                 );
-                c.set("lxc.mount.entry", &entry);
+                c.set("lxc.mount.entry", &entry)?;
                 // After pivot_root LXC detaches whatever is mounted on /dev/pts
                 // (lxc_setup_devpts_child, even with lxc.pty.max = 0): a second
                 // devpts stacked on the spec's takes that, and the spec's stays
                 // where the spec has it.
                 if dest == Path::new("/dev/pts") && typ == "devpts" {
-                    c.set("lxc.mount.entry", &entry);
+                    c.set("lxc.mount.entry", &entry)?;
                 }
             }
         }
@@ -452,7 +432,7 @@ fn cgroupfs(ro: bool, cgroup: &str, c: &mut Conf) -> Result<bool, Refusal> {
                 fstab(point.join(cgroup))?,
                 fstab(relative(point))?
             ),
-        );
+        )?;
         Ok(())
     };
     if let [(point, key)] = &hierarchies[..]
@@ -465,7 +445,7 @@ fn cgroupfs(ro: bool, cgroup: &str, c: &mut Conf) -> Result<bool, Refusal> {
     c.set(
         "lxc.mount.entry",
         "tmpfs sys/fs/cgroup tmpfs rw,nosuid,nodev,noexec,mode=755,create=dir 0 0",
-    );
+    )?;
     for (point, _) in &hierarchies {
         if point.starts_with(top) && point != top {
             bind(point, c)?;
@@ -553,7 +533,7 @@ fn devices(spec: &Spec, own_dev: bool, c: &mut Conf) -> Result<(), Refusal> {
                 c.set(
                     "lxc.mount.entry",
                     format!("{path} {} none bind,create=file 0 0", &path[1..]),
-                );
+                )?;
             }
         }
     }
@@ -598,7 +578,7 @@ fn devices(spec: &Spec, own_dev: bool, c: &mut Conf) -> Result<(), Refusal> {
                 fstab(d.path())?,
                 fstab(relative(d.path()))?
             ),
-        );
+        )?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use super::{Backend, Exit, Invocation, Observed};
+use crate::backend::genconf::PctOptions;
 use crate::bundle::Bundle;
 use crate::cli;
 use crate::config::PctConfig;
@@ -243,21 +244,22 @@ impl Pct {
             .vmid(id)
             .ok_or_else(|| Error::Usage("container not running".into()))?;
         let mib = |bytes: i64| ((bytes + (1 << 20) - 1) >> 20).to_string();
-        let mut opts: Vec<String> = Vec::new();
+        let mut opts = PctOptions::default();
         if let Some(m) = limits.memory.filter(|m| *m > 0) {
-            opts.extend(["--memory".into(), mib(m)]);
+            opts.set("memory", mib(m)).map_err(Error::Usage)?;
             if let Some(s) = limits.memory_swap.filter(|s| *s >= m) {
-                opts.extend(["--swap".into(), mib(s - m)]);
+                opts.set("swap", mib(s - m)).map_err(Error::Usage)?;
             }
         }
         if let Some(q) = limits.cpu_quota {
             let p = limits.cpu_period.unwrap_or(100_000);
             let cores = if q > 0 { q as f64 / p as f64 } else { 0.0 };
-            opts.extend(["--cpulimit".into(), format!("{cores:.2}")]);
+            opts.set("cpulimit", format!("{cores:.2}"))
+                .map_err(Error::Usage)?;
         }
-        if !opts.is_empty() {
+        if !opts.args().is_empty() {
             let mut args = vec!["set", vmid.as_str()];
-            args.extend(opts.iter().map(String::as_str));
+            args.extend(opts.args().iter().map(String::as_str));
             let out = self.pct(&args)?;
             if !out.status.success() {
                 return Err(self.failed("pct set", &out));
@@ -285,6 +287,7 @@ impl Backend for Pct {
         let (create, run) =
             host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
         let bundle = Bundle::load(&record.bundle)?;
+        let rootfs = bundle.checked_rootfs()?;
         let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let settings = translate::settings(&bundle.spec, &self.cfg)?;
         // Proxmox applies its limits (in MiB) to lxc/<vmid>; the exact ones go to the
@@ -306,9 +309,14 @@ impl Backend for Pct {
             // Proxmox mount points are directories.
             &host::Binary::Copy,
         )?;
-        let template = template::ensure(&self.cfg, &record.rootfs)?;
-        let options =
-            translate::create_options(&bundle.spec, &self.cfg, &settings, &record.id, &dir)?;
+        let template = template::ensure(&self.cfg, &rootfs)?;
+        let options = translate::create_options(
+            &bundle.spec,
+            &self.cfg,
+            &settings,
+            &record.id,
+            &dir.join(crate::supervise::INSIDE),
+        )?;
         let vmid = self.create_ct(&dir, &template, &options, settings.vmid.as_deref())?;
         let launch = host::Launch {
             start_cmd: vec![

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use oci_spec::runtime::Spec;
 
+use crate::backend::genconf::{self, PctOptions};
 use crate::config::PctConfig;
 use crate::error::{Error, Result};
 use crate::supervise::MOUNT_POINT;
@@ -76,35 +77,37 @@ pub fn create_options(
     id: &str,
     runtime_dir: &Path,
 ) -> Result<Vec<String>> {
-    let mut opts: Vec<String> = vec![
-        "--ostype".into(),
-        "unmanaged".into(),
-        "--hostname".into(),
-        hostname(spec.hostname().as_deref().unwrap_or(""), id),
-        "--unprivileged".into(),
-        if cfg.unprivileged { "1" } else { "0" }.into(),
-        "--rootfs".into(),
-        format!("{}:{}", settings.storage, settings.rootfs_size),
-        "--tags".into(),
-        "nexcage".into(),
+    let mut opts = PctOptions::default();
+    let refused = Error::Usage;
+    let hostname = hostname(spec.hostname().as_deref().unwrap_or(""), id);
+    let unprivileged = if cfg.unprivileged { "1" } else { "0" };
+    let rootfs = format!("{}:{}", settings.storage, settings.rootfs_size);
+    let entrypoint = format!("{MOUNT_POINT}/{} init", crate::supervise::BINARY);
+    for (option, value) in [
+        ("ostype", "unmanaged"),
+        ("hostname", &hostname),
+        ("unprivileged", unprivileged),
+        ("rootfs", &rootfs),
+        ("tags", "nexcage"),
         // The OCI id, so that orphans can be found from Proxmox's side.
-        "--description".into(),
-        description(id),
-        "--entrypoint".into(),
-        format!("{MOUNT_POINT}/{} init", crate::supervise::BINARY),
-    ];
+        ("description", &description(id)),
+        ("entrypoint", &entrypoint),
+    ] {
+        opts.set(option, value).map_err(refused)?;
+    }
     if let Some(net0) = &cfg.net0 {
-        opts.extend(["--net0".into(), net0.clone()]);
+        opts.set("net0", net0.clone()).map_err(refused)?;
     }
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
     if let Some(memory) = resources.as_ref().and_then(|r| *r.memory())
         && let Some(limit) = memory.limit().filter(|l| *l > 0)
     {
         let mib = (limit as u64).div_ceil(1 << 20).max(16);
-        opts.extend(["--memory".into(), mib.to_string()]);
+        opts.set("memory", mib.to_string()).map_err(refused)?;
         // OCI's swap is memory+swap; Proxmox's is swap alone.
         if let Some(total) = memory.swap().filter(|s| *s >= limit) {
-            opts.extend(["--swap".into(), ((total - limit) as u64 >> 20).to_string()]);
+            let swap = ((total - limit) as u64 >> 20).to_string();
+            opts.set("swap", swap).map_err(refused)?;
         }
     }
     if let Some(cpu) = resources.as_ref().and_then(|r| r.cpu().clone()) {
@@ -113,14 +116,18 @@ pub fn create_options(
             && period > 0
         {
             let limit = (quota as f64 / period as f64 * 100.0).ceil() / 100.0;
-            opts.extend(["--cpulimit".into(), format!("{limit}")]);
+            opts.set("cpulimit", format!("{limit}")).map_err(refused)?;
         }
         if let Some(cpus) = cpu.cpus() {
-            opts.extend(["--cores".into(), count_cpus(cpus).max(1).to_string()]);
+            let cores = count_cpus(cpus).max(1).to_string();
+            opts.set("cores", cores).map_err(refused)?;
         }
     }
     // mp0 is nexcage's own runtime directory; the bundle's directory binds follow.
-    let mut mount_points = vec![format!("{},mp={MOUNT_POINT},ro=1", property(runtime_dir)?)];
+    let mut mount_points = vec![format!(
+        "{},mp={MOUNT_POINT},ro=1",
+        property("runtime directory", runtime_dir)?
+    )];
     for mount in spec.mounts().iter().flatten() {
         let options = mount.options().clone().unwrap_or_default();
         let is_bind = mount.typ().as_deref() == Some("bind")
@@ -141,14 +148,14 @@ pub fn create_options(
         };
         mount_points.push(format!(
             "{},mp={}{ro}",
-            property(source)?,
-            property(mount.destination())?
+            property("mount source", source)?,
+            property("mount destination", mount.destination())?
         ));
     }
     for (i, mp) in mount_points.into_iter().enumerate() {
-        opts.extend([format!("--mp{i}"), mp]);
+        opts.set(&format!("mp{i}"), mp).map_err(refused)?;
     }
-    Ok(opts)
+    Ok(opts.into_args())
 }
 
 /// The description marking a Proxmox container as this OCI container's.
@@ -156,15 +163,13 @@ pub fn description(id: &str) -> String {
     format!("nexcage container {id}")
 }
 
-/// A path inside a Proxmox property string, where `,` and `=` separate values.
-fn property(path: &Path) -> Result<String> {
-    let text = path.to_string_lossy();
-    if text.contains([',', '=', '\n']) || !path.is_absolute() {
-        return Err(Error::Usage(format!(
-            "path {text:?} cannot be a Proxmox mount point (absolute, no ',' or '=')"
-        )));
-    }
-    Ok(text.into_owned())
+/// An absolute path inside a Proxmox property string.
+fn property(field: &str, path: &Path) -> Result<String> {
+    let text = path
+        .to_str()
+        .filter(|_| path.is_absolute())
+        .ok_or_else(|| Error::Usage(format!("{field} {path:?}: not an absolute UTF-8 path")))?;
+    genconf::property(field, text).map_err(Error::Usage)
 }
 
 /// A valid hostname (one DNS label, <= 63 chars) from the spec's, else from the id.
