@@ -2,6 +2,7 @@
 //! routing and output formats; a backend only makes and drives containers.
 
 pub mod genconf;
+pub mod in_root;
 pub mod lxc;
 pub mod oci;
 pub mod pct;

@@ -9,6 +9,7 @@ use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 use serde::Serialize;
 
 use crate::backend::genconf::{self, LxcConf as Conf};
+use crate::backend::in_root::Tree;
 use crate::config::LxcConfig;
 use crate::supervise::BINARY;
 use crate::supervise::host::Setup;
@@ -105,8 +106,16 @@ pub fn translate(
         super::cgroups::limits(resources, linux.devices().as_deref().unwrap_or(&[]), &mut c)?;
     }
 
-    let readonly_mounts = mounts(spec, idmapped, &cgroup, &mut c)?;
-    devices(spec, autodev, &mut c)?;
+    let mut tree = Tree::new(paths.rootfs);
+    let readonly_mounts = mounts(spec, idmapped, &cgroup, &mut tree, &mut c)?;
+    devices(spec, autodev, &tree, &mut c)?;
+    // Where init is looked for: it must be where it says, not where an image's
+    // symlink would put it.
+    if tree.resolve(Path::new(mount_point))? != relative(Path::new(mount_point)) {
+        return Err(format!(
+            "a rootfs whose {mount_point} is a symlink (nexcage mounts itself there)"
+        ));
+    }
     c.set(
         "lxc.mount.entry",
         format!(
@@ -374,7 +383,13 @@ fn cgroup_path(path: Option<&Path>, id: &str) -> Result<String, Refusal> {
 /// order; its own /dev, automatic mounts and devpts would come first or last). Only
 /// a cgroupfs at /sys/fs/cgroup expands: one mount per hierarchy of the host, as runc
 /// lays it out (see `cgroupfs`).
-fn mounts(spec: &Spec, idmapped: bool, cgroup: &str, c: &mut Conf) -> Result<Vec<String>, Refusal> {
+fn mounts(
+    spec: &Spec,
+    idmapped: bool,
+    cgroup: &str,
+    tree: &mut Tree,
+    c: &mut Conf,
+) -> Result<Vec<String>, Refusal> {
     let mut readonly_later = Vec::new();
     for m in spec.mounts().iter().flatten() {
         let dest = m.destination();
@@ -385,19 +400,24 @@ fn mounts(spec: &Spec, idmapped: bool, cgroup: &str, c: &mut Conf) -> Result<Vec
         if !dest.is_absolute() {
             return Err(format!("mount destination {dest:?} (not absolute)"));
         }
+        let target = tree.resolve(dest)?;
+        let mut bind_source = None;
         match (dest.to_str(), typ) {
             (Some("/sys/fs/cgroup"), "cgroup" | "cgroup2") => {
-                if cgroupfs(ro, cgroup, c)? && ro {
-                    readonly_later.push("/sys/fs/cgroup".to_string());
+                if cgroupfs(ro, cgroup, &target, c)? && ro {
+                    readonly_later.push(format!("/{}", value(&target)?));
                 }
             }
-            _ if bind => c.set("lxc.mount.entry", bind_entry(m, idmapped)?)?,
+            _ if bind => {
+                c.set("lxc.mount.entry", bind_entry(m, idmapped, &target)?)?;
+                bind_source = m.source().clone().filter(|s| s.is_dir());
+            }
             _ => {
                 let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
                 let entry = format!(
                     "{} {} {} {},create=dir 0 0",
                     fstab(&source)?,
-                    fstab(relative(dest))?,
+                    fstab(&target)?,
                     fstab(typ)?,
                     mount_options(&options)?
                 );
@@ -411,6 +431,7 @@ fn mounts(spec: &Spec, idmapped: bool, cgroup: &str, c: &mut Conf) -> Result<Vec
                 }
             }
         }
+        tree.mounted(target, bind_source);
     }
     Ok(readonly_later)
 }
@@ -419,18 +440,19 @@ fn mounts(spec: &Spec, idmapped: bool, cgroup: &str, c: &mut Conf) -> Result<Vec
 /// alone, or, v1 and hybrid, a tmpfs with one per hierarchy), bound from the host
 /// (LXC has made them before it mounts anything); `ro` read-only (init remounts the
 /// tmpfs read-only at the end). Returns whether there is such a tmpfs.
-fn cgroupfs(ro: bool, cgroup: &str, c: &mut Conf) -> Result<bool, Refusal> {
+fn cgroupfs(ro: bool, cgroup: &str, target: &Path, c: &mut Conf) -> Result<bool, Refusal> {
     let mode = if ro { "ro" } else { "rw" };
     let hierarchies =
         crate::supervise::join::hierarchies().map_err(|e| format!("/sys/fs/cgroup: {e}"))?;
     let top = Path::new("/sys/fs/cgroup");
     let bind = |point: &Path, c: &mut Conf| -> Result<(), Refusal> {
+        let under = target.join(point.strip_prefix(top).unwrap_or(Path::new("")));
         c.set(
             "lxc.mount.entry",
             format!(
                 "{} {} none rbind,{mode},nosuid,nodev,noexec,create=dir 0 0",
                 fstab(point.join(cgroup))?,
-                fstab(relative(point))?
+                fstab(&under)?
             ),
         )?;
         Ok(())
@@ -444,7 +466,10 @@ fn cgroupfs(ro: bool, cgroup: &str, c: &mut Conf) -> Result<bool, Refusal> {
     }
     c.set(
         "lxc.mount.entry",
-        "tmpfs sys/fs/cgroup tmpfs rw,nosuid,nodev,noexec,mode=755,create=dir 0 0",
+        format!(
+            "tmpfs {} tmpfs rw,nosuid,nodev,noexec,mode=755,create=dir 0 0",
+            fstab(target)?
+        ),
     )?;
     for (point, _) in &hierarchies {
         if point.starts_with(top) && point != top {
@@ -454,7 +479,7 @@ fn cgroupfs(ro: bool, cgroup: &str, c: &mut Conf) -> Result<bool, Refusal> {
     Ok(true)
 }
 
-fn bind_entry(m: &Mount, idmapped: bool) -> Result<String, Refusal> {
+fn bind_entry(m: &Mount, idmapped: bool, target: &Path) -> Result<String, Refusal> {
     let source = m
         .source()
         .clone()
@@ -478,7 +503,7 @@ fn bind_entry(m: &Mount, idmapped: bool) -> Result<String, Refusal> {
     Ok(format!(
         "{} {} none {opts} 0 0",
         fstab(&source)?,
-        fstab(relative(m.destination()))?
+        fstab(target)?
     ))
 }
 
@@ -524,15 +549,16 @@ const DEFAULT_DEVICES: [&str; 6] = [
 /// The spec's device nodes (and, in a /dev of the container's own, runc's default
 /// ones), bound from the host's identical node; anything else cannot be made in place
 /// and is refused.
-fn devices(spec: &Spec, own_dev: bool, c: &mut Conf) -> Result<(), Refusal> {
+fn devices(spec: &Spec, own_dev: bool, tree: &Tree, c: &mut Conf) -> Result<(), Refusal> {
     let linux = spec.linux().clone().unwrap_or_default();
     let listed = linux.devices().clone().unwrap_or_default();
     if own_dev {
         for path in DEFAULT_DEVICES {
             if !listed.iter().any(|d| d.path() == Path::new(path)) {
+                let target = tree.resolve(Path::new(path))?;
                 c.set(
                     "lxc.mount.entry",
-                    format!("{path} {} none bind,create=file 0 0", &path[1..]),
+                    format!("{path} {} none bind,create=file 0 0", fstab(&target)?),
                 )?;
             }
         }
@@ -576,7 +602,7 @@ fn devices(spec: &Spec, own_dev: bool, c: &mut Conf) -> Result<(), Refusal> {
             format!(
                 "{} {} none bind,create=file 0 0",
                 fstab(d.path())?,
-                fstab(relative(d.path()))?
+                fstab(tree.resolve(d.path())?)?
             ),
         )?;
     }

@@ -24,6 +24,8 @@ use crate::supervise::host::{self, Setup, Supervisor};
 
 /// `pvesh get /cluster/nextid` does not reserve: another create may take the id first.
 const CREATE_ATTEMPTS: usize = 5;
+/// The runtime dir's owner token (see `translate::description`).
+const OWNER: &str = "owner";
 /// How long `delete` waits for a `pct create` left running by a killed nexcage.
 const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -86,6 +88,13 @@ impl Pct {
             .context(|| format!("run {}", self.cfg.pct.display()))
     }
 
+    /// The owner token of a container's runtime dir (see `translate::description`).
+    fn owner(&self, id: &str) -> Option<String> {
+        fs::read_to_string(self.dir(id).join(OWNER))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
     fn vmid(&self, id: &str) -> Option<String> {
         fs::read_to_string(self.dir(id).join("vmid"))
             .ok()
@@ -93,9 +102,12 @@ impl Pct {
     }
 
     /// Whose Proxmox container `vmid` is: this OCI container's if its description says
-    /// so; in creation if it holds only `lock: create` (the description comes with the
-    /// rest of the config when `pct create` finishes).
+    /// so, with our owner token; in creation if it holds only `lock: create` (the
+    /// description comes with the rest of the config when `pct create` finishes).
     fn ct(&self, vmid: &str, id: &str) -> Result<Ct> {
+        let Some(owner) = self.owner(id) else {
+            return Ok(Ct::Other);
+        };
         let out = self.pct(&["config", vmid])?;
         if !out.status.success() {
             if String::from_utf8_lossy(&out.stderr).contains("does not exist") {
@@ -107,7 +119,7 @@ impl Pct {
         let ours = text
             .lines()
             .filter_map(|l| l.strip_prefix("description: "))
-            .any(|d| percent_decode(d).trim_end() == translate::description(id));
+            .any(|d| percent_decode(d).trim_end() == translate::description(id, &owner));
         Ok(if ours {
             Ct::Ours
         } else if text.lines().any(|l| l == "lock: create") {
@@ -310,11 +322,14 @@ impl Backend for Pct {
             &host::Binary::Copy,
         )?;
         let template = template::ensure(&self.cfg, &rootfs)?;
+        let owner = new_owner_token()?;
+        fs::write(dir.join(OWNER), &owner).context(|| "write the owner token")?;
         let options = translate::create_options(
             &bundle.spec,
             &self.cfg,
             &settings,
             &record.id,
+            &owner,
             &dir.join(crate::supervise::INSIDE),
         )?;
         let vmid = self.create_ct(&dir, &template, &options, settings.vmid.as_deref())?;
@@ -391,6 +406,17 @@ impl Backend for Pct {
             other => Err(self.unsupported(other.name())),
         }
     }
+}
+
+/// 128 random bits, hex.
+fn new_owner_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom(2) writes at most the buffer's length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        return Err(Error::io("getrandom", std::io::Error::last_os_error()));
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `pct config` prints the description %XX-encoded.

@@ -1,6 +1,7 @@
 //! The bundle's rootfs as a Proxmox template (`vztmpl`), packed once per content:
-//! the name carries a fingerprint of the tree (paths, types, modes, owners, sizes,
-//! mtimes, link targets), so an unchanged rootfs is not packed again.
+//! the name is a sha256 of the tree (paths, types, modes, owners, device numbers,
+//! link targets and every file's bytes), so a rootfs is never run from another's
+//! template however alike their metadata, and an unchanged one is not packed again.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -36,11 +37,12 @@ pub fn ensure(cfg: &PctConfig, rootfs: &Path) -> Result<String> {
 }
 
 /// Packs into a temporary name first, so a half-written template is never used; a
-/// temporary left by a killed packer is swept (here and by `delete`) once its pid is gone.
+/// temporary left by a killed packer is swept (here and by `delete`) once its pid is
+/// gone, by the node that made it (the storage may be shared by a cluster).
 fn pack(rootfs: &Path, dir: &Path, target: &Path) -> Result<()> {
     fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
     sweep(dir);
-    let temp = dir.join(format!(".{PREFIX}tmp-{}{SUFFIX}", std::process::id()));
+    let temp = dir.join(format!("{}{}{SUFFIX}", temp_prefix(), std::process::id()));
     let mut tar = Command::new("tar");
     // SAFETY: prctl is async-signal-safe. If we are killed, tar goes too, so that the
     // temporary it writes is not left growing after the sweep.
@@ -74,14 +76,23 @@ fn pack(rootfs: &Path, dir: &Path, target: &Path) -> Result<()> {
     fs::rename(&temp, target).context(|| format!("rename into {}", target.display()))
 }
 
+/// `.nexcage-tmp-<node>-`: whose temporaries a node may judge by its own pids.
+fn temp_prefix() -> String {
+    let node = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{PREFIX}tmp-{node}-")
+}
+
 pub fn sweep(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
+    let ours = temp_prefix();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let pid = name
-            .strip_prefix(&format!(".{PREFIX}tmp-"))
+            .strip_prefix(&ours)
             .and_then(|rest| rest.strip_suffix(SUFFIX))
             .and_then(|pid| pid.parse::<u32>().ok());
         if let Some(pid) = pid
@@ -92,7 +103,8 @@ pub fn sweep(dir: &Path) {
     }
 }
 
-/// sha256 over every entry's metadata, in a stable order; 16 hex digits.
+/// sha256 over every entry, in a stable order: what tar packs of it (mtimes aside,
+/// which change nothing the container runs).
 fn fingerprint(rootfs: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
@@ -114,14 +126,26 @@ fn fingerprint(rootfs: &Path) -> Result<String> {
                 meta.uid() as u64,
                 meta.gid() as u64,
                 meta.size(),
+                meta.rdev(),
             ] {
                 hasher.update(n.to_le_bytes());
             }
-            hasher.update(meta.mtime().to_le_bytes());
-            hasher.update(meta.mtime_nsec().to_le_bytes());
-            if meta.file_type().is_symlink() {
-                if let Ok(target) = fs::read_link(entry.path()) {
-                    hasher.update(target.as_os_str().as_encoded_bytes());
+            let file_type = meta.file_type();
+            if file_type.is_symlink() {
+                let target = fs::read_link(entry.path())
+                    .context(|| format!("read link {}", path.display()))?;
+                hasher.update(target.as_os_str().as_encoded_bytes());
+            } else if file_type.is_file() {
+                let mut file =
+                    fs::File::open(entry.path()).context(|| format!("read {}", path.display()))?;
+                let mut buf = vec![0; 1 << 16];
+                loop {
+                    let n = std::io::Read::read(&mut file, &mut buf)
+                        .context(|| format!("read {}", path.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
                 }
             } else if meta.is_dir() {
                 stack.push(path);
@@ -130,5 +154,5 @@ fn fingerprint(rootfs: &Path) -> Result<String> {
         }
     }
     let digest = hasher.finalize();
-    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -75,6 +75,7 @@ pub fn create_options(
     cfg: &PctConfig,
     settings: &Settings,
     id: &str,
+    owner: &str,
     runtime_dir: &Path,
 ) -> Result<Vec<String>> {
     let mut opts = PctOptions::default();
@@ -90,7 +91,7 @@ pub fn create_options(
         ("rootfs", &rootfs),
         ("tags", "nexcage"),
         // The OCI id, so that orphans can be found from Proxmox's side.
-        ("description", &description(id)),
+        ("description", &description(id, owner)),
         ("entrypoint", &entrypoint),
     ] {
         opts.set(option, value).map_err(refused)?;
@@ -158,17 +159,29 @@ pub fn create_options(
     Ok(opts.into_args())
 }
 
-/// The description marking a Proxmox container as this OCI container's.
-pub fn description(id: &str) -> String {
-    format!("nexcage container {id}")
+/// The description marking a Proxmox container as this OCI container's: its id and
+/// the owner token its runtime directory holds, so that another nexcage root (on this
+/// node or another) with a container of the same id never takes it for its own.
+pub fn description(id: &str, owner: &str) -> String {
+    format!("nexcage container {id} (owner {owner})")
 }
 
-/// An absolute path inside a Proxmox property string.
+/// An absolute path inside a Proxmox property string; no `..`, which would climb out
+/// of the container's root before Proxmox's own checks see the path.
 fn property(field: &str, path: &Path) -> Result<String> {
     let text = path
         .to_str()
         .filter(|_| path.is_absolute())
-        .ok_or_else(|| Error::Usage(format!("{field} {path:?}: not an absolute UTF-8 path")))?;
+        .filter(|_| {
+            !path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        })
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{field} {path:?}: not an absolute UTF-8 path without '..'"
+            ))
+        })?;
     genconf::property(field, text).map_err(Error::Usage)
 }
 
