@@ -176,15 +176,31 @@ fn errors_go_to_the_json_log_as_one_object() {
     assert!(line["time"].is_string());
 }
 
+/// A command line that cannot be parsed: one line naming what is wrong, exit 2, and
+/// that line in the `--log` file as JSON too (engines read the log, not stderr).
 #[test]
 fn usage_errors() {
     let env = Env::new();
-    let out = env.run(&["frobnicate"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = env.run(&["create"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = env.run(&["--log-format", "xml", "list"]);
-    assert_eq!(out.status.code(), Some(2));
+    for (args, needle) in [
+        (&["frobnicate"][..], "unrecognized subcommand 'frobnicate'"),
+        (&["create"], "required arguments were not provided"),
+        (&["list", "--format", "xml"], "invalid value 'xml'"),
+        (&["create", "--bundle"], "a value is required for '--bundle"),
+        (&["kill", "--frob", "x"], "unexpected argument '--frob'"),
+    ] {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut full = vec!["--log", log.path().to_str().unwrap(), "--log-format=json"];
+        full.extend_from_slice(args);
+        let out = env.run(&full);
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["level"], "error");
+        assert!(line["msg"].as_str().unwrap().contains(needle), "{text}");
+    }
     let err = env.fails(&["exec", "ghost"]);
     assert!(err.contains("needs a command"), "{err}");
 }

@@ -136,6 +136,14 @@ impl Env {
         env
     }
 
+    /// A second root using this one's routing config (two nexcage installations
+    /// with the same backends).
+    pub fn sharing_config(&self) -> Env {
+        let mut env = Env::new();
+        env.config = self.config.clone();
+        env
+    }
+
     /// crun as default, runc by `r-*` ids; both selectable by annotation.
     pub fn two_backends() -> Env {
         Env::with_config(&format!(
