@@ -197,23 +197,28 @@ fn channels_only_their_parties_can_use() {
     );
     let dir = env.root().join("backends/lxc").join(&id);
     let python = "/usr/bin/python3";
-    let connect = |path: &Path| {
-        format!(
-            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(b'stop\\n')\nprint('connected')"
-        )
-        .replace("sys.argv[1]", &format!("{:?}", path.display().to_string()))
-    };
+    // Connects and says `stop`, as the holder's caller would.
+    let connect = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(b'stop\\n')\nprint('connected')";
     for file in ["process.json", "hooks.json", "inside/setup.json"] {
         let out = as_nobody(&["cat", dir.join(file).to_str().unwrap()]);
         assert!(!out.stdout.contains("hunter2"), "{file}: {}", out.stdout);
     }
     let out = as_nobody(&["ls", dir.to_str().unwrap()]);
     assert!(
-        !(out.code == Some(0)),
+        out.code != Some(0),
         "nobody lists the runtime dir: {}",
         out.stdout
     );
-    let out = as_nobody(&[python, "-c", &connect(&dir.join("holder.sock"))]);
+    // The probe itself works where nobody may connect.
+    let open_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = open_dir.path().join("open.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = as_nobody(&[python, "-c", connect, open.to_str().unwrap()]);
+    assert!(out.stdout.contains("connected"), "probe: {}", out.stderr);
+    let sock = dir.join("holder.sock");
+    let out = as_nobody(&[python, "-c", connect, sock.to_str().unwrap()]);
     assert!(
         !out.stdout.contains("connected"),
         "nobody reached the holder"
@@ -225,7 +230,6 @@ fn channels_only_their_parties_can_use() {
     assert_eq!(env.status(&id), "created");
 
     // Root callers that idle or send garbage are dropped, not waited on forever.
-    let sock = dir.join("holder.sock");
     let _idle = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     {
         use std::io::Write;
