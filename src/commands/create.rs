@@ -13,7 +13,8 @@ use crate::{config, ids, routing};
 pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<Exit> {
     ids::validate(id)?;
     let bundle = Bundle::load(bundle)?;
-    let rootfs = bundle.rootfs()?;
+    // Every backend's, as runc checks it: crun would follow a symlink to the host's `/`.
+    let rootfs = bundle.checked_rootfs()?;
     let annotations = bundle.annotations();
     let loaded = config::load(inv.global.config.as_deref())?;
     let route = routing::route(&loaded.config, id, &annotations)?;
