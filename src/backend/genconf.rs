@@ -47,6 +47,11 @@ impl LxcConf {
         if quoted {
             return Err(format!("{key}: a value in quotes ({value:?})"));
         }
+        // LXC reads its mount entries with getmntent, which skips a line starting
+        // with `#` as a comment: the mount would silently not be made.
+        if key == "lxc.mount.entry" && value.starts_with('#') {
+            return Err(format!("{key}: an entry read as a comment ({value:?})"));
+        }
         self.entries.push((key.to_string(), value.to_string()));
         Ok(())
     }
@@ -182,6 +187,7 @@ mod tests {
         assert!(c.set("lxc.hook.x\n", "v").is_err());
         assert!(c.set("lxc.sysctl.a=b", "v").is_err());
         assert!(c.set("hook", "v").is_err());
+        assert!(c.set("lxc.mount.entry", "#src dst none bind 0 0").is_err());
         assert!(c.entries().is_empty());
     }
 

@@ -83,7 +83,7 @@ pub fn limits(r: &LinuxResources, devices: &[LinuxDevice], c: &mut Conf) -> Resu
                 // v2 limits swap alone; the spec's figure is memory+swap.
                 let only = match (swap, m.limit()) {
                     (-1, _) => "max".to_string(),
-                    (s, Some(l)) if l > 0 => (s - l).max(0).to_string(),
+                    (s, Some(l)) if l > 0 => s.saturating_sub(l).max(0).to_string(),
                     (s, _) => s.to_string(),
                 };
                 c.set("lxc.cgroup2.memory.swap.max", only)?;

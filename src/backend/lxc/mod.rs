@@ -5,7 +5,7 @@
 //! the container is defined and started differs.
 
 mod cgroups;
-mod translate;
+pub mod translate;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -138,9 +138,11 @@ pub fn translate(
     }
 
     for (key, val) in linux.sysctl().iter().flatten() {
-        if !key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        // An empty name would write a bare `lxc.sysctl.`, which names no sysctl.
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
             return Err(format!("linux.sysctl key {key:?}"));
         }
@@ -346,6 +348,14 @@ fn check_namespace_path(typ: LinuxNamespaceType, path: &Path) -> Result<(), Refu
         LinuxNamespaceType::Mount => (CloneFlags::CLONE_NEWNS, "mount"),
         LinuxNamespaceType::Time => (CloneFlags::from_bits_retain(libc::CLONE_NEWTIME), "time"),
     };
+    // As the runtime spec requires; LXC would read anything else as a container's
+    // name (`[lxcpath/]name`) and join that one's namespace, not the file checked.
+    if !path.is_absolute() {
+        return Err(format!(
+            "linux.namespaces: {name} namespace path {} is not absolute",
+            path.display()
+        ));
+    }
     match crate::supervise::join::is_namespace_of(path, flag) {
         Ok(true) => Ok(()),
         Ok(false) => Err(format!(
@@ -514,9 +524,14 @@ fn relative(dest: &Path) -> &Path {
 /// Mount options LXC understands; anything else is filesystem data (size=, mode=),
 /// which LXC passes to mount(2) as runc does.
 fn mount_options(options: &[String]) -> Result<String, Refusal> {
+    // LXC's own options, which it finds anywhere in the field (conf.c
+    // `parse_lxc_mount_attrs` uses strstr): inside another option they are still its
+    // own (`idmap=<path>` is a user namespace LXC opens as root on the host). crun's
+    // `idmap` is among them.
+    const LXC_OWN: [&str; 4] = ["create=", "optional", "relative", "idmap"];
     let mut out = Vec::new();
     for o in options {
-        if o.contains([',', ' ', '\t', '\n']) || o.starts_with("create=") || o == "optional" {
+        if o.contains([',', ' ', '\t', '\n']) || LXC_OWN.iter().any(|w| o.contains(w)) {
             return Err(format!("mount option {o:?}"));
         }
         // crun's `tmpcopyup` (podman's /tmp, /run with --read-only): the tmpfs
@@ -525,7 +540,7 @@ fn mount_options(options: &[String]) -> Result<String, Refusal> {
             continue;
         }
         // Other crun extensions and SELinux relabelling have no LXC equivalent.
-        if matches!(o.as_str(), "copy-symlink" | "z" | "Z" | "U" | "idmap") {
+        if matches!(o.as_str(), "copy-symlink" | "z" | "Z" | "U") {
             return Err(format!("mount option {o:?}"));
         }
         out.push(o.as_str());

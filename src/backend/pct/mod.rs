@@ -5,7 +5,7 @@
 //! internals: only `pct`, `pvesh` and their outputs.
 
 mod template;
-mod translate;
+pub mod translate;
 
 use std::collections::HashMap;
 use std::fs;

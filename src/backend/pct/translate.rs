@@ -217,17 +217,17 @@ pub fn hostname(wanted: &str, id: &str) -> String {
     }
 }
 
-/// `0-3,6` -> 5
+/// `0-3,6` -> 5; saturating, as the list is the spec's (`0-18446744073709551615`).
 fn count_cpus(list: &str) -> usize {
     list.split(',')
         .map(|part| match part.split_once('-') {
             Some((a, b)) => match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
-                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                (Ok(a), Ok(b)) if b >= a => (b - a).saturating_add(1),
                 _ => 0,
             },
             None => usize::from(part.trim().parse::<usize>().is_ok()),
         })
-        .sum()
+        .fold(0, usize::saturating_add)
 }
 
 #[cfg(test)]
@@ -249,5 +249,6 @@ mod tests {
     fn cpu_lists() {
         assert_eq!(count_cpus("0-3,6"), 5);
         assert_eq!(count_cpus("1"), 1);
+        assert_eq!(count_cpus("0-18446744073709551615,0-1"), usize::MAX);
     }
 }
