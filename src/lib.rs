@@ -13,6 +13,7 @@ pub mod output;
 pub mod process;
 pub mod routing;
 pub mod signal;
+pub mod spec_check;
 pub mod state;
 pub mod supervise;
 

@@ -199,6 +199,13 @@ impl Backend for Oci {
     }
 
     fn start(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
+        // crun's own answer is a missing fifo's path; both keep the fifo until start.
+        let state = self.root.join(&record.id);
+        if self.flavor == OciFlavor::Crun && state.is_dir() && !state.join("exec.fifo").exists() {
+            return Err(Error::Usage(
+                "cannot start a container that has already started (running or stopped)".into(),
+            ));
+        }
         let mut cmd = self.command(inv)?;
         cmd.arg("start").arg(&record.id);
         Err(process::exec(cmd))

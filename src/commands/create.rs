@@ -15,6 +15,9 @@ pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<
     let bundle = Bundle::load(bundle)?;
     // Every backend's, as runc checks it: crun would follow a symlink to the host's `/`.
     let rootfs = bundle.checked_rootfs()?;
+    if !matches!(inv.command, Command::Restore(_)) {
+        crate::spec_check::check(&bundle.spec)?;
+    }
     let annotations = bundle.annotations();
     let loaded = config::load(inv.global.config.as_deref())?;
     let route = routing::route(&loaded.config, id, &annotations)?;

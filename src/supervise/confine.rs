@@ -1,5 +1,6 @@
-//! What init does to the container's mounts before the workload runs, as runc does
-//! it: masked paths, read-only paths and a read-only root. These need privileges the
+//! What init does to the container before the workload runs, as runc does it:
+//! sysctls (where the manager cannot set them), masked paths, read-only paths and a
+//! read-only root. These need privileges the
 //! workload usually lacks, so they happen in init, before any are dropped.
 
 use std::path::Path;
@@ -13,6 +14,12 @@ use crate::error::{Error, Result};
 pub fn apply(setup: &Setup) -> Result<()> {
     if setup.dev_symlinks {
         dev_symlinks()?;
+    }
+    // Before /proc/sys is made read-only (a read-only path in every default spec).
+    for (key, value) in &setup.sysctls {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value)
+            .map_err(|e| Error::Usage(format!("sysctl {key}={value:?}: {e}")))?;
     }
     for path in &setup.readonly_mounts {
         remount_readonly(Path::new(path))?;

@@ -49,6 +49,10 @@ pub struct Setup {
     /// of the container's own.
     #[serde(default)]
     pub dev_symlinks: bool,
+    /// Sysctls written under /proc/sys, for a manager that cannot be told them
+    /// (checked by `spec_check::sysctl`: only the container's own namespaces').
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -65,6 +69,7 @@ impl Setup {
                 .unwrap_or(false),
             readonly_mounts: Vec::new(),
             dev_symlinks: false,
+            sysctls: Vec::new(),
         }
     }
 }
@@ -470,8 +475,16 @@ impl Supervisor {
     /// container goes on running (runtime spec).
     pub fn start(&self, id: &str) -> Result<()> {
         if self.started(id) {
+            let running = self
+                .observe(id)
+                .is_some_and(|o| o.status != Status::Stopped);
             return Err(Error::Usage(
-                "cannot start an already running container".into(),
+                if running {
+                    "cannot start an already running container"
+                } else {
+                    "cannot start a container that has stopped"
+                }
+                .into(),
             ));
         }
         let dir = self.dir(id);

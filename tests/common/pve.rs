@@ -27,6 +27,11 @@ impl Pve {
 
     /// Also naming the default backend (`pve` for engines that cannot annotate).
     pub fn configured(extra: &str, default: &str) -> Pve {
+        Pve::with_backends(extra, default, "")
+    }
+
+    /// `more` adds backends (`,"name":{...}`), which may be picked by annotation too.
+    pub fn with_backends(extra: &str, default: &str, more: &str) -> Pve {
         let dir = tempfile::Builder::new()
             .prefix("nexcage-pct-")
             .tempdir()
@@ -46,11 +51,17 @@ impl Pve {
         }
         let templates = root.join("var/lib/vz/template/cache");
         std::fs::create_dir_all(&templates).unwrap();
+        // Every backend may be picked by annotation.
+        let mut names = vec!["crun".to_string(), "pve".to_string()];
+        let more_json: serde_json::Value =
+            serde_json::from_str(&format!("{{{}}}", more.trim_start_matches(','))).unwrap();
+        names.extend(more_json.as_object().unwrap().keys().cloned());
+        let annotated = serde_json::to_string(&names).unwrap();
         let env = Env::with_config(&format!(
             r#"{{"default":"{default}",
                 "backends":{{"crun":{{"type":"oci","path":"{CRUN}"}},
-                             "pve":{{"type":"pct","pct":"{}","pvesh":"{}","template_dir":"{}"{extra}}}}},
-                "annotation_backends":["crun","pve"],
+                             "pve":{{"type":"pct","pct":"{}","pvesh":"{}","template_dir":"{}"{extra}}}{more}}},
+                "annotation_backends":{annotated},
                 "rules":[{{"backend":"pve","id":"pve-*"}},
                          {{"backend":"pve","annotations":{{"org.nexcage.test.place":"proxmox"}}}}]}}"#,
             dir.path().join("pct").display(),

@@ -138,14 +138,7 @@ pub fn translate(
     }
 
     for (key, val) in linux.sysctl().iter().flatten() {
-        // An empty name would write a bare `lxc.sysctl.`, which names no sysctl.
-        if key.is_empty()
-            || !key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(format!("linux.sysctl key {key:?}"));
-        }
+        crate::spec_check::sysctl(key, &linux)?;
         c.set(&format!("lxc.sysctl.{key}"), value(val)?)?;
     }
 
@@ -261,7 +254,7 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
     let find = |t: LinuxNamespaceType| wanted.iter().find(|n| n.typ() == t);
     for ns in &wanted {
         if let Some(path) = ns.path() {
-            check_namespace_path(ns.typ(), path)?;
+            crate::spec_check::namespace_path(ns.typ(), path)?;
         }
     }
     if find(LinuxNamespaceType::Mount).is_none_or(|n| n.path().is_some()) {
@@ -333,40 +326,6 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
         c.set("lxc.namespace.keep", keep.join(" "))?;
     }
     Ok(userns)
-}
-
-/// A namespace to join must be one, of the kind the spec says (runc checks too).
-fn check_namespace_path(typ: LinuxNamespaceType, path: &Path) -> Result<(), Refusal> {
-    use nix::sched::CloneFlags;
-    let (flag, name) = match typ {
-        LinuxNamespaceType::Network => (CloneFlags::CLONE_NEWNET, "network"),
-        LinuxNamespaceType::Pid => (CloneFlags::CLONE_NEWPID, "pid"),
-        LinuxNamespaceType::Ipc => (CloneFlags::CLONE_NEWIPC, "ipc"),
-        LinuxNamespaceType::Uts => (CloneFlags::CLONE_NEWUTS, "uts"),
-        LinuxNamespaceType::Cgroup => (CloneFlags::CLONE_NEWCGROUP, "cgroup"),
-        LinuxNamespaceType::User => (CloneFlags::CLONE_NEWUSER, "user"),
-        LinuxNamespaceType::Mount => (CloneFlags::CLONE_NEWNS, "mount"),
-        LinuxNamespaceType::Time => (CloneFlags::from_bits_retain(libc::CLONE_NEWTIME), "time"),
-    };
-    // As the runtime spec requires; LXC would read anything else as a container's
-    // name (`[lxcpath/]name`) and join that one's namespace, not the file checked.
-    if !path.is_absolute() {
-        return Err(format!(
-            "linux.namespaces: {name} namespace path {} is not absolute",
-            path.display()
-        ));
-    }
-    match crate::supervise::join::is_namespace_of(path, flag) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(format!(
-            "linux.namespaces: {} is not a {name} namespace",
-            path.display()
-        )),
-        Err(e) => Err(format!(
-            "linux.namespaces: {name} namespace {}: {e}",
-            path.display()
-        )),
-    }
 }
 
 /// runc's cgroupfs paths: absolute from each hierarchy's root; none: nexcage/<id>.
@@ -692,7 +651,7 @@ mod tests {
                                {"type": "network", "path": "/proc/self/ns/net"}],
                 "cgroupsPath": "/libpod_parent/libpod-abc",
                 "resources": {"pids": {"limit": 50}},
-                "sysctl": {"net.ipv4.ip_forward": "1"}
+                "sysctl": {"kernel.domainname": "example.org"}
             }
         }));
         let t = translate_spec(&s, &LxcConfig::default()).unwrap();
@@ -701,7 +660,7 @@ mod tests {
             "lxc.namespace.share.net = /proc/self/ns/net",
             "lxc.namespace.keep = pid ipc user",
             "lxc.cgroup.dir.container = libpod_parent/libpod-abc",
-            "lxc.sysctl.net.ipv4.ip_forward = 1",
+            "lxc.sysctl.kernel.domainname = example.org",
         ] {
             assert!(t.config.lines().any(|l| l == line), "{line}\n{}", t.config);
         }
@@ -745,6 +704,21 @@ mod tests {
                 serde_json::json!({"linux": {"namespaces": [{"type": "mount"},
                     {"type": "network", "path": "/proc/self/ns/uts"}]}}),
                 "is not a network namespace",
+            ),
+            (
+                serde_json::json!({"linux": {"sysctl": {"kernel.core_pattern": "|/x"}}}),
+                "not in a separate kernel namespace",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "uts"}],
+                    "sysctl": {"net.ipv4.ip_forward": "1"}}}),
+                "host's network namespace",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "uts"},
+                    {"type": "network", "path": "/proc/self/ns/net"}],
+                    "sysctl": {"net.ipv4.ip_forward": "1"}}}),
+                "host's network namespace",
             ),
         ];
         for (patch, word) in cases {

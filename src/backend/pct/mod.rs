@@ -313,10 +313,17 @@ impl Backend for Pct {
             Some(r) => Some(crate::supervise::update::Limits::from_resources(r)?),
             None => None,
         };
+        // Proxmox has no option for sysctls: init writes them.
+        let mut setup = Setup::from_spec(&bundle.spec);
+        let linux = bundle.spec.linux().clone().unwrap_or_default();
+        for (key, value) in linux.sysctl().iter().flatten() {
+            crate::spec_check::sysctl(key, &linux).map_err(Error::Usage)?;
+            setup.sysctls.push((key.clone(), value.clone()));
+        }
         let dir = self.sup.prepare(
             record,
             &bundle,
-            &Setup::from_spec(&bundle.spec),
+            &setup,
             self.cfg.unprivileged,
             // Proxmox mount points are directories.
             &host::Binary::Copy,

@@ -138,6 +138,13 @@ pub fn create_options(
         };
         // Proxmox mount points of host paths are directories; engines' file binds
         // (/etc/hosts, /etc/resolv.conf) are left to the container's own files.
+        if !source.exists() {
+            return Err(Error::Usage(format!(
+                "mount source {} of {} does not exist",
+                source.display(),
+                mount.destination().display()
+            )));
+        }
         if !source.is_dir() {
             log::debug!("pct: not mapping file bind mount {}", source.display());
             continue;

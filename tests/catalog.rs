@@ -1,0 +1,242 @@
+//! The bad-input catalog: each case on every backend (crun, runc, lxc, pct on the
+//! stand-in). Each must end with a non-zero exit, exactly one stderr line naming the
+//! problem, no panic, and nothing left behind: no record, runtime dir, LXC
+//! definition, Proxmox container or template temporary.
+
+mod common;
+
+use std::path::Path;
+
+use common::pve::Pve;
+use common::{Bundle, RUNC, rootfs, unique};
+use serde_json::{Value, json};
+
+const BACKENDS: [&str; 4] = ["crun", "runc", "lxc", "pve"];
+
+/// One isolated root with all four backends, picked by annotation.
+fn all_backends() -> Pve {
+    Pve::with_backends(
+        "",
+        "crun",
+        &format!(r#","runc":{{"type":"oci","path":"{RUNC}"}},"lxc":{{"type":"lxc"}}"#),
+    )
+}
+
+/// A bundle for `backend` whose config.json is the busybox one patched by `edit`.
+fn bundle(backend: &str, args: &[&str], edit: &dyn Fn(&mut Value, &Path)) -> Bundle {
+    let b = Bundle::annotated(args, &[("org.nexcage.backend", backend)]);
+    let path = b.dir.path().join("config.json");
+    let mut spec: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut spec, b.dir.path());
+    std::fs::write(&path, spec.to_string()).unwrap();
+    b
+}
+
+/// Runs, checks the catalog's answer and a clean node; what is wrong, if anything.
+fn refused(pve: &Pve, what: &str, args: &[&str], needles: &[&str]) -> Option<String> {
+    let out = pve.env.run(args);
+    let err = common::stderr(&out);
+    let wrong = if out.status.success() {
+        Some(format!("{what}: {args:?} succeeded"))
+    } else if err.contains("panicked") || err.trim_end().lines().count() != 1 {
+        Some(format!("{what}: one line expected: {err:?}"))
+    } else if !needles.iter().any(|n| err.contains(n)) {
+        Some(format!("{what}: {err:?} should say one of {needles:?}"))
+    } else {
+        None
+    };
+    pve.assert_clean();
+    wrong
+}
+
+/// Fails with every case that went wrong, not just the first.
+fn report(failures: Vec<String>, count: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+type Edit = Box<dyn Fn(&mut Value, &Path)>;
+
+/// Spec cases: a name, the edit, and what the error must mention (any of).
+fn spec_cases() -> Vec<(&'static str, Edit, Vec<&'static str>)> {
+    vec![
+        (
+            "rootfs missing",
+            Box::new(|s, _| s["root"]["path"] = json!("/nonexistent/rootfs")),
+            vec!["/nonexistent/rootfs"],
+        ),
+        (
+            "rootfs is a file",
+            Box::new(|s, dir| {
+                std::fs::write(dir.join("file"), "").unwrap();
+                s["root"]["path"] = json!(dir.join("file"));
+            }),
+            vec!["not a directory"],
+        ),
+        (
+            "rootfs is a symlink to /",
+            Box::new(|s, dir| {
+                std::os::unix::fs::symlink("/", dir.join("link")).unwrap();
+                s["root"]["path"] = json!(dir.join("link"));
+            }),
+            vec!["invalid rootfs"],
+        ),
+        (
+            "no process",
+            Box::new(|s, _| {
+                s.as_object_mut().unwrap().remove("process");
+            }),
+            vec!["process"],
+        ),
+        (
+            "empty args",
+            Box::new(|s, _| s["process"]["args"] = json!([])),
+            vec!["args"],
+        ),
+        (
+            "missing command",
+            Box::new(|s, _| s["process"]["args"] = json!(["/nonexistent-cmd"])),
+            vec!["/nonexistent-cmd"],
+        ),
+        (
+            "bind source missing",
+            Box::new(|s, _| {
+                s["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/mnt", "type": "bind",
+                    "source": "/nonexistent/src", "options": ["rbind"]}));
+            }),
+            vec!["/nonexistent/src"],
+        ),
+        (
+            "namespace path of the wrong kind",
+            Box::new(|s, _| {
+                for ns in s["linux"]["namespaces"].as_array_mut().unwrap() {
+                    if ns["type"] == "network" {
+                        ns["path"] = json!("/proc/self/ns/uts");
+                    }
+                }
+            }),
+            vec!["/proc/self/ns/uts", "namespace"],
+        ),
+        (
+            "hostname without a UTS namespace",
+            Box::new(|s, _| {
+                s["hostname"] = json!("h");
+                s["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != "uts");
+            }),
+            vec!["UTS", "uts", "hostname"],
+        ),
+        (
+            "sysctl of the host",
+            Box::new(|s, _| {
+                // Its present value: should a runtime take it, nothing changes.
+                let now = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
+                s["linux"]["sysctl"] = json!({"vm.swappiness": now.trim()});
+            }),
+            vec!["vm.swappiness"],
+        ),
+    ]
+}
+
+#[test]
+fn bad_specs_on_every_backend() {
+    let pve = all_backends();
+    let _ = rootfs();
+    let (mut count, mut failures) = (0, Vec::new());
+    for backend in BACKENDS {
+        for (what, edit, needles) in spec_cases() {
+            let b = bundle(backend, &["true"], &*edit);
+            let what = format!("{backend}: {what}");
+            let args = ["run", "--bundle", b.path(), &unique("bad")];
+            failures.extend(refused(&pve, &what, &args, &needles));
+            count += 1;
+        }
+    }
+    report(failures, count);
+}
+
+#[test]
+fn bad_ids_on_every_backend() {
+    let pve = all_backends();
+    let (mut count, mut failures) = (0, Vec::new());
+    for backend in BACKENDS {
+        let b = bundle(backend, &["true"], &|_, _| {});
+        for id in ["-x", "a/b", "..", &"x".repeat(256)] {
+            failures.extend(refused(
+                &pve,
+                &format!("{backend}: id {id:?}"),
+                &["create", "--bundle", b.path(), "--", id],
+                &["invalid container ID"],
+            ));
+            count += 1;
+        }
+    }
+    report(failures, count);
+}
+
+/// Commands a container's state does not allow, on each backend.
+#[test]
+fn lifecycle_misuse_on_every_backend() {
+    let pve = all_backends();
+    let failures = std::cell::RefCell::new(Vec::new());
+    let mut count = 0;
+    for backend in BACKENDS {
+        let b = bundle(backend, &["sleep", "1000"], &|_, _| {});
+        let id = unique(&format!("{backend}-misuse"));
+        pve.env.detached(&["create", "--bundle", b.path(), &id]);
+        let mut check = |what: &str, args: &[&str], needles: &[&str]| {
+            let out = pve.env.run(args);
+            let err = common::stderr(&out);
+            let what = format!("{backend}: {what}");
+            count += 1;
+            if out.status.success() {
+                failures.borrow_mut().push(format!("{what} succeeded"));
+            } else if err.trim_end().lines().count() != 1
+                || !needles.iter().any(|n| err.contains(n))
+            {
+                failures
+                    .borrow_mut()
+                    .push(format!("{what}: {err:?} vs {needles:?}"));
+            }
+        };
+        check(
+            "the same id again",
+            &["create", "--bundle", b.path(), &id],
+            &["already exists"],
+        );
+        check(
+            "an unknown signal",
+            &["kill", &id, "SIGNOPE"],
+            &["SIGNOPE", "signal"],
+        );
+        pve.env.ok(&["start", &id]);
+        check("start twice", &["start", &id], &["running", "created"]);
+        check(
+            "delete while running",
+            &["delete", &id],
+            &["not stopped", "running"],
+        );
+        pve.env.ok(&["kill", &id, "KILL"]);
+        pve.env.wait_status(&id, "stopped");
+        check(
+            "exec when stopped",
+            &["exec", &id, "true"],
+            &["stopped", "not running"],
+        );
+        check(
+            "start when stopped",
+            &["start", &id],
+            &["stopped", "not in created", "created"],
+        );
+        pve.env.ok(&["delete", &id]);
+        pve.assert_clean();
+    }
+    report(failures.into_inner(), count);
+}
