@@ -252,9 +252,9 @@ impl Supervisor {
             nix::sys::socket::getsockopt(&init, nix::sys::socket::sockopt::PeerCredentials)
                 .context(|| "peer credentials of init")?
                 .pid();
-        if !super::join::is_namespace_init(init_pid) {
+        if !super::join::is_in_a_container(init_pid) {
             return Err(self.failed(format!(
-                "the caller on the init socket (pid {init_pid}) is not the container's init"
+                "the caller on the init socket (pid {init_pid}) is not in the container"
             )));
         }
         let _ = init.set_read_timeout(Some(INIT_TIMEOUT));

@@ -157,26 +157,12 @@ pub fn is_namespace_of(path: &std::path::Path, flag: CloneFlags) -> std::io::Res
     Ok(kind == flag.bits())
 }
 
-/// Whether `pid` can be a container's init calling in: pid 1 of a pid namespace
-/// below ours, or, for a container in our pid namespace, a process in a mount
-/// namespace other than ours.
-pub fn is_namespace_init(pid: i32) -> bool {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let nspids: Vec<&str> = status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|l| l.split_whitespace().collect())
-        .unwrap_or_default();
-    match nspids.as_slice() {
-        [_, .., last] => *last == "1",
-        [_] => {
-            let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
-            ns(&pid.to_string()).is_some_and(|theirs| ns("self") != Some(theirs))
-        }
-        [] => false,
-    }
+/// Whether `pid` can be a container's init calling in: a process in a mount
+/// namespace other than ours (every container has its own; init need not be pid 1,
+/// as a container may join another's pid namespace).
+pub fn is_in_a_container(pid: i32) -> bool {
+    let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    ns(&pid.to_string()).is_some_and(|theirs| ns("self") != Some(theirs))
 }
 
 /// Moves us into every cgroup `pid` is in, in every hierarchy mounted here.

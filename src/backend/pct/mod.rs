@@ -313,6 +313,22 @@ impl Backend for Pct {
             Some(r) => Some(crate::supervise::update::Limits::from_resources(r)?),
             None => None,
         };
+        // A user namespace Proxmox is not told of would make a privileged CT of a
+        // spec that asked for less; an unprivileged backend has one of its own.
+        let userns = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|n| {
+                n.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+            });
+        if userns && !self.cfg.unprivileged {
+            return Err(self.unsupported(
+                "a user namespace (uidMappings/gidMappings) on a privileged pct backend",
+            ));
+        }
         // Proxmox has no option for sysctls: init writes them.
         let mut setup = Setup::from_spec(&bundle.spec);
         let linux = bundle.spec.linux().clone().unwrap_or_default();
