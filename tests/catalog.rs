@@ -32,8 +32,47 @@ fn bundle(backend: &str, args: &[&str], edit: &dyn Fn(&mut Value, &Path)) -> Bun
     b
 }
 
+/// What of container `id` is still there besides what `Pve::assert_clean` checks:
+/// LXC definitions, cgroups (nexcage's, crun's and runc's default places), mounts.
+fn leftovers(pve: &Pve, id: &str) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir(pve.env.root().join("lxc/lxc"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut hierarchies = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    hierarchies.extend(
+        std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    for h in hierarchies {
+        for rel in [
+            id.to_string(),
+            format!("nexcage/{id}"),
+            format!("nexcage.monitor/{id}"),
+        ] {
+            let dir = h.join(rel);
+            if dir.is_dir() {
+                left.push(dir.display().to_string());
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(id))
+            .map(str::to_string),
+    );
+    left
+}
+
 /// Runs, checks the catalog's answer and a clean node; what is wrong, if anything.
 fn refused(pve: &Pve, what: &str, args: &[&str], needles: &[&str]) -> Option<String> {
+    let id = args.last().copied().unwrap_or_default();
     let out = pve.env.run(args);
     let err = common::stderr(&out);
     let wrong = if out.status.success() {
@@ -43,7 +82,15 @@ fn refused(pve: &Pve, what: &str, args: &[&str], needles: &[&str]) -> Option<Str
     } else if !needles.iter().any(|n| err.contains(n)) {
         Some(format!("{what}: {err:?} should say one of {needles:?}"))
     } else {
-        None
+        // Only ids that could have been made (the bad-id cases name `..`, `a/b`).
+        let made =
+            !id.starts_with('-') && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let left = if made && !id.is_empty() {
+            leftovers(pve, id)
+        } else {
+            Vec::new()
+        };
+        (!left.is_empty()).then(|| format!("{what}: left behind: {left:?}"))
     };
     pve.assert_clean();
     wrong
@@ -237,6 +284,8 @@ fn lifecycle_misuse_on_every_backend() {
         );
         pve.env.ok(&["delete", &id]);
         pve.assert_clean();
+        let left = leftovers(&pve, &id);
+        assert!(left.is_empty(), "{backend}: left behind: {left:?}");
     }
     report(failures.into_inner(), count);
 }
