@@ -183,18 +183,7 @@ fn channels_only_their_parties_can_use() {
         s.set_process(Some(p));
     });
     let out_file = bundle.dir.path().join("out");
-    let status = env
-        .cmd()
-        .args(["create", "--bundle", bundle.path(), &id])
-        .stdout(std::fs::File::create(&out_file).unwrap())
-        .stderr(std::fs::File::create(&out_file).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&out_file).unwrap()
-    );
+    env.detached_to(&["create", "--bundle", bundle.path(), &id], &out_file);
     let dir = env.root().join("backends/lxc").join(&id);
     let python = "/usr/bin/python3";
     // Connects and says `stop`, as the holder's caller would.
@@ -293,14 +282,7 @@ fn mount_destinations_stay_in_the_rootfs() {
         },
     );
     let id = unique("mnt");
-    let out = run_cmd(
-        {
-            let mut c = env.cmd();
-            c.args(["run", "--bundle", bundle.path(), &id]);
-            c
-        },
-        None,
-    );
+    let out = env.out(&["run", "--bundle", bundle.path(), &id]);
     assert!(out.code == Some(0), "{}", out.stderr);
     // Where they are inside: `..` stopped at the root, the link followed from it.
     assert_eq!(
@@ -371,14 +353,9 @@ fn pct_templates_follow_content() {
             .success();
         assert!(ok);
         let bundle = on_rootfs(&["cat", "/msg"], root.path(), |_| {});
-        let out = run_cmd(
-            {
-                let mut c = pve.env.cmd();
-                c.args(["run", "--bundle", bundle.path(), &unique("pve-tpl")]);
-                c
-            },
-            None,
-        );
+        let out = pve
+            .env
+            .out(&["run", "--bundle", bundle.path(), &unique("pve-tpl")]);
         assert!(out.code == Some(0), "{}", out.stderr);
         said.push(out.stdout);
     }
@@ -405,14 +382,7 @@ fn backends_dir_mode_does_not_depend_on_who_made_it() {
     assert_eq!(mode & 0o777, 0o711);
     let mapped = Bundle::annotated(&["id", "-u"], &[("org.nexcage.backend", "lxu")]);
     let id = unique("lxu");
-    let out = run_cmd(
-        {
-            let mut c = env.cmd();
-            c.args(["run", "--bundle", mapped.path(), &id]);
-            c
-        },
-        None,
-    );
+    let out = env.out(&["run", "--bundle", mapped.path(), &id]);
     assert!(out.code == Some(0), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "0");
     assert_clean(&env);

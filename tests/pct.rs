@@ -29,24 +29,17 @@ fn lifecycle_through_nexcage() {
     );
     let pid_file = bundle.dir.path().join("holder.pid");
     let out_file = bundle.dir.path().join("out");
-    let status = env
-        .cmd()
-        .args([
+    let pid_path = pid_file.to_str().unwrap();
+    env.detached_to(
+        &[
             "create",
             "--bundle",
             bundle.path(),
             "--pid-file",
-            pid_file.to_str().unwrap(),
+            pid_path,
             &id,
-        ])
-        .stdout(std::fs::File::create(&out_file).unwrap())
-        .stderr(std::fs::File::create(&out_file).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&out_file).unwrap()
+        ],
+        &out_file,
     );
     let state = env.state(&id);
     assert_eq!(state["status"], "created");

@@ -173,6 +173,13 @@ impl Env {
         self.cmd().args(args).output().expect("run nexcage")
     }
 
+    /// Runs with stdio in files and a deadline (for containers that hold their stdio).
+    pub fn out(&self, args: &[&str]) -> Out {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        run_cmd(cmd, None)
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -191,17 +198,23 @@ impl Env {
     /// wait on forever. Asserts success.
     pub fn detached(&self, args: &[&str]) {
         let log = tempfile::NamedTempFile::new().unwrap();
+        self.detached_to(args, log.path());
+    }
+
+    /// `detached`, with the container's stdio kept in `log` (to read what it says).
+    pub fn detached_to(&self, args: &[&str], log: &Path) {
+        let file = std::fs::File::create(log).unwrap();
         let status = self
             .cmd()
             .args(args)
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .status()
             .expect("run nexcage");
         assert!(
             status.success(),
             "nexcage {args:?} failed ({status}): {}",
-            std::fs::read_to_string(log.path()).unwrap_or_default()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
     }
 
