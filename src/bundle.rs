@@ -42,7 +42,7 @@ impl Bundle {
     }
 
     /// The rootfs as runc accepts it (libcontainer's `validate.rootfs`): relative to
-    /// the bundle's real directory, a directory, and no symlink in `root.path`, so
+    /// the bundle's real directory, cleaned, a directory, and no symlink in it, so
     /// that an image or a spec cannot make the host's `/` (or any other host tree)
     /// the container's root. Returns the real path.
     pub fn checked_rootfs(&self) -> Result<PathBuf> {
@@ -52,11 +52,23 @@ impl Bundle {
             reason,
         };
         let base = std::fs::canonicalize(&self.path).map_err(|e| err(e.to_string()))?;
-        let wanted = base.join(root.strip_prefix(&self.path).unwrap_or(&root));
-        let wanted: PathBuf = wanted.components().collect();
+        // Cleaned as Go's filepath.Join cleans it: `..` taken away lexically.
+        let mut wanted = PathBuf::new();
+        for c in base
+            .join(root.strip_prefix(&self.path).unwrap_or(&root))
+            .components()
+        {
+            match c {
+                std::path::Component::ParentDir => {
+                    wanted.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => wanted.push(other),
+            }
+        }
         let real = std::fs::canonicalize(&wanted)
             .map_err(|e| err(format!("invalid rootfs: {}: {e}", wanted.display())))?;
-        if real != wanted || wanted.components().any(|c| c.as_os_str() == "..") {
+        if real != wanted {
             return Err(err(format!(
                 "invalid rootfs: {}: not an absolute path, or a symlink",
                 wanted.display()
@@ -73,5 +85,43 @@ impl Bundle {
 
     pub fn annotations(&self) -> HashMap<String, String> {
         self.spec.annotations().clone().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_at(dir: &Path, root: &str) -> Bundle {
+        let mut spec = Spec::default();
+        spec.set_root(Some(
+            oci_spec::runtime::RootBuilder::default()
+                .path(root)
+                .build()
+                .unwrap(),
+        ));
+        Bundle {
+            path: dir.to_path_buf(),
+            spec,
+        }
+    }
+
+    #[test]
+    fn rootfs_as_runc_takes_it() {
+        let top = tempfile::tempdir().unwrap();
+        let top = std::fs::canonicalize(top.path()).unwrap();
+        std::fs::create_dir_all(top.join("b")).unwrap();
+        std::fs::create_dir_all(top.join("rootfs")).unwrap();
+        std::os::unix::fs::symlink("/", top.join("link")).unwrap();
+        std::fs::write(top.join("file"), "").unwrap();
+        let b = top.join("b");
+        // `..` is cleaned away, as filepath.Join does.
+        assert_eq!(
+            bundle_at(&b, "../rootfs").checked_rootfs().unwrap(),
+            top.join("rootfs")
+        );
+        for bad in ["../link", "../file", "../missing"] {
+            assert!(bundle_at(&b, bad).checked_rootfs().is_err(), "{bad}");
+        }
     }
 }
