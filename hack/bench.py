@@ -13,10 +13,10 @@ nexcage spawns (`list` and `state` ask crun/runc, which use far more), and after
 fork from a big parent (Python) it starts at the parent's RSS.
 
 Proxmox backend (--pct-runs): nexcage's pct backend against the pct/pvesh stand-in
-(hack/pve) on a private node that hack/bench.sh sets up. The first container from a
-rootfs (its template gets packed) vs later ones (the packed template is reused), for
-rootfs copies of different sizes; each as one foreground `run` and, on a separate
-container, as its phases (create; start and wait until stopped; delete).
+(hack/pve) on a private node that hack/bench.sh sets up, for rootfs copies of different
+sizes (the rootfs is used in place, so size should not matter); each as one foreground
+`run` and, on a separate container, as its phases (create; start and wait until
+stopped; delete).
 """
 
 import argparse
@@ -179,11 +179,13 @@ def interleave(runner, variants, rounds, warmup, label):
     return samples
 
 
-def row(name, samples_ns, ratio):
+def row(name, samples_ns, ratio=None):
+    """A table row; without `ratio`, no column for it."""
     ms = [s / 1e6 for s in samples_ns]
+    last = "" if ratio is None else f" {ratio} |"
     return (
         f"| {name} | {len(ms)} | {statistics.median(ms):.2f} | {p90(ms):.2f} "
-        f"| {statistics.fmean(ms):.2f} | {ratio} |"
+        f"| {statistics.fmean(ms):.2f} |{last}"
     )
 
 
@@ -251,22 +253,10 @@ def pct_section(runner, a, tag):
         mib, _, path = spec.partition("=")
         bundles.append((int(mib), path))
 
-    def templates():
-        # Packed templates only: temporaries are `.nexcage-tmp-*`.
-        return {n for n in os.listdir(a.pct_templates) if n.startswith("nexcage-")}
-
     started = time.monotonic()
-    # Warm-up: one unmeasured `run` per rootfs, which also packs its template and
-    # tells us which file that is.
-    template = {}
+    # Warm-up: one unmeasured `run` per rootfs.
     for mib, bundle in bundles:
-        before = templates()
         runner.run(nx + ["run", "--bundle", bundle, f"{tag}-pct{mib}-w"])
-        new = templates() - before
-        if len(new) != 1:
-            raise CommandFailed(f"{bundle}: expected one new template, found {sorted(new)}")
-        template[mib] = os.path.join(a.pct_templates, new.pop())
-    packed = templates()
 
     def wait_stopped(cid):
         deadline = time.monotonic() + PCT_STOP_TIMEOUT_S
@@ -277,15 +267,10 @@ def pct_section(runner, a, tag):
             time.sleep(PCT_POLL_S)
         reap_orphans()
 
-    def sample(mib, bundle, first, phased, cid):
+    def sample(bundle, phased, cid):
         """{part: ns}; part is "run", or "create", "start" and "delete"."""
-        path = template[mib]
-        if first:
-            os.unlink(path)
-        else:
-            mtime = os.stat(path).st_mtime_ns
-        # Writeback of what earlier samples wrote (templates, volumes) must not land
-        # in this one: it would fall on whichever variant happens to come next.
+        # Writeback of what earlier samples wrote must not land in this one: it would
+        # fall on whichever variant happens to come next.
         os.sync()
         if phased:
             t = {"create": runner.timed(nx + ["create", "--bundle", bundle, cid])}
@@ -297,70 +282,50 @@ def pct_section(runner, a, tag):
         else:
             t = {"run": runner.timed(nx + ["run", "--bundle", bundle, cid])}
         reap_orphans()
-        # The labels must be true: "first" packed the template again (under the same
-        # name: the rootfs did not change), "later" left it untouched.
-        if templates() != packed:
-            raise CommandFailed(f"templates changed: {sorted(templates() ^ packed)}")
-        if not first and os.stat(path).st_mtime_ns != mtime:
-            raise CommandFailed(f"{path} was packed again for a later container")
         return t
 
-    variants = [(mib, bundle, first, phased)
-                for mib, bundle in bundles for first in (True, False) for phased in (False, True)]
+    variants = [(mib, bundle, phased) for mib, bundle in bundles for phased in (False, True)]
     samples = {}
     log(f"pct: {a.pct_runs} rounds of {len(variants)} samples (+{len(bundles)} warm-up)")
     for i in range(a.pct_runs):
         order = variants if i % 2 == 0 else list(reversed(variants))
-        for mib, bundle, first, phased in order:
-            cid = f"{tag}-pct{mib}-{'f' if first else 'l'}{'p' if phased else 'r'}-{i}"
-            for part, ns in sample(mib, bundle, first, phased, cid).items():
-                samples.setdefault((mib, first, part), []).append(ns)
+        for mib, bundle, phased in order:
+            cid = f"{tag}-pct{mib}-{'p' if phased else 'r'}-{i}"
+            for part, ns in sample(bundle, phased, cid).items():
+                samples.setdefault((mib, part), []).append(ns)
         log(f"pct: {i + 1}/{a.pct_runs} rounds")
     elapsed = time.monotonic() - started
 
     print()
     print("### Proxmox backend (pct), against the stand-in")
     print()
-    print("| variant | n | median ms | p90 ms | mean ms | template MiB |")
-    print("|---|---:|---:|---:|---:|---:|")
-    size = {mib: os.stat(template[mib]).st_size / 1048576 for mib, _ in bundles}
+    print("| variant | n | median ms | p90 ms | mean ms |")
+    print("|---|---:|---:|---:|---:|")
     for mib, _ in bundles:
-        for first in (True, False):
-            kind = ("first container (packs the template)" if first
-                    else "later container (template cached)")
-            print(row(f"`nexcage run` → pct, {mib} MiB rootfs, {kind}",
-                      samples[(mib, first, "run")], f"{size[mib]:.1f}"))
-            for part, name in (("create", "`create`"), ("start", "`start` + wait until stopped"),
-                               ("delete", "`delete`")):
-                print(row(f"↳ {name}", samples[(mib, first, part)], ""))
+        print(row(f"`nexcage run` → pct, {mib} MiB rootfs", samples[(mib, "run")]))
+        for part, name in (("create", "`create`"), ("start", "`start` + wait until stopped"),
+                           ("delete", "`delete`")):
+            print(row(f"↳ {name}", samples[(mib, part)]))
     print()
-
-    def median_ms(mib, first):
-        return statistics.median(samples[(mib, first, "run")]) / 1e6
-
-    for mib, _ in bundles:
-        print(f"- {mib} MiB rootfs, first − later container: Δ median "
-              f"{median_ms(mib, True) - median_ms(mib, False):+.0f} ms "
-              f"(packing a {size[mib]:.1f} MiB template)")
     (small, _), (large, _) = bundles[0], bundles[-1]
     if large != small:
-        print(f"- later containers, {large} vs {small} MiB rootfs: Δ median "
-              f"{median_ms(large, False) - median_ms(small, False):+.0f} ms")
+        def median_ms(mib, part):
+            return statistics.median(samples[(mib, part)]) / 1e6
+        print(f"- {large} vs {small} MiB rootfs: Δ median `run` "
+              f"{median_ms(large, 'run') - median_ms(small, 'run'):+.0f} ms, `create` "
+              f"{median_ms(large, 'create') - median_ms(small, 'create'):+.0f} ms "
+              f"(the rootfs is used in place: nothing is packed or copied)")
     print()
     print(f"Method: pct rounds {a.pct_runs}, each taking every sample above once (order "
-          f"reversed every other round), after one unmeasured warm-up `run` per rootfs, which "
-          f"packs its template. \"First\" deletes that rootfs's template just before "
-          f"(untimed), so the sample packs it again (the rootfs is in the page cache, no cache is dropped); "
-          f"\"later\" reuses it; both checked after each sample (same template name, mtime "
-          f"untouched). Before each sample, untimed: sync(2), so earlier samples' writeback "
+          f"reversed every other round), after one unmeasured warm-up `run` per rootfs. "
+          f"Before each sample, untimed: sync(2), so earlier samples' writeback "
           f"does not land in it. `run` is one foreground `nexcage run` of a /bin/true bundle (create, "
           f"start, wait, delete), wall time posix_spawn→waitpid. The phases are a separate "
           f"container: `create`; `start` plus polling `nexcage state` every "
           f"{PCT_POLL_S * 1000:.0f} ms until \"stopped\" (so up to one interval and one "
           f"`state` call late); `delete`. All of it runs against the stand-in: pct and pvesh "
-          f"are Python scripts, volumes are directories tar unpacks into, LXC runs the "
-          f"containers; on a Proxmox host pct, its storage and its start path cost "
-          f"differently. Took {elapsed:.0f} s.")
+          f"are Python scripts and LXC runs the containers; on a Proxmox host pct and its "
+          f"start path cost differently. Took {elapsed:.0f} s.")
 
 
 def main():
@@ -384,10 +349,9 @@ def main():
                     help="/bin/true bundle, rootfs of about MIB MiB (repeat; smallest first)")
     ap.add_argument("--pct-config", help="config whose default backend is the pct stand-in")
     ap.add_argument("--pct-root", help="nexcage --root for the pct section")
-    ap.add_argument("--pct-templates", help="the stand-in's template dir (template_dir)")
     a = ap.parse_args()
-    if a.pct_runs > 0 and not (a.pct_bundle and a.pct_config and a.pct_root and a.pct_templates):
-        ap.error("--pct-runs > 0 needs --pct-bundle, --pct-config, --pct-root, --pct-templates")
+    if a.pct_runs > 0 and not (a.pct_bundle and a.pct_config and a.pct_root):
+        ap.error("--pct-runs > 0 needs --pct-bundle, --pct-config, --pct-root")
 
     runner = Runner()
     # Like the engines: orphaned container processes come back to us (reap_orphans).

@@ -3,7 +3,7 @@
 # side in one run: `run` of a /bin/true bundle through nexcage vs crun and runc
 # directly, `podman run --rm` with nexcage vs crun, nexcage's own peak RSS, and the
 # Proxmox backend (pct) against the stand-in in hack/pve: first vs later container
-# from a rootfs (template packed vs cached), small vs large rootfs.
+# small vs large rootfs (used in place).
 # Prints the machine facts and markdown tables on stdout; progress goes to stderr.
 # The timing and RSS work is in hack/bench.py.
 set -euo pipefail
@@ -81,7 +81,7 @@ cleanup() {
 }
 # As tests/pct.rs's fixture does it: our containers through nexcage, then whatever
 # the stand-in still runs directly with LXC, then the (empty) cgroups under our
-# prefix, then the node with its templates, volumes and the rootfs copies.
+# prefix, then the node and the rootfs copies.
 cleanup_pct() {
     local id name cg dir
     while IFS= read -r id; do
@@ -127,8 +127,8 @@ done
 # The pct section: an isolated Proxmox "node" for the stand-in (hack/pve), made as
 # tests/pct.rs's `Pve` fixture makes it: its own dirs, a cgroup prefix of its own,
 # pct/pvesh wrappers exporting PVE_STANDIN_*, and a config whose only backend is
-# of type pct. On disk (/var/tmp; /tmp and /run may be tmpfs), like /var/lib/vz:
-# templates, unpacked volumes and the rootfs copies are hundreds of MiB.
+# of type pct. On disk (/var/tmp; /tmp and /run may be tmpfs): the rootfs copies
+# are hundreds of MiB.
 pct_sizes=(50 500)
 pct_args=()
 if (( pct_runs > 0 )); then
@@ -136,20 +136,18 @@ if (( pct_runs > 0 )); then
     dir="$(mktemp -d /var/tmp/nexcage-pct-bench.XXXXXX)"
     pct_node="$dir/node"
     pct_lxc="$pct_node/var/lib/lxc"
-    pct_templates="$pct_node/var/lib/vz/template/cache"
     pct_cgroup="nexcage-pct-bench-$(basename "$dir")"
     pct_config="$dir/pct.json"
     pct_root="$work/nexcage-pct"
     pct_dir="$dir"  # from here on, cleanup_pct has all it needs
     chmod 0755 "$pct_dir"
-    # Peak: the rootfs copies, their templates, the largest unpacked volume, slack.
+    # Peak: the rootfs copies, slack.
     sum=0
     for mib in "${pct_sizes[@]}"; do (( sum += mib )); done
-    need=$(( 2 * sum + pct_sizes[-1] + 512 ))
+    need=$(( sum + 512 ))
     avail="$(df --output=avail -B1M "$pct_dir" | tail -n 1 | tr -d ' ')"
     (( avail >= need )) ||
         die "the pct section needs ${need} MiB free in /var/tmp, has ${avail} (--pct-runs 0 skips it)"
-    mkdir -p "$pct_templates"
     wrapper='#!/bin/sh\nexport PVE_STANDIN_ROOT=%q PVE_STANDIN_NODE=benchnode'
     wrapper+=' PVE_STANDIN_CGROUP_PREFIX=%q\nexec %q "$@"\n'
     for tool in pct pvesh; do
@@ -157,9 +155,8 @@ if (( pct_runs > 0 )); then
         printf "$wrapper" "$pct_node" "$pct_cgroup/" "$NEXCAGE_ROOT/hack/pve/$tool" >"$pct_dir/$tool"
         chmod 0755 "$pct_dir/$tool"
     done
-    jq -nc --arg pct "$pct_dir/pct" --arg pvesh "$pct_dir/pvesh" --arg templates "$pct_templates" \
-        '{default: "pve",
-          backends: {pve: {type: "pct", pct: $pct, pvesh: $pvesh, template_dir: $templates}}}' \
+    jq -nc --arg pct "$pct_dir/pct" --arg pvesh "$pct_dir/pvesh" \
+        '{default: "pve", backends: {pve: {type: "pct", pct: $pct, pvesh: $pvesh}}}' \
         >"$pct_config"
     # Rootfs copies of ~50 and ~500 MiB: the busybox rootfs plus one file of random
     # (incompressible) data making up the rest, on the node's filesystem.
@@ -176,7 +173,7 @@ if (( pct_runs > 0 )); then
         [[ "$route" == "pve "* ]] || die "$pct_config routes to $route"
         pct_args+=(--pct-bundle "$mib=$pct_dir/bundle-$mib")
     done
-    pct_args+=(--pct-config "$pct_config" --pct-root "$pct_root" --pct-templates "$pct_templates")
+    pct_args+=(--pct-config "$pct_config" --pct-root "$pct_root")
 fi
 
 printf '## nexcage benchmark\n\n'
@@ -236,7 +233,8 @@ printf -- '- containers still held by crun, runc (direct and under nexcage), LXC
 pct_left=()
 if (( pct_runs > 0 )); then
     # The pct section's node: no container through nexcage, in Proxmox's view (pct
-    # list, configs), in LXC's, in the stand-in's cgroups, and no template temporary.
+    # list, configs), in LXC's, in the stand-in's cgroups, and no volume or template
+    # in the node's storage (the rootfs is used in place).
     # `wait "$!"` after a `< <(...)`: the listing must have succeeded (set -e).
     pct_records() { find "$pct_root/containers" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
     pct_before="$(pct_records)"
@@ -248,8 +246,9 @@ if (( pct_runs > 0 )); then
     mapfile -t lxcs < <(lxc-ls -P "$pct_lxc" -1)
     wait "$!"
     mapfile -t confs < <(find "$pct_node/etc/pve/lxc" -mindepth 1 -maxdepth 1 2>/dev/null)
-    mapfile -t runtime < <(find "$pct_root/backends" -mindepth 2 -maxdepth 2 2>/dev/null)
-    mapfile -t temps < <(find "$pct_templates" -mindepth 1 -maxdepth 1 -name '.nexcage-tmp-*')
+    # The backend's empty archive for `pct create` is its own, not a container's.
+    mapfile -t runtime < <(find "$pct_root/backends" -mindepth 2 -maxdepth 2 ! -name empty.tar 2>/dev/null)
+    mapfile -t temps < <(find "$pct_node/var/lib/vz" \( -type f -o -name 'subvol-*' \) 2>/dev/null)
     cgs=()
     for cg in /sys/fs/cgroup/*/"$pct_cgroup" /sys/fs/cgroup/"$pct_cgroup"; do
         if [[ -d "$cg" ]]; then cgs+=("$cg"); fi
@@ -262,7 +261,7 @@ if (( pct_runs > 0 )); then
         "$pct_before" "listed by it" "${#pct_listed[@]}" "after" "$pct_after"
     printf -- '- pct: containers in "pct list": %s; CT configs: %s; LXC containers: %s; ' \
         "${#cts[@]}" "${#confs[@]}" "${#lxcs[@]}"
-    printf -- 'nexcage runtime dirs: %s; template temporaries (.nexcage-tmp-*): %s; %s: %s\n' \
+    printf -- 'nexcage runtime dirs: %s; volumes or templates in the storage: %s; %s: %s\n' \
         "${#runtime[@]}" "${#temps[@]}" "processes in the stand-in cgroups" "${#procs[@]}"
     pct_left=(${pct_listed[@]+"${pct_listed[@]}"} ${cts[@]+"${cts[@]}"} ${confs[@]+"${confs[@]}"}
         ${lxcs[@]+"${lxcs[@]}"} ${runtime[@]+"${runtime[@]}"} ${temps[@]+"${temps[@]}"}

@@ -91,17 +91,6 @@ pub struct PctConfig {
     pub pct: PathBuf,
     #[serde(default = "default_pvesh")]
     pub pvesh: PathBuf,
-    /// Storage for the container's root volume.
-    #[serde(default = "default_storage")]
-    pub storage: String,
-    /// Size of the root volume in GiB.
-    #[serde(default = "default_rootfs_size")]
-    pub rootfs_size: u32,
-    /// Storage id for templates (content `vztmpl`) and the directory behind it.
-    #[serde(default = "default_storage")]
-    pub template_storage: String,
-    #[serde(default = "default_template_dir")]
-    pub template_dir: PathBuf,
     /// Unprivileged containers map root to 100000+ (Proxmox's default for `pct create`).
     #[serde(default)]
     pub unprivileged: bool,
@@ -115,7 +104,7 @@ pub struct PctConfig {
 }
 
 impl PctConfig {
-    pub const OVERRIDABLE: &[&str] = &["vmid", "storage", "rootfs_size"];
+    pub const OVERRIDABLE: &[&str] = &["vmid"];
 }
 
 fn default_pct() -> PathBuf {
@@ -123,15 +112,6 @@ fn default_pct() -> PathBuf {
 }
 fn default_pvesh() -> PathBuf {
     PathBuf::from("pvesh")
-}
-fn default_storage() -> String {
-    "local".into()
-}
-fn default_rootfs_size() -> u32 {
-    4
-}
-fn default_template_dir() -> PathBuf {
-    PathBuf::from("/var/lib/vz/template/cache")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -289,9 +269,6 @@ impl Config {
                 BackendConfig::Pct(pct) => {
                     resolve(name, &mut pct.pct)?;
                     resolve(name, &mut pct.pvesh)?;
-                    if !valid_storage_id(&pct.storage) || !valid_storage_id(&pct.template_storage) {
-                        return Err(format!("backend {name:?}: invalid storage id"));
-                    }
                     if let Some(key) = pct
                         .allowed_annotations
                         .iter()
@@ -301,9 +278,6 @@ impl Config {
                             "backend {name:?}: {key:?} cannot be overridden (possible: {})",
                             PctConfig::OVERRIDABLE.join(", ")
                         ));
-                    }
-                    if !pct.template_dir.is_absolute() {
-                        return Err(format!("backend {name:?}: template_dir must be absolute"));
                     }
                 }
                 BackendConfig::Lxc(lxc) => {
@@ -328,14 +302,6 @@ fn resolve(backend: &str, path: &mut PathBuf) -> std::result::Result<(), String>
     *path = find_binary(path)
         .ok_or_else(|| format!("backend {backend:?}: binary {} not found", path.display()))?;
     Ok(())
-}
-
-/// Proxmox storage ids: a letter, then letters, digits, `-`, `_`, `.`.
-pub fn valid_storage_id(id: &str) -> bool {
-    id.starts_with(|c: char| c.is_ascii_alphabetic())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Resolves a bare name through [`SEARCH_PATH`]; checks that a path is an executable file.

@@ -356,8 +356,14 @@ fn docker_on_pct() {
 }
 
 fn assert_no_runtime_dirs(dir: &Path) {
+    // pct's empty archive for `pct create` is the backend's, not a container's.
     let left: Vec<_> = std::fs::read_dir(dir)
-        .map(|e| e.flatten().map(|e| e.path()).collect())
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.ends_with("empty.tar"))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }

@@ -302,22 +302,78 @@ fn spec_maps_to_the_proxmox_config() {
     pve.assert_clean();
 }
 
-/// A second container from an unchanged rootfs reuses the packed template.
+/// The container's root is the bundle's rootfs itself: what the workload writes is in
+/// the bundle, what the engine puts there after create is seen inside, nothing is
+/// packed or copied, and delete leaves the rootfs.
 #[test]
-fn template_is_packed_once() {
-    let pve = Pve::new();
-    let bundle = Bundle::new(&["true"]);
-    pve.env
-        .ok(&["run", "--bundle", bundle.path(), &unique("pve-tpl")]);
-    let first = pve.templates();
-    assert_eq!(first.len(), 1, "{first:?}");
-    let path = pve.node().join("var/lib/vz/template/cache").join(&first[0]);
-    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
-    pve.env
-        .ok(&["run", "--bundle", bundle.path(), &unique("pve-tpl")]);
-    assert_eq!(pve.templates(), first);
-    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
-    pve.assert_clean();
+fn rootfs_is_used_in_place() {
+    for unprivileged in [false, true] {
+        let pve = if unprivileged {
+            Pve::with_backend_extra(r#","unprivileged":true"#)
+        } else {
+            Pve::new()
+        };
+        if unprivileged {
+            std::fs::set_permissions(pve.env.root(), std::fs::Permissions::from_mode(0o711))
+                .unwrap();
+        }
+        let root = tempfile::Builder::new()
+            .prefix("nexcage-rootfs-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", common::rootfs().display()))
+            .arg(root.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let rootfs = root.path().to_path_buf();
+        let bundle = Bundle::with(
+            &[
+                "sh",
+                "-c",
+                "cat /from-engine; echo from-inside > /from-inside; id -u",
+            ],
+            |s| {
+                s.set_root(Some(
+                    oci_spec::runtime::RootBuilder::default()
+                        .path(rootfs.clone())
+                        .readonly(false)
+                        .build()
+                        .unwrap(),
+                ));
+            },
+        );
+        let id = unique("pve-place");
+        let log = bundle.dir.path().join("log");
+        pve.env
+            .detached_to(&["create", "--bundle", bundle.path(), &id], &log);
+        // After create, as an engine's `cp` would.
+        std::fs::write(root.path().join("from-engine"), "from-engine\n").unwrap();
+        let config = pve.pct(&["config", &pve.vmid(&id)]).stdout;
+        let want = format!("rootfs: {}", root.path().display());
+        assert!(config.lines().any(|l| l.starts_with(&want)), "{config}");
+        pve.env.ok(&["start", &id]);
+        pve.env.wait_status(&id, "stopped");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "from-engine\n0\n",
+            "unprivileged: {unprivileged}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("from-inside")).unwrap(),
+            "from-inside\n"
+        );
+        pve.env.ok(&["delete", &id]);
+        assert!(
+            root.path().join("bin/busybox").exists(),
+            "delete took the rootfs"
+        );
+        pve.assert_clean();
+    }
 }
 
 fn podman(pve: &Pve) -> Command {
@@ -651,16 +707,13 @@ fn killed_holder_or_creator_then_forced_delete() {
 /// is never touched.
 #[test]
 fn pct_failures_leave_nothing() {
-    // Storage the node does not have.
-    let pve = Pve::with_backend_extra(r#","storage":"nosuch""#);
+    // A bridge the node does not have: pct create takes it, pct start fails.
+    let pve = Pve::with_backend_extra(r#","net0":"name=eth0,bridge=nosuchbr0""#);
     let bundle = Bundle::new(&["true"]);
     let err = pve
         .env
-        .fails(&["create", "--bundle", bundle.path(), &unique("pve-st")]);
-    assert!(
-        err.contains("pct create failed") && err.contains("nosuch"),
-        "{err}"
-    );
+        .fails(&["create", "--bundle", bundle.path(), &unique("pve-br")]);
+    assert!(err.contains("pct start") && err.contains("failed"), "{err}");
     pve.assert_clean();
 
     // pvesh keeps offering an id that is taken (a VM/CT created elsewhere).
@@ -691,12 +744,12 @@ fn pct_failures_leave_nothing() {
 #[test]
 fn bad_input_for_pct() {
     let pve = Pve::new();
-    let bundle = Bundle::annotated(&["true"], &[("org.nexcage.pct.storage", "local")]);
+    let bundle = Bundle::annotated(&["true"], &[("org.nexcage.pct.vmid", "4242")]);
     let err = pve
         .env
         .fails(&["create", "--bundle", bundle.path(), &unique("pve-ann")]);
     assert!(
-        err.contains("annotation org.nexcage.pct.storage is not allowed"),
+        err.contains("annotation org.nexcage.pct.vmid is not allowed"),
         "{err}"
     );
     let bundle = Bundle::missing_rootfs();
@@ -710,25 +763,12 @@ fn bad_input_for_pct() {
 /// `org.nexcage.pct.*` overrides: only keys the backend allows, values validated.
 #[test]
 fn annotation_overrides() {
-    let pve = Pve::with_backend_extra(r#","allowed_annotations":["vmid","rootfs_size"]"#);
+    let pve = Pve::with_backend_extra(r#","allowed_annotations":["vmid"]"#);
     let id = unique("pve-fixed");
-    let bundle = Bundle::annotated(
-        &["true"],
-        &[
-            ("org.nexcage.pct.vmid", "4242"),
-            ("org.nexcage.pct.rootfs_size", "2"),
-        ],
-    );
+    let bundle = Bundle::annotated(&["true"], &[("org.nexcage.pct.vmid", "4242")]);
     pve.env
         .detached(&["create", "--bundle", bundle.path(), &id]);
     assert_eq!(pve.vmid(&id), "4242");
-    let config = pve.pct(&["config", "4242"]).stdout;
-    assert!(
-        config
-            .lines()
-            .any(|l| l.starts_with("rootfs: ") && l.contains("size=2G")),
-        "{config}"
-    );
     // The fixed id is taken now: a clear error, the first container untouched.
     let err = pve
         .env
@@ -739,8 +779,8 @@ fn annotation_overrides() {
     for (key, value, needle) in [
         ("org.nexcage.pct.vmid", "12", "a vmid is 100 to 999999999"),
         ("org.nexcage.pct.vmid", "abc", "not a number"),
-        ("org.nexcage.pct.rootfs_size", "0", "a size in GiB"),
-        ("org.nexcage.pct.storage", "local", "not allowed"),
+        ("org.nexcage.pct.rootfs_size", "2", "unknown annotation"),
+        ("org.nexcage.pct.storage", "local", "unknown annotation"),
         ("org.nexcage.pct.hookscript", "x", "unknown annotation"),
     ] {
         let bundle = Bundle::annotated(&["true"], &[(key, value)]);

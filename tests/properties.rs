@@ -727,18 +727,13 @@ proptest! {
 
 fn pct_config() -> BoxedStrategy<PctConfig> {
     (
-        // Admin-written and checked when the config is loaded (valid_storage_id).
-        prop::sample::select(vec!["local", "local-lvm", "tank.ct_1"]),
-        1u32..1000,
         any::<bool>(),
         prop::option::of(Just("name=eth0,bridge=vmbr0,ip=dhcp")),
-        prop::sample::subsequence(vec!["vmid", "storage", "rootfs_size"], 0..=3),
+        prop::sample::subsequence(vec!["vmid"], 0..=1),
     )
-        .prop_map(|(storage, size, unprivileged, net0, allowed)| {
+        .prop_map(|(unprivileged, net0, allowed)| {
             let mut cfg: PctConfig =
                 serde_json::from_str("{}").expect("every pct setting has a default");
-            cfg.storage = storage.to_string();
-            cfg.rootfs_size = size;
             cfg.unprivileged = unprivileged;
             cfg.net0 = net0.map(str::to_string);
             cfg.allowed_annotations = allowed.into_iter().map(str::to_string).collect();
@@ -897,7 +892,10 @@ proptest! {
 
         if let Ok(settings) = settings(&s, &cfg) {
             let runtime_dir = tmp.path().join(runtime);
-            if let Ok(args) = create_options(&s, &cfg, &settings, &cid, "0123456789abcdef0123456789abcdef", &runtime_dir) {
+            let _ = &settings;
+            let rootfs = tmp.path().join("rootfs");
+            let owner = "0123456789abcdef0123456789abcdef";
+            if let Ok(args) = create_options(&s, &cfg, &cid, owner, &rootfs, &runtime_dir) {
                 check_pct_options(&args)?;
             }
         }
@@ -982,7 +980,6 @@ fn backend_json() -> BoxedStrategy<Value> {
             .prop_map(|(path, flavor)| json!({"type": "oci", "path": path, "flavor": flavor})),
         2 => (
             binary,
-            prop_oneof![3 => Just("local".to_string()), 1 => text()],
             prop::collection::vec(
                 prop_oneof![
                     3 => prop::sample::select(PctConfig::OVERRIDABLE).prop_map(str::to_string),
@@ -990,11 +987,9 @@ fn backend_json() -> BoxedStrategy<Value> {
                 ],
                 0..2,
             ),
-            prop_oneof![3 => Just("/var/lib/vz".to_string()), 1 => path()],
         )
-            .prop_map(|(bin, storage, allowed, dir)| json!({
-                "type": "pct", "pct": bin, "pvesh": "/bin/true", "storage": storage,
-                "allowed_annotations": allowed, "template_dir": dir,
+            .prop_map(|(bin, allowed)| json!({
+                "type": "pct", "pct": bin, "pvesh": "/bin/true", "allowed_annotations": allowed,
             })),
         2 => (maybe(path()), small.clone(), small, any::<bool>()).prop_map(
             |(lxcpath, base, count, unprivileged)| json!({

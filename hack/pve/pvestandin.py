@@ -196,13 +196,13 @@ class P:
 FMT_ROOTFS = {
     'default_key': 'volume',
     'keys': {'volume': 'string', 'acl': 'boolean', 'mountoptions': 'string', 'quota': 'boolean',
-             'replicate': 'boolean', 'ro': 'boolean', 'shared': 'boolean', 'size': 'disk-size'},
+             'replicate': 'boolean', 'ro': 'boolean', 'shared': 'boolean', 'size': 'disk-size',
+             'idmap': 'string'},  # idmap: pve-container 6.1.6+
     'required': ['volume'],
 }
 FMT_MP = {
     'default_key': 'volume',
-    'keys': dict(FMT_ROOTFS['keys'], mp='string', backup='boolean', keepattrs='boolean',
-                 idmap='string'),
+    'keys': dict(FMT_ROOTFS['keys'], mp='string', backup='boolean', keepattrs='boolean'),
     'required': ['volume', 'mp'],
 }
 FMT_NET = {
@@ -756,6 +756,12 @@ def storage_check(sid, content):
 def template_path(ostemplate):
     """Resolve create's ostemplate (volume id or, for root, an absolute path)."""
     if ostemplate.startswith('/'):
+        # Create.pm restore_archive: a file (abs_filesystem_path), named like an archive
+        # (tar_compression_option).
+        if not os.path.isfile(ostemplate):
+            raise PveError(f"can't find file '{ostemplate}'")
+        if not re.search(TEMPLATE_EXT_RE + '$', ostemplate):
+            raise PveError(f"file '{ostemplate}' does not look like a template archive")
         return ostemplate
     m = re.fullmatch(r'([a-zA-Z][a-zA-Z0-9\-_.]*[a-zA-Z0-9]):(.+)', ostemplate)
     if not m:
@@ -958,6 +964,18 @@ def fstab_escape(path):
     return path.replace('\\', '\\134').replace(' ', '\\040').replace('\t', '\\011')
 
 
+def check_bind_source(path):
+    """LXC.pm __mountpoint_mount/bindmount: a directory, with no symlink in its path
+    (walk_tree_nofollow opens each component with O_NOFOLLOW)."""
+    if not os.path.isdir(path):
+        raise PveError(f"directory '{path}' does not exist")
+    partial = ''
+    for part in path.strip('/').split('/'):
+        partial += '/' + part
+        if os.path.islink(partial):
+            raise PveError(f"symlink encountered at: {partial}")
+
+
 def update_lxc_config(vmid, conf):
     """Regenerate <lxcpath>/<vmid>/config from the PVE config (PVE::LXC::update_lxc_config)."""
     directory = os.path.join(S.lxc_path, str(vmid))
@@ -1064,7 +1082,20 @@ def update_lxc_config(vmid, conf):
     # volumes there from its prestart hook; the stand-in hands LXC the directories
     # directly and bind-mounts mount points with lxc.mount.entry.
     os.makedirs(os.path.join(directory, 'rootfs'), exist_ok=True)
-    raw += f"lxc.rootfs.path = {volume_path(volumes[0][1]['volume'])}\n"
+    rootfs = volumes[0][1]
+    if classify_volume(rootfs['volume']) == 'bind':
+        check_bind_source(rootfs['volume'])
+    raw += f"lxc.rootfs.path = {volume_path(rootfs['volume'])}\n"
+    # lxc-pve-prestart-hook: an idmapped mount of the rootfs for an unprivileged CT;
+    # `passthrough` keeps container ids equal to the ids on disk, which stock LXC's
+    # idmap=container does with the CT's own map.
+    if rootfs.get('idmap'):
+        if rootfs['idmap'] != 'passthrough':
+            raise PveError("only idmap=passthrough is supported by the PVE stand-in")
+        if unprivileged:
+            raw += 'lxc.rootfs.options = idmap=container\n'
+        else:
+            warn("rootfs: ignoring 'idmap' option unsupported by privileged container")
     for key, mp in volumes[1:]:
         src = volume_path(mp['volume'])
         opts = ['bind', 'create=file' if os.path.isfile(src) else 'create=dir']
@@ -1455,7 +1486,7 @@ def restore_archive(archive, rootdir, conf, ignore_unpack_errors):
     tar = userns_command(maps) + [
         'tar', 'xpf', '-', '--totals', '--one-file-system', '-p', '--sparse', '--numeric-owner',
         '--acls', '--xattrs', '--xattrs-include=user.*', '--xattrs-include=security.capability',
-        '--warning=no-file-ignored', '--warning=no-xattr-write', '-C', rootdir,
+        '--warning=no-file-ignored', '--warning=no-xattr-write', '-C', rootdir, '--skip-old-files',
         '--anchored', '--exclude', './dev/*']
     sys.stdout.flush()
     with open(archive, 'rb') as src:

@@ -49,8 +49,6 @@ impl Pve {
             std::fs::write(&path, script).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let templates = root.join("var/lib/vz/template/cache");
-        std::fs::create_dir_all(&templates).unwrap();
         // Every backend may be picked by annotation.
         let mut names = vec!["crun".to_string(), "pve".to_string()];
         let more_json: serde_json::Value =
@@ -60,13 +58,12 @@ impl Pve {
         let env = Env::with_config(&format!(
             r#"{{"default":"{default}",
                 "backends":{{"crun":{{"type":"oci","path":"{CRUN}"}},
-                             "pve":{{"type":"pct","pct":"{}","pvesh":"{}","template_dir":"{}"{extra}}}{more}}},
+                             "pve":{{"type":"pct","pct":"{}","pvesh":"{}"{extra}}}{more}}},
                 "annotation_backends":{annotated},
                 "rules":[{{"backend":"pve","id":"pve-*"}},
                          {{"backend":"pve","annotations":{{"org.nexcage.test.place":"proxmox"}}}}]}}"#,
             dir.path().join("pct").display(),
             dir.path().join("pvesh").display(),
-            templates.display()
         ));
         Pve { dir, env }
     }
@@ -85,17 +82,20 @@ impl Pve {
         std::fs::read_to_string(self.env.root().join("backends/pve").join(id).join("vmid")).unwrap()
     }
 
-    pub fn templates(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(self.node().join("var/lib/vz/template/cache"))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
+    /// What the node's template storage and volume storage hold (nexcage uses neither:
+    /// the rootfs is the bundle's, in place).
+    pub fn storage(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for dir in ["var/lib/vz/template/cache", "var/lib/vz/images"] {
+            if let Ok(entries) = std::fs::read_dir(self.node().join(dir)) {
+                names.extend(entries.flatten().map(|e| e.path().display().to_string()));
+            }
+        }
         names.sort();
         names
     }
 
-    /// No Proxmox container, config, volume, runtime dir or template temporary left.
+    /// No Proxmox container, config, volume, template or runtime dir left.
     pub fn assert_clean(&self) {
         self.env.ok(&["list"]);
         self.env.assert_clean();
@@ -104,13 +104,15 @@ impl Pve {
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(confs.is_empty(), "{confs:?}");
-        assert!(
-            self.templates().iter().all(|t| !t.starts_with('.')),
-            "{:?}",
-            self.templates()
-        );
+        assert_eq!(self.storage(), Vec::<String>::new(), "storage");
+        // The empty archive `pct create` is given stays, as nexcage's own.
         let runtime: Vec<_> = std::fs::read_dir(self.env.root().join("backends/pve"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| !p.ends_with("empty.tar"))
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(runtime.is_empty(), "{runtime:?}");
     }

@@ -4,7 +4,6 @@
 //! holder + init mechanism of `crate::supervise`. Nothing depends on Proxmox
 //! internals: only `pct`, `pvesh` and their outputs.
 
-mod template;
 pub mod translate;
 
 use std::collections::HashMap;
@@ -344,18 +343,18 @@ impl Backend for Pct {
             // Proxmox mount points are directories.
             &host::Binary::Copy,
         )?;
-        let template = template::ensure(&self.cfg, &rootfs)?;
+        let archive = empty_archive(&self.sup.base)?;
         let owner = new_owner_token()?;
         fs::write(dir.join(OWNER), &owner).context(|| "write the owner token")?;
         let options = translate::create_options(
             &bundle.spec,
             &self.cfg,
-            &settings,
             &record.id,
             &owner,
+            &rootfs,
             &dir.join(crate::supervise::INSIDE),
         )?;
-        let vmid = self.create_ct(&dir, &template, &options, settings.vmid.as_deref())?;
+        let vmid = self.create_ct(&dir, &archive, &options, settings.vmid.as_deref())?;
         let launch = host::Launch {
             start_cmd: vec![
                 self.cfg.pct.clone().into_os_string(),
@@ -412,7 +411,6 @@ impl Backend for Pct {
         if let Some(vmid) = self.vmid(&record.id) {
             self.destroy_ct(&vmid, &record.id)?;
         }
-        template::sweep(&self.cfg.template_dir);
         self.sup.remove_dir(&record.id)
     }
 
@@ -429,6 +427,19 @@ impl Backend for Pct {
             other => Err(self.unsupported(other.name())),
         }
     }
+}
+
+/// The archive `pct create` is given: it must have one, and unpacks it into the rootfs
+/// without replacing what is there (`--skip-old-files`); an empty tar (its end-of-archive
+/// blocks: a 0-byte file is no tar) leaves the engine's rootfs as it is.
+fn empty_archive(base: &Path) -> Result<String> {
+    let path = base.join("empty.tar");
+    if !path.is_file() {
+        let temp = base.join(format!(".empty.tar.{}", std::process::id()));
+        fs::write(&temp, [0u8; 10240]).context(|| format!("write {}", temp.display()))?;
+        fs::rename(&temp, &path).context(|| format!("rename into {}", path.display()))?;
+    }
+    Ok(path.to_string_lossy().into_owned())
 }
 
 /// 128 random bits, hex.

@@ -18,16 +18,10 @@ pub const ANNOTATION_PREFIX: &str = "org.nexcage.pct.";
 pub struct Settings {
     /// Fixed vmid; else one from `pvesh get /cluster/nextid`.
     pub vmid: Option<String>,
-    pub storage: String,
-    pub rootfs_size: u32,
 }
 
 pub fn settings(spec: &Spec, cfg: &PctConfig) -> Result<Settings> {
-    let mut out = Settings {
-        vmid: None,
-        storage: cfg.storage.clone(),
-        rootfs_size: cfg.rootfs_size,
-    };
+    let mut out = Settings { vmid: None };
     for (name, value) in spec.annotations().iter().flatten() {
         let Some(key) = name.strip_prefix(ANNOTATION_PREFIX) else {
             continue;
@@ -44,45 +38,40 @@ pub fn settings(spec: &Spec, cfg: &PctConfig) -> Result<Settings> {
             )));
         }
         let invalid = |what: &str| Error::Usage(format!("annotation {name}={value:?}: {what}"));
-        match key {
-            "vmid" => {
-                let n: u64 = value.parse().map_err(|_| invalid("not a number"))?;
-                if !(100..=999_999_999).contains(&n) {
-                    return Err(invalid("a vmid is 100 to 999999999"));
-                }
-                out.vmid = Some(n.to_string());
-            }
-            "storage" => {
-                if !crate::config::valid_storage_id(value) {
-                    return Err(invalid("not a storage id"));
-                }
-                out.storage = value.clone();
-            }
-            _ => {
-                out.rootfs_size = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=131_072).contains(n))
-                    .ok_or_else(|| invalid("a size in GiB, 1 to 131072"))?;
-            }
+        let n: u64 = value.parse().map_err(|_| invalid("not a number"))?;
+        if !(100..=999_999_999).contains(&n) {
+            return Err(invalid("a vmid is 100 to 999999999"));
         }
+        out.vmid = Some(n.to_string());
     }
     Ok(out)
+}
+
+/// Where the container's root is: the bundle's rootfs itself (real path, checked),
+/// as a Proxmox bind-type rootfs; for an unprivileged CT an id-mapped mount on which
+/// the container's ids are the ids on disk (pve-container 6.1.6+ `idmap=passthrough`).
+fn rootfs_volume(rootfs: &Path, unprivileged: bool) -> Result<String> {
+    let path = property("rootfs", rootfs)?;
+    Ok(if unprivileged {
+        format!("{path},idmap=passthrough")
+    } else {
+        path
+    })
 }
 
 pub fn create_options(
     spec: &Spec,
     cfg: &PctConfig,
-    settings: &Settings,
     id: &str,
     owner: &str,
+    rootfs: &Path,
     runtime_dir: &Path,
 ) -> Result<Vec<String>> {
     let mut opts = PctOptions::default();
     let refused = Error::Usage;
     let hostname = hostname(spec.hostname().as_deref().unwrap_or(""), id);
     let unprivileged = if cfg.unprivileged { "1" } else { "0" };
-    let rootfs = format!("{}:{}", settings.storage, settings.rootfs_size);
+    let rootfs = rootfs_volume(rootfs, cfg.unprivileged)?;
     let entrypoint = format!("{MOUNT_POINT}/{} init", crate::supervise::BINARY);
     for (option, value) in [
         ("ostype", "unmanaged"),
