@@ -335,7 +335,8 @@ fn symlinked_rootfs_is_refused() {
 }
 
 /// Finding 5: two images alike in every path, size and mtime but not in content
-/// each run their own files.
+/// each run their own files (pct has no template cache now: each container's root is
+/// its bundle's rootfs).
 #[test]
 fn pct_templates_follow_content() {
     let pve = Pve::new();

@@ -1,7 +1,7 @@
 //! The bad-input catalog: each case on every backend (crun, runc, lxc, pct on the
 //! stand-in). Each must end with a non-zero exit, exactly one stderr line naming the
 //! problem, no panic, and nothing left behind: no record, runtime dir, LXC
-//! definition, Proxmox container or template temporary.
+//! definition, Proxmox container, volume or template, cgroup or mount.
 
 mod common;
 

@@ -597,7 +597,8 @@ fn spec_maps_to_the_container() {
         .status()
         .unwrap();
     assert!(cp.success());
-    std::fs::create_dir(private_rootfs.join("data")).unwrap();
+    // The shared rootfs may have it already: other backends make mount points in it.
+    std::fs::create_dir_all(private_rootfs.join("data")).unwrap();
     let data = scratch.path().join("data");
     for dir in ["rw", "ro", "secretdir"] {
         std::fs::create_dir_all(data.join(dir)).unwrap();
