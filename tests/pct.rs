@@ -791,3 +791,41 @@ fn annotation_overrides() {
     }
     pve.assert_clean();
 }
+
+/// When nexcage's state is wiped (a reboot clears /run, an engine wipes its runtime
+/// root) the Proxmox containers it made are found by their description and destroyed
+/// at the next create; another root's containers are left alone.
+#[test]
+fn orphans_of_a_wiped_state_are_collected() {
+    let pve = Pve::new();
+    let other = pve.env.sharing_config();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let lost = unique("pve-lost");
+    pve.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &lost]);
+    let lost_vmid = pve.vmid(&lost);
+    let kept = unique("pve-kept");
+    other.detached(&["run", "-d", "--bundle", bundle.path(), &kept]);
+    let kept_vmid =
+        std::fs::read_to_string(other.root().join("backends/pve").join(&kept).join("vmid"))
+            .unwrap();
+    // The wipe: the state goes, the containers stay.
+    for dir in ["containers", "backends"] {
+        std::fs::remove_dir_all(pve.env.root().join(dir)).unwrap();
+    }
+    assert_eq!(pve.pct(&["status", &lost_vmid]).stdout, "status: running\n");
+    let quick = Bundle::new(&["true"]);
+    pve.env
+        .ok(&["run", "--bundle", quick.path(), &unique("pve-next")]);
+    let gone = pve.pct(&["status", &lost_vmid]);
+    assert_ne!(
+        gone.code,
+        Some(0),
+        "the orphan is still there: {}",
+        gone.stdout
+    );
+    assert_eq!(pve.pct(&["status", &kept_vmid]).stdout, "status: running\n");
+    other.ok(&["delete", "--force", &kept]);
+    other.assert_clean();
+    pve.assert_clean();
+}

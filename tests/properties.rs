@@ -894,8 +894,11 @@ proptest! {
             let runtime_dir = tmp.path().join(runtime);
             let _ = &settings;
             let rootfs = tmp.path().join("rootfs");
-            let owner = "0123456789abcdef0123456789abcdef";
-            if let Ok(args) = create_options(&s, &cfg, &cid, owner, &rootfs, &runtime_dir) {
+            let owner = nexcage::backend::pct::translate::Owner {
+                token: "0123456789abcdef0123456789abcdef".into(),
+                place: "node:/run/nexcage/backends/pve".into(),
+            };
+            if let Ok(args) = create_options(&s, &cfg, &cid, &owner, &rootfs, &runtime_dir) {
                 check_pct_options(&args)?;
             }
         }

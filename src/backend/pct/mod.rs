@@ -20,6 +20,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::state::Record;
 use crate::supervise::MOUNT_POINT;
 use crate::supervise::host::{self, Setup, Supervisor};
+use translate::Owner;
 
 /// `pvesh get /cluster/nextid` does not reserve: another create may take the id first.
 const CREATE_ATTEMPTS: usize = 5;
@@ -87,11 +88,62 @@ impl Pct {
             .context(|| format!("run {}", self.cfg.pct.display()))
     }
 
-    /// The owner token of a container's runtime dir (see `translate::description`).
-    fn owner(&self, id: &str) -> Option<String> {
+    /// The owner of a container whose runtime dir we have (see `translate::Owner`).
+    fn owner(&self, id: &str) -> Option<Owner> {
         fs::read_to_string(self.dir(id).join(OWNER))
             .ok()
-            .map(|s| s.trim().to_string())
+            .map(|token| Owner {
+                token: token.trim().to_string(),
+                place: self.place(),
+            })
+    }
+
+    /// Where this backend's state is: `<node>:<backend dir>`.
+    fn place(&self) -> String {
+        let node = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{node}:{}", self.sup.base.display())
+    }
+
+    /// Proxmox containers this backend made before its state was wiped (a reboot
+    /// clears /run; an engine wipes its runtime root): ours by place, but with no
+    /// runtime dir holding their token. Nobody can reach them any more, so they are
+    /// stopped and destroyed. Run once per incarnation of the state; what fails is
+    /// reported and left for the next.
+    fn collect_orphans(&self) {
+        let Ok(list) = self.pct(&["list"]) else {
+            return;
+        };
+        let place = self.place();
+        for vmid in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let Ok(config) = self.pct(&["config", vmid]) else {
+                continue;
+            };
+            let orphan = String::from_utf8_lossy(&config.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("description: "))
+                .filter_map(|d| translate::parse_description(&percent_decode(d)))
+                .find(|(id, owner)| {
+                    owner.place == place && self.owner(id).is_none_or(|ours| ours != *owner)
+                });
+            let Some((id, _)) = orphan else { continue };
+            log::warn!("pct: destroying CT {vmid}, left by container {id} of a wiped state");
+            let _ = self.pct(&["stop", vmid]);
+            if let Ok(out) = self.pct(&["destroy", vmid, "--purge"])
+                && !out.status.success()
+            {
+                log::warn!(
+                    "pct destroy {vmid}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
     }
 
     fn vmid(&self, id: &str) -> Option<String> {
@@ -119,6 +171,7 @@ impl Pct {
             .lines()
             .filter_map(|l| l.strip_prefix("description: "))
             .any(|d| percent_decode(d).trim_end() == translate::description(id, &owner));
+        // (`owner` names this backend's place too: see `collect_orphans`.)
         Ok(if ours {
             Ct::Ours
         } else if text.lines().any(|l| l == "lock: create") {
@@ -159,10 +212,14 @@ impl Pct {
                 }
             }
         }
-        let status = self.pct(&["status", vmid])?;
-        if String::from_utf8_lossy(&status.stdout).contains("status: running") {
+        let running = || -> Result<bool> {
+            let status = self.pct(&["status", vmid])?;
+            Ok(String::from_utf8_lossy(&status.stdout).contains("status: running"))
+        };
+        if running()? {
             let out = self.pct(&["stop", vmid])?;
-            if !out.status.success() {
+            // It may have stopped by itself in between (its workload ended).
+            if !out.status.success() && running()? {
                 return Err(self.failed("pct stop", &out));
             }
         }
@@ -335,6 +392,10 @@ impl Backend for Pct {
             crate::spec_check::sysctl(key, &linux).map_err(Error::Usage)?;
             setup.sysctls.push((key.clone(), value.clone()));
         }
+        // The first create since the state was made (the empty archive is made then).
+        if !self.sup.base.join("empty.tar").exists() {
+            self.collect_orphans();
+        }
         let dir = self.sup.prepare(
             record,
             &bundle,
@@ -344,8 +405,11 @@ impl Backend for Pct {
             &host::Binary::Copy,
         )?;
         let archive = empty_archive(&self.sup.base)?;
-        let owner = new_owner_token()?;
-        fs::write(dir.join(OWNER), &owner).context(|| "write the owner token")?;
+        let owner = Owner {
+            token: new_owner_token()?,
+            place: self.place(),
+        };
+        fs::write(dir.join(OWNER), &owner.token).context(|| "write the owner token")?;
         let options = translate::create_options(
             &bundle.spec,
             &self.cfg,

@@ -63,7 +63,7 @@ pub fn create_options(
     spec: &Spec,
     cfg: &PctConfig,
     id: &str,
-    owner: &str,
+    owner: &Owner,
     rootfs: &Path,
     runtime_dir: &Path,
 ) -> Result<Vec<String>> {
@@ -155,11 +155,38 @@ pub fn create_options(
     Ok(opts.into_args())
 }
 
-/// The description marking a Proxmox container as this OCI container's: its id and
-/// the owner token its runtime directory holds, so that another nexcage root (on this
-/// node or another) with a container of the same id never takes it for its own.
-pub fn description(id: &str, owner: &str) -> String {
-    format!("nexcage container {id} (owner {owner})")
+/// Who made a Proxmox container: the random token its runtime directory holds, and
+/// where the nexcage root that made it is (`<node>:<backend dir>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owner {
+    pub token: String,
+    pub place: String,
+}
+
+/// The description marking a Proxmox container as this OCI container's: the token,
+/// so that another nexcage root (on this node or another) with a container of the
+/// same id never takes it for its own; the place, so that a root whose state was wiped
+/// (a reboot clears /run) finds what it left (see `parse_description`).
+pub fn description(id: &str, owner: &Owner) -> String {
+    format!(
+        "nexcage container {id} (owner {}, at {})",
+        owner.token, owner.place
+    )
+}
+
+/// The id and owner a description says, if it is one of ours.
+pub fn parse_description(text: &str) -> Option<(String, Owner)> {
+    let rest = text.trim_end().strip_prefix("nexcage container ")?;
+    let (id, rest) = rest.split_once(" (owner ")?;
+    let (token, place) = rest.strip_suffix(')')?.split_once(", at ")?;
+    crate::ids::validate(id).ok()?;
+    Some((
+        id.to_string(),
+        Owner {
+            token: token.to_string(),
+            place: place.to_string(),
+        },
+    ))
 }
 
 /// An absolute path inside a Proxmox property string; no `..`, which would climb out
@@ -239,6 +266,18 @@ mod tests {
         );
         assert_eq!(hostname("--", "x"), "nexcage-x");
         assert!(hostname(&"h".repeat(100), "x").len() <= 63);
+    }
+
+    #[test]
+    fn descriptions_read_back() {
+        let owner = Owner {
+            token: "0123456789abcdef0123456789abcdef".into(),
+            place: "pve1:/run/nexcage/backends/pve".into(),
+        };
+        let text = description("web-1", &owner);
+        assert_eq!(parse_description(&text), Some(("web-1".into(), owner)));
+        assert_eq!(parse_description("nexcage container x"), None);
+        assert_eq!(parse_description("someone's notes"), None);
     }
 
     #[test]
