@@ -829,3 +829,81 @@ fn orphans_of_a_wiped_state_are_collected() {
     other.assert_clean();
     pve.assert_clean();
 }
+
+/// The engine's network namespace (podman's, CNI's) is the workload's and exec's:
+/// Proxmox gives the CT a network of its own, so the holder joins the spec's.
+#[test]
+fn joins_the_engines_network_namespace() {
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .output();
+        }
+    }
+    let ns = Netns(format!("nxpct-test-{}", std::process::id()));
+    for args in [
+        vec!["netns", "add", &ns.0],
+        vec!["-n", &ns.0, "link", "set", "lo", "up"],
+        vec!["-n", &ns.0, "addr", "add", "10.213.78.1/32", "dev", "lo"],
+    ] {
+        let out = Command::new("ip").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let path = format!("/var/run/netns/{}", ns.0);
+    let pve = Pve::new();
+    let bundle = Bundle::with(&["sleep", "1000"], |s| {
+        let mut linux = s.linux().clone().unwrap();
+        let mut namespaces = linux.namespaces().clone().unwrap();
+        for n in namespaces.iter_mut() {
+            if n.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                n.set_path(Some(path.clone().into()));
+            }
+        }
+        linux.set_namespaces(Some(namespaces));
+        // A sysctl of that namespace: written there, not in Proxmox's, not the host's.
+        linux.set_sysctl(Some(
+            [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "1000".to_string(),
+            )]
+            .into(),
+        ));
+        s.set_linux(Some(linux));
+    });
+    let host_value =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let id = unique("pve-netns");
+    pve.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let pid = pve.env.state(&id)["pid"].as_i64().unwrap();
+    let ino = |p: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    assert_eq!(ino(&format!("/proc/{pid}/ns/net")), ino(&path));
+    let out = pve
+        .env
+        .out(&["exec", &id, "ip", "-o", "-4", "addr", "show", "dev", "lo"]);
+    assert!(
+        out.stdout.contains("inet 10.213.78.1/32"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = pve.env.out(&[
+        "exec",
+        &id,
+        "cat",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ]);
+    assert_eq!(out.stdout, "1000\n", "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(),
+        host_value
+    );
+    pve.env.ok(&["delete", "--force", &id]);
+    pve.assert_clean();
+}

@@ -132,6 +132,10 @@ pub struct HolderArgs {
     /// The fourth fd is the engine's console socket
     #[arg(long)]
     pub console: bool,
+    /// A network namespace to join instead of init's (the engine's, for a manager
+    /// that cannot be told to use it)
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -40,7 +40,9 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Spec(a) => spec::spec(a),
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
-        Command::Holder(a) => supervise::holder::run(&a.dir, a.init_pid, a.fd_base, a.console),
+        Command::Holder(a) => {
+            supervise::holder::run(&a.dir, a.init_pid, a.fd_base, a.console, a.netns.as_deref())
+        }
         Command::Init(a) => supervise::init::init(&a.dir),
         Command::Enter(a) => Err(enter(a)?),
     }

@@ -31,7 +31,13 @@ const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Runs the holder; `base` is the first of the four fds `create` passed: the
 /// listening socket, the connection init made, the pipe to report readiness on, and
 /// the engine's console socket (`console`; else a placeholder).
-pub fn run(dir: &Path, init_pid: i32, base: i32, console: bool) -> Result<i32> {
+pub fn run(
+    dir: &Path,
+    init_pid: i32,
+    base: i32,
+    console: bool,
+    netns: Option<&Path>,
+) -> Result<i32> {
     // SAFETY: `create` passed us these fds (see `host::Supervisor::spawn_holder`).
     let (listener, mut init, mut ready, last) = unsafe {
         (
@@ -53,7 +59,7 @@ pub fn run(dir: &Path, init_pid: i32, base: i32, console: bool) -> Result<i32> {
     // SAFETY: prctl on ourselves.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 
-    let workload = match Workload::prepare(dir, init_pid, &mut init, console) {
+    let workload = match Workload::prepare(dir, init_pid, &mut init, console, netns) {
         Ok(w) => w,
         Err(e) => {
             let _ = writeln!(ready, "error: {e}");
@@ -108,6 +114,7 @@ impl Workload {
         init_pid: i32,
         init: &mut UnixStream,
         console: Option<UnixStream>,
+        netns: Option<&Path>,
     ) -> Result<Workload> {
         let text = std::fs::read(dir.join(PROCESS)).context(|| "read process.json")?;
         let process: Process = serde_json::from_slice(&text)
@@ -128,7 +135,10 @@ impl Workload {
                 .context(|| "set oom_score_adj")?;
         }
 
-        let namespaces = Namespaces::of(init_pid, &[])?;
+        let namespaces = match netns {
+            None => Namespaces::of(init_pid, &[])?,
+            Some(path) => Namespaces::of(init_pid, &["net"])?.with_first(path, "net")?,
+        };
         join::cgroups(init_pid)?;
         namespaces.enter()?;
         // init watches us from now on: when we end, the container ends.

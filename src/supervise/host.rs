@@ -95,6 +95,9 @@ pub struct Launch {
     /// a parent (Proxmox: `lxc/<vmid>`, in MiB; init in `lxc/<vmid>/ns`), so that the
     /// container sees the spec's exact figures.
     pub limits: Option<super::update::Limits>,
+    /// A network namespace the holder joins instead of init's: the spec's, for a
+    /// manager that gives the container a network of its own (Proxmox: `net0`).
+    pub netns: Option<PathBuf>,
 }
 
 /// Runtime directories, one per container, under `base`; each is bind-mounted
@@ -277,6 +280,7 @@ impl Supervisor {
             base,
             [listener.into(), init.into()],
             launch.console,
+            launch.netns.as_deref(),
         )?;
         let holder = child.id() as i32;
         let placed = write_pid_note(&dir.join(HOLDER_PID), holder)
@@ -391,6 +395,7 @@ impl Supervisor {
         base: i32,
         passed: [OwnedFd; 2],
         console: Option<UnixStream>,
+        netns: Option<&Path>,
     ) -> Result<(std::process::Child, fs::File)> {
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
@@ -406,6 +411,9 @@ impl Supervisor {
             .arg(base.to_string());
         if console.is_some() {
             cmd.arg("--console");
+        }
+        if let Some(path) = netns {
+            cmd.arg("--netns").arg(path);
         }
         let [listener, init] = passed;
         // Without a console the last one is a placeholder, never used.

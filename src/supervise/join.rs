@@ -48,6 +48,19 @@ impl Namespaces {
         Ok(Namespaces(out))
     }
 
+    /// With the namespace at `path` (of kind `name`) entered first: while we are still
+    /// the host's root, before a user namespace takes that away.
+    pub fn with_first(mut self, path: &std::path::Path, name: &str) -> Result<Namespaces> {
+        let flag = NAMESPACES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| Error::Usage(format!("unknown namespace kind {name}")))?;
+        let file = File::open(path).context(|| format!("open {}", path.display()))?;
+        self.0.insert(0, (file, flag, path.display().to_string()));
+        Ok(self)
+    }
+
     /// Enters them all, in order. Async-signal-safe apart from error formatting.
     pub fn enter(&self) -> Result<()> {
         for (file, flag, path) in &self.0 {
@@ -136,6 +149,30 @@ impl Join {
         }
         Ok(())
     }
+}
+
+/// Writes `sysctls` (`net.*`) in the network namespace at `path`, from a thread of
+/// ours that joins it: /proc/sys/net is the opening thread's namespace's. For a
+/// manager whose init is in a network namespace of its own while the workload joins
+/// the engine's.
+pub fn net_sysctls_in(path: &std::path::Path, sysctls: &[(String, String)]) -> Result<()> {
+    let ns = File::open(path).context(|| format!("open {}", path.display()))?;
+    let sysctls = sysctls.to_vec();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<()> {
+                setns(&ns, CloneFlags::CLONE_NEWNET)
+                    .context(|| format!("join {}", path.display()))?;
+                for (key, value) in &sysctls {
+                    let file = std::path::Path::new("/proc/sys").join(key.replace('.', "/"));
+                    fs::write(&file, value)
+                        .map_err(|e| Error::Usage(format!("sysctl {key}={value:?}: {e}")))?;
+                }
+                Ok(())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Error::Usage("sysctl writer panicked".into())))
+    })
 }
 
 /// Whether `path` is a namespace of the kind `flag` names (ioctl NS_GET_NSTYPE).

@@ -263,6 +263,8 @@ impl Backend for Lxc {
             root_uid: t.root_uid,
             console,
             limits: None,
+            // LXC joins the spec's namespaces itself (lxc.namespace.share.*).
+            netns: None,
         };
         let Some(code) = self.sup.launch(&record.id, launch, create, run)? else {
             return Ok(0);

@@ -388,9 +388,24 @@ impl Backend for Pct {
         // Proxmox has no option for sysctls: init writes them.
         let mut setup = Setup::from_spec(&bundle.spec);
         let linux = bundle.spec.linux().clone().unwrap_or_default();
+        let netns = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+            .and_then(|n| n.path().clone());
+        let mut engine_net = Vec::new();
         for (key, value) in linux.sysctl().iter().flatten() {
             crate::spec_check::sysctl(key, &linux).map_err(Error::Usage)?;
-            setup.sysctls.push((key.clone(), value.clone()));
+            // init is in Proxmox's network namespace, the workload in the engine's:
+            // its sysctls are written there, from here.
+            match &netns {
+                Some(_) if key.starts_with("net.") => engine_net.push((key.clone(), value.clone())),
+                _ => setup.sysctls.push((key.clone(), value.clone())),
+            }
+        }
+        if let Some(path) = netns.as_deref().filter(|_| !engine_net.is_empty()) {
+            crate::supervise::join::net_sysctls_in(path, &engine_net)?;
         }
         // The first create since the state was made (the empty archive is made then).
         if !self.sup.base.join("empty.tar").exists() {
@@ -429,6 +444,10 @@ impl Backend for Pct {
             root_uid: if self.cfg.unprivileged { 100_000 } else { 0 },
             console,
             limits,
+            // The engine's network (podman's and CNI's netns): Proxmox gives the CT a
+            // network of its own (`net0`) and cannot be told to join one, so the holder
+            // joins it, and with it the workload and what is exec'd.
+            netns,
         };
         let Some(code) = self.sup.launch(&record.id, launch, create, run)? else {
             return Ok(0);
