@@ -745,28 +745,8 @@ fn spec_maps_to_the_container() {
 #[test]
 fn joins_a_network_namespace_by_path() {
     let lx = Lxc::new();
-    struct Netns(String);
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .output();
-        }
-    }
-    let ns = Netns(format!("nxlx-test-{}", std::process::id()));
-    for args in [
-        vec!["netns", "add", &ns.0],
-        vec!["-n", &ns.0, "link", "set", "lo", "up"],
-        vec!["-n", &ns.0, "addr", "add", "10.213.77.1/32", "dev", "lo"],
-    ] {
-        let out = Command::new("ip").args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let path = format!("/var/run/netns/{}", ns.0);
+    let ns = common::Netns::new("nxlx-test", "10.213.77.1/32");
+    let path = ns.path();
     let bundle = json_bundle(&["sh", "-c", "ip -o -4 addr show dev lo"], |s| {
         for n in s["linux"]["namespaces"].as_array_mut().unwrap() {
             if n["type"] == "network" {
@@ -779,7 +759,7 @@ fn joins_a_network_namespace_by_path() {
     assert!(out.stdout.contains("inet 10.213.77.1/32"), "{}", out.stdout);
     // The namespace outlives the container.
     let out = Command::new("ip")
-        .args(["-n", &ns.0, "-o", "-4", "addr"])
+        .args(["-n", &ns.name, "-o", "-4", "addr"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("10.213.77.1/32"));

@@ -834,28 +834,8 @@ fn orphans_of_a_wiped_state_are_collected() {
 /// Proxmox gives the CT a network of its own, so the holder joins the spec's.
 #[test]
 fn joins_the_engines_network_namespace() {
-    struct Netns(String);
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .output();
-        }
-    }
-    let ns = Netns(format!("nxpct-test-{}", std::process::id()));
-    for args in [
-        vec!["netns", "add", &ns.0],
-        vec!["-n", &ns.0, "link", "set", "lo", "up"],
-        vec!["-n", &ns.0, "addr", "add", "10.213.78.1/32", "dev", "lo"],
-    ] {
-        let out = Command::new("ip").args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let path = format!("/var/run/netns/{}", ns.0);
+    let ns = common::Netns::new("nxpct-test", "10.213.78.1/32");
+    let path = ns.path();
     let pve = Pve::new();
     let bundle = Bundle::with(&["sleep", "1000"], |s| {
         let mut linux = s.linux().clone().unwrap();

@@ -479,3 +479,42 @@ impl Drop for Containerd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A named network namespace (`ip netns`) with `addr` on its loopback, deleted on
+/// drop: one an engine would have made for a container to join.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str, addr: &str) -> Netns {
+        let ns = Netns {
+            name: format!("{prefix}-{}", std::process::id()),
+        };
+        for args in [
+            vec!["netns", "add", &ns.name],
+            vec!["-n", &ns.name, "link", "set", "lo", "up"],
+            vec!["-n", &ns.name, "addr", "add", addr, "dev", "lo"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ns
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
+}
