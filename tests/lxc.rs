@@ -1734,3 +1734,57 @@ fn exec_errors_and_preserved_fds() {
     lx.env.ok(&["delete", "--force", &id]);
     lx.assert_clean();
 }
+
+/// As runc: the workload and exec'd processes get a new session keyring
+/// (`_ses.<id>`), not the caller's, unless `--no-new-keyring`; `--no-pivot`, which
+/// LXC cannot honour, is refused.
+#[test]
+fn session_keyring_and_no_pivot() {
+    let lx = Lxc::new();
+    let bundle = json_bundle(&["sh", "-c", "cat /proc/keys; sleep 1000"], |s| {
+        let masked = s["linux"]["maskedPaths"].as_array_mut().unwrap();
+        masked.retain(|p| p != "/proc/keys");
+    });
+    let id = lx.id("lxc-keys");
+    let log = bundle.dir.path().join("log");
+    lx.env
+        .detached_to(&["run", "-d", "--bundle", bundle.path(), &id], &log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ring = format!("_ses.{id}");
+    while !std::fs::read_to_string(&log).unwrap().contains(&ring) {
+        assert!(
+            Instant::now() < deadline,
+            "no {ring} in {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = lx.run(&["exec", &id, "cat", "/proc/keys"]);
+    assert!(out.stdout.contains(&ring), "exec: {}", out.stdout);
+    lx.env.ok(&["delete", "--force", &id]);
+
+    let id2 = lx.id("lxc-nokeys");
+    let once = json_bundle(&["cat", "/proc/keys"], |s| {
+        let masked = s["linux"]["maskedPaths"].as_array_mut().unwrap();
+        masked.retain(|p| p != "/proc/keys");
+    });
+    let out = lx.run(&["run", "--no-new-keyring", "--bundle", once.path(), &id2]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stdout.contains("_ses.lxc"), "{}", out.stdout);
+
+    let out = lx.run(&[
+        "create",
+        "--no-pivot",
+        "--bundle",
+        once.path(),
+        &lx.id("lxc-pivot"),
+    ]);
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.stderr
+            .contains("--no-pivot is not supported by backend"),
+        "{}",
+        out.stderr
+    );
+    lx.assert_clean();
+}

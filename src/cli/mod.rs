@@ -136,6 +136,10 @@ pub struct HolderArgs {
     /// that cannot be told to use it)
     #[arg(long)]
     pub netns: Option<PathBuf>,
+    /// A new session keyring of this name for the workload (runc's `_ses.<id>`);
+    /// none with `--no-new-keyring`
+    #[arg(long)]
+    pub session_keyring: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -176,6 +180,9 @@ pub struct EnterArgs {
     /// Why the process cannot be exec'd goes to this fd; it closes on the exec
     #[arg(long)]
     pub ready_fd: Option<i32>,
+    /// A new session keyring of this name (see `holder --session-keyring`)
+    #[arg(long)]
+    pub session_keyring: Option<String>,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<OsString>,
 }

@@ -40,9 +40,7 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Spec(a) => spec::spec(a),
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
-        Command::Holder(a) => {
-            supervise::holder::run(&a.dir, a.init_pid, a.fd_base, a.console, a.netns.as_deref())
-        }
+        Command::Holder(a) => supervise::holder::run(a),
         Command::Init(a) => supervise::init::init(&a.dir),
         Command::Enter(a) => Err(enter(a)?),
     }
@@ -71,6 +69,9 @@ fn reap_if_finished(root: &Root, record: &Record) -> Result<bool> {
 /// `nexcage enter`'s flags as an identity; returns only with the error.
 fn enter(a: &crate::cli::EnterArgs) -> Result<Error> {
     use supervise::identity::{CapSets, Identity};
+    if let Some(name) = &a.session_keyring {
+        supervise::identity::join_session_keyring(name)?;
+    }
     let caps = match a.caps.as_deref().map(CapSets::parse) {
         Some(None) => return Err(Error::Usage("invalid --caps".into())),
         Some(Some(c)) => Some(c),

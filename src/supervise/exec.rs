@@ -96,6 +96,15 @@ pub fn enter_args(a: &cli::ExecArgs, dir: &Path, mount_point: &str) -> Result<En
         c.permitted |= cap.bitmask();
     }
     let mut out: Vec<OsString> = vec![format!("{mount_point}/{BINARY}").into(), "enter".into()];
+    // runc's setns init joins the container's session keyring name too.
+    if !dir.join(supervise::host::NO_NEW_KEYRING).exists()
+        && let Some(id) = dir.file_name()
+    {
+        out.extend([
+            "--session-keyring".into(),
+            format!("_ses.{}", id.to_string_lossy()).into(),
+        ]);
+    }
     out.extend([
         "--cwd".into(),
         cwd.into(),

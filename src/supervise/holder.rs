@@ -31,13 +31,8 @@ const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Runs the holder; `base` is the first of the four fds `create` passed: the
 /// listening socket, the connection init made, the pipe to report readiness on, and
 /// the engine's console socket (`console`; else a placeholder).
-pub fn run(
-    dir: &Path,
-    init_pid: i32,
-    base: i32,
-    console: bool,
-    netns: Option<&Path>,
-) -> Result<i32> {
+pub fn run(args: &crate::cli::HolderArgs) -> Result<i32> {
+    let (dir, init_pid, base) = (args.dir.as_path(), args.init_pid, args.fd_base);
     // SAFETY: `create` passed us these fds (see `host::Supervisor::spawn_holder`).
     let (listener, mut init, mut ready, last) = unsafe {
         (
@@ -51,7 +46,7 @@ pub fn run(
         // SAFETY: fcntl on our own fds.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    let console = console.then(|| UnixStream::from(last));
+    let console = args.console.then(|| UnixStream::from(last));
     // Whatever the caller left open past the fds it hands on (--preserve-fds) must
     // not reach the workload. SAFETY: close_range on fds nobody here uses.
     unsafe { libc::syscall(libc::SYS_close_range, base + 4, u32::MAX, 0) };
@@ -59,7 +54,11 @@ pub fn run(
     // SAFETY: prctl on ourselves.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 
-    let workload = match Workload::prepare(dir, init_pid, &mut init, console, netns) {
+    let joined = Joined {
+        netns: args.netns.as_deref(),
+        session_keyring: args.session_keyring.as_deref(),
+    };
+    let workload = match Workload::prepare(dir, init_pid, &mut init, console, joined) {
         Ok(w) => w,
         Err(e) => {
             let _ = writeln!(ready, "error: {e}");
@@ -97,6 +96,14 @@ pub fn run(
     Ok(workload.exec())
 }
 
+/// What the holder joins besides init's namespaces and cgroups.
+struct Joined<'a> {
+    /// The engine's network namespace, instead of init's.
+    netns: Option<&'a Path>,
+    /// A new session keyring (runc's `_ses.<id>`), unless `--no-new-keyring`.
+    session_keyring: Option<&'a str>,
+}
+
 struct Workload {
     cmd: Command,
     /// The process's args[0], for messages.
@@ -114,7 +121,7 @@ impl Workload {
         init_pid: i32,
         init: &mut UnixStream,
         console: Option<UnixStream>,
-        netns: Option<&Path>,
+        joined: Joined,
     ) -> Result<Workload> {
         let text = std::fs::read(dir.join(PROCESS)).context(|| "read process.json")?;
         let process: Process = serde_json::from_slice(&text)
@@ -135,12 +142,16 @@ impl Workload {
                 .context(|| "set oom_score_adj")?;
         }
 
-        let namespaces = match netns {
+        let namespaces = match joined.netns {
             None => Namespaces::of(init_pid, &[])?,
             Some(path) => Namespaces::of(init_pid, &["net"])?.with_first(path, "net")?,
         };
         join::cgroups(init_pid)?;
         namespaces.enter()?;
+        // Inside the user namespace, so that the keyring is the container root's.
+        if let Some(name) = joined.session_keyring {
+            identity::join_session_keyring(name)?;
+        }
         // init watches us from now on: when we end, the container ends.
         send_line(init, &format!("workload {}", std::process::id()))?;
         if let Some(console) = console {

@@ -280,7 +280,10 @@ impl Supervisor {
             base,
             [listener.into(), init.into()],
             launch.console,
-            launch.netns.as_deref(),
+            &HolderJoins {
+                netns: launch.netns.as_deref(),
+                session_keyring: session_keyring(id, create, &dir)?,
+            },
         )?;
         let holder = child.id() as i32;
         let placed = write_pid_note(&dir.join(HOLDER_PID), holder)
@@ -395,7 +398,7 @@ impl Supervisor {
         base: i32,
         passed: [OwnedFd; 2],
         console: Option<UnixStream>,
-        netns: Option<&Path>,
+        joins: &HolderJoins,
     ) -> Result<(std::process::Child, fs::File)> {
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
@@ -412,8 +415,11 @@ impl Supervisor {
         if console.is_some() {
             cmd.arg("--console");
         }
-        if let Some(path) = netns {
+        if let Some(path) = joins.netns {
             cmd.arg("--netns").arg(path);
+        }
+        if let Some(name) = &joins.session_keyring {
+            cmd.arg("--session-keyring").arg(name);
         }
         let [listener, init] = passed;
         // Without a console the last one is a placeholder, never used.
@@ -792,6 +798,38 @@ pub fn create_args(command: &Command) -> Option<(&CreateArgs, Option<&RunArgs>)>
         Command::Run(r) => Some((&r.create, Some(r))),
         _ => None,
     }
+}
+
+/// What the holder joins besides init's namespaces and cgroups (`nexcage holder`'s
+/// `--netns`, `--session-keyring`).
+struct HolderJoins<'a> {
+    netns: Option<&'a Path>,
+    session_keyring: Option<String>,
+}
+
+/// Noted at create for `--no-new-keyring`, which `exec` follows too.
+pub const NO_NEW_KEYRING: &str = "no-new-keyring";
+
+/// runc's session keyring for the container's processes, `_ses.<id>`; none with
+/// `--no-new-keyring` (noted for `exec`).
+fn session_keyring(id: &str, create: &CreateArgs, dir: &Path) -> Result<Option<String>> {
+    if create.no_new_keyring {
+        fs::write(dir.join(NO_NEW_KEYRING), "").context(|| "note --no-new-keyring")?;
+        return Ok(None);
+    }
+    Ok(Some(format!("_ses.{id}")))
+}
+
+/// The LXC-style managers always pivot_root into the rootfs: `--no-pivot` (for a
+/// rootfs on ramfs, where pivot_root fails) cannot be honoured, and is refused.
+pub fn refuse_unsupported_flags(create: &CreateArgs, backend: &str) -> Result<()> {
+    if create.no_pivot {
+        return Err(Error::Unsupported {
+            command: "--no-pivot".into(),
+            backend: backend.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Notes a pid with its start time, so that a reused pid is never taken for it.

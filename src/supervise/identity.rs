@@ -166,6 +166,25 @@ pub fn configure(cmd: &mut Command, args: &[String], env: &[String], id: Identit
     Ok(())
 }
 
+/// A new session keyring named `name`, as runc's init joins one: the workload must
+/// not share the caller's (the host's) keys. A kernel without keyrings (ENOSYS) or a
+/// filter that denies keyctl (LXC's and Proxmox's unprivileged profiles) is no error,
+/// as with runc.
+pub fn join_session_keyring(name: &str) -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| Error::Usage(format!("session keyring name {name:?}")))?;
+    // SAFETY: keyctl(2) with a NUL-terminated name that outlives the call.
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(Error::io("join a new session keyring", e));
+        }
+    }
+    Ok(())
+}
+
 /// runc's apparmor.IsEnabled.
 fn apparmor_enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")

@@ -226,6 +226,7 @@ impl Backend for Lxc {
     fn create(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
         let (create, run) =
             host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
+        host::refuse_unsupported_flags(create, &self.name)?;
         let bundle = Bundle::load(&record.bundle)?;
         let inside = self.sup.inside(&record.id);
         let rootfs = bundle.checked_rootfs()?;

@@ -354,6 +354,7 @@ impl Backend for Pct {
     fn create(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
         let (create, run) =
             host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
+        host::refuse_unsupported_flags(create, &self.name)?;
         let bundle = Bundle::load(&record.bundle)?;
         let rootfs = bundle.checked_rootfs()?;
         let console = host::create_terminal(&bundle, create, run, &self.name)?;
