@@ -831,7 +831,8 @@ fn orphans_of_a_wiped_state_are_collected() {
 }
 
 /// The engine's network namespace (podman's, CNI's) is the workload's and exec's:
-/// Proxmox gives the CT a network of its own, so the holder joins the spec's.
+/// Proxmox gives the CT a network of its own, so the holder joins the spec's; a spec
+/// with no network namespace (`--network host`) gets the host's, as with runc.
 #[test]
 fn joins_the_engines_network_namespace() {
     let ns = common::Netns::new("nxpct-test", "10.213.78.1/32");
@@ -885,5 +886,19 @@ fn joins_the_engines_network_namespace() {
         host_value
     );
     pve.env.ok(&["delete", "--force", &id]);
+
+    let host_net = Bundle::with(&["readlink", "/proc/self/ns/net"], |s| {
+        let mut linux = s.linux().clone().unwrap();
+        let mut namespaces = linux.namespaces().clone().unwrap();
+        namespaces.retain(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network);
+        linux.set_namespaces(Some(namespaces));
+        s.set_linux(Some(linux));
+    });
+    let out = pve
+        .env
+        .out(&["run", "--bundle", host_net.path(), &unique("pve-hostnet")]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(out.stdout.trim(), ours.to_str().unwrap());
     pve.assert_clean();
 }

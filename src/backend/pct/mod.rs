@@ -389,12 +389,20 @@ impl Backend for Pct {
         // Proxmox has no option for sysctls: init writes them.
         let mut setup = Setup::from_spec(&bundle.spec);
         let linux = bundle.spec.linux().clone().unwrap_or_default();
-        let netns = linux
+        // The network the spec asks for, where it is not the new one Proxmox makes: a
+        // path (the engine's), or none at all (the host's, ours, as runc keeps it).
+        let netns = match linux
             .namespaces()
             .iter()
             .flatten()
             .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
-            .and_then(|n| n.path().clone());
+        {
+            Some(ns) => ns.path().clone(),
+            None => Some(PathBuf::from(format!(
+                "/proc/{}/ns/net",
+                std::process::id()
+            ))),
+        };
         let mut engine_net = Vec::new();
         for (key, value) in linux.sysctl().iter().flatten() {
             crate::spec_check::sysctl(key, &linux).map_err(Error::Usage)?;
