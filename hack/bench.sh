@@ -156,8 +156,9 @@ if (( pct_runs > 0 )); then
         chmod 0755 "$pct_dir/$tool"
     done
     jq -nc --arg pct "$pct_dir/pct" --arg pvesh "$pct_dir/pvesh" \
-        '{default: "pve", backends: {pve: {type: "pct", pct: $pct, pvesh: $pvesh}}}' \
-        >"$pct_config"
+        --arg conf "$pct_node/etc/pve/lxc" --arg lock "$pct_node/run/lock/lxc" \
+        '{default: "pve", backends: {pve: {type: "pct", pct: $pct, pvesh: $pvesh,
+          config_dir: $conf, lock_dir: $lock}}}' >"$pct_config"
     # Rootfs copies of ~50 and ~500 MiB: the busybox rootfs plus one file of random
     # (incompressible) data making up the rest, on the node's filesystem.
     rootfs_bytes="$(du -sb "$NEXCAGE_ROOTFS" | cut -f1)"

@@ -97,6 +97,13 @@ pub struct PctConfig {
     /// Proxmox's `--net0` value, e.g. `name=eth0,bridge=vmbr0,ip=dhcp`; none: no network.
     #[serde(default)]
     pub net0: Option<String>,
+    /// Where the CT configs are (`/etc/pve/lxc`, the node's in pmxcfs), and PVE's
+    /// per-CT config locks: raw `lxc.*` lines (the spec's file and tmpfs mounts) can
+    /// only be added by editing the config, under its lock.
+    #[serde(default = "default_config_dir")]
+    pub config_dir: PathBuf,
+    #[serde(default = "default_lock_dir")]
+    pub lock_dir: PathBuf,
     /// Settings a container may override with an `org.nexcage.pct.<key>` annotation;
     /// any of [`PctConfig::OVERRIDABLE`]. Empty: none.
     #[serde(default)]
@@ -107,6 +114,12 @@ impl PctConfig {
     pub const OVERRIDABLE: &[&str] = &["vmid"];
 }
 
+fn default_config_dir() -> PathBuf {
+    PathBuf::from("/etc/pve/lxc")
+}
+fn default_lock_dir() -> PathBuf {
+    PathBuf::from("/run/lock/lxc")
+}
 fn default_pct() -> PathBuf {
     PathBuf::from("pct")
 }

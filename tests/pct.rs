@@ -902,3 +902,60 @@ fn joins_the_engines_network_namespace() {
     assert_eq!(out.stdout.trim(), ours.to_str().unwrap());
     pve.assert_clean();
 }
+
+/// The spec's file binds (an engine's /etc/hosts, Docker's docker-init) and
+/// filesystems Proxmox has no mount point for (a tmpfs on /scratch) are mounted, as raw
+/// `lxc.mount.entry` lines in the CT's config.
+#[test]
+fn file_binds_and_tmpfs_are_mounted() {
+    let pve = Pve::new();
+    let host_file = pve.dir.path().join("hosts");
+    std::fs::write(&host_file, "10.1.2.3 from-the-engine\n").unwrap();
+    let source = host_file.clone();
+    let bundle = Bundle::with(
+        &[
+            "sh",
+            "-c",
+            "cat /etc/engine-hosts; grep -c ' /scratch tmpfs ' /proc/self/mounts",
+        ],
+        move |s| {
+            let mut mounts = s.mounts().clone().unwrap();
+            mounts.push(
+                oci_spec::runtime::MountBuilder::default()
+                    .destination("/etc/engine-hosts")
+                    .typ("bind")
+                    .source(source)
+                    .options(vec!["rbind".to_string(), "ro".to_string()])
+                    .build()
+                    .unwrap(),
+            );
+            mounts.push(
+                oci_spec::runtime::MountBuilder::default()
+                    .destination("/scratch")
+                    .typ("tmpfs")
+                    .source("tmpfs")
+                    .options(vec!["nosuid".to_string(), "size=1m".to_string()])
+                    .build()
+                    .unwrap(),
+            );
+            s.set_mounts(Some(mounts));
+        },
+    );
+    let id = unique("pve-raw");
+    let log = bundle.dir.path().join("log");
+    pve.env
+        .detached_to(&["create", "--bundle", bundle.path(), &id], &log);
+    let config = pve.pct(&["config", &pve.vmid(&id)]).stdout;
+    assert!(
+        config.contains("lxc.mount.entry: ") && config.contains("etc/engine-hosts none"),
+        "{config}"
+    );
+    pve.env.ok(&["start", &id]);
+    pve.env.wait_status(&id, "stopped");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "10.1.2.3 from-the-engine\n1\n"
+    );
+    pve.env.ok(&["delete", &id]);
+    pve.assert_clean();
+}

@@ -58,12 +58,14 @@ impl Pve {
         let env = Env::with_config(&format!(
             r#"{{"default":"{default}",
                 "backends":{{"crun":{{"type":"oci","path":"{CRUN}"}},
-                             "pve":{{"type":"pct","pct":"{}","pvesh":"{}"{extra}}}{more}}},
+                             "pve":{{"type":"pct","pct":"{}","pvesh":"{}","config_dir":"{}","lock_dir":"{}"{extra}}}{more}}},
                 "annotation_backends":{annotated},
                 "rules":[{{"backend":"pve","id":"pve-*"}},
                          {{"backend":"pve","annotations":{{"org.nexcage.test.place":"proxmox"}}}}]}}"#,
             dir.path().join("pct").display(),
             dir.path().join("pvesh").display(),
+            root.join("etc/pve/lxc").display(),
+            root.join("run/lock/lxc").display(),
         ));
         Pve { dir, env }
     }

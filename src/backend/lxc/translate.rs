@@ -167,7 +167,7 @@ fn value(v: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
 }
 
 /// A path in an fstab-style mount entry.
-fn fstab(p: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
+pub(crate) fn fstab(p: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
     genconf::fstab_field("mount path", &value(p)?)
 }
 
@@ -482,7 +482,7 @@ fn relative(dest: &Path) -> &Path {
 
 /// Mount options LXC understands; anything else is filesystem data (size=, mode=),
 /// which LXC passes to mount(2) as runc does.
-fn mount_options(options: &[String]) -> Result<String, Refusal> {
+pub(crate) fn mount_options(options: &[String]) -> Result<String, Refusal> {
     // LXC's own options, which it finds anywhere in the field (conf.c
     // `parse_lxc_mount_attrs` uses strstr): inside another option they are still its
     // own (`idmap=<path>` is a user namespace LXC opens as root on the host). crun's

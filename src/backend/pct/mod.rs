@@ -230,6 +230,47 @@ impl Pct {
         Ok(())
     }
 
+    /// Adds raw `lxc.*` lines to a CT's config, as PVE reads them (`key: value`, after
+    /// its own; `pct set` cannot set them), under PVE's config lock for the CT.
+    fn append_raw(&self, vmid: &str, key: &str, values: &[String]) -> Result<()> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let mut lines = crate::backend::genconf::LxcConf::default();
+        for value in values {
+            lines.set(key, value).map_err(Error::Usage)?;
+        }
+        fs::create_dir_all(&self.cfg.lock_dir)
+            .context(|| format!("create {}", self.cfg.lock_dir.display()))?;
+        let lock_path = self.cfg.lock_dir.join(format!("pve-config-{vmid}.lock"));
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&lock_path)
+            .context(|| format!("open {}", lock_path.display()))?;
+        // SAFETY: flock(2) on a file we hold; released when it is closed.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(
+                "lock the CT config",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let path = self.cfg.config_dir.join(format!("{vmid}.conf"));
+        let mut conf = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .context(|| format!("open {}", path.display()))?;
+        let text: String = lines
+            .entries()
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect();
+        conf.write_all(text.as_bytes())
+            .context(|| format!("write {}", path.display()))
+    }
+
     /// `pct create` with a fresh vmid, retrying when another create took it first.
     /// The vmid is noted in the runtime dir before `pct create` runs, so that a create
     /// killed half-way leaves something `delete --force` can find.
@@ -428,6 +469,7 @@ impl Backend for Pct {
             // Proxmox mount points are directories.
             &host::Binary::Copy,
         )?;
+        let raw_mounts = translate::raw_mounts(&bundle.spec, &rootfs)?;
         let archive = empty_archive(&self.sup.base)?;
         let owner = Owner {
             token: new_owner_token()?,
@@ -443,6 +485,7 @@ impl Backend for Pct {
             &dir.join(crate::supervise::INSIDE),
         )?;
         let vmid = self.create_ct(&dir, &archive, &options, settings.vmid.as_deref())?;
+        self.append_raw(&vmid, "lxc.mount.entry", &raw_mounts)?;
         let launch = host::Launch {
             start_cmd: vec![
                 self.cfg.pct.clone().into_os_string(),

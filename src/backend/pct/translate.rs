@@ -125,8 +125,8 @@ pub fn create_options(
         let Some(source) = mount.source().as_ref().filter(|_| is_bind) else {
             continue;
         };
-        // Proxmox mount points of host paths are directories; engines' file binds
-        // (/etc/hosts, /etc/resolv.conf) are left to the container's own files.
+        // Proxmox mount points of host paths are directories; file binds (an
+        // engine's /etc/hosts, /etc/resolv.conf) are raw entries (`raw_mounts`).
         if !source.exists() {
             return Err(Error::Usage(format!(
                 "mount source {} of {} does not exist",
@@ -135,7 +135,6 @@ pub fn create_options(
             )));
         }
         if !source.is_dir() {
-            log::debug!("pct: not mapping file bind mount {}", source.display());
             continue;
         }
         let ro = if options.iter().any(|o| o == "ro") {
@@ -153,6 +152,78 @@ pub fn create_options(
         opts.set(&format!("mp{i}"), mp).map_err(refused)?;
     }
     Ok(opts.into_args())
+}
+
+/// Where Proxmox mounts a filesystem of its own (its LXC config's `lxc.mount.auto`,
+/// autodev and `/dev/shm`): the spec's mounts there are Proxmox's.
+const PROXMOX_MOUNTS: [&str; 7] = [
+    "/proc",
+    "/sys",
+    "/sys/fs/cgroup",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+];
+
+/// The spec's mounts Proxmox has no mount point for: file binds (an engine's
+/// `/etc/hosts`, `/etc/resolv.conf`, Docker's `docker-init`) and filesystems such as a
+/// tmpfs on `/tmp`, as raw `lxc.mount.entry` values, targets resolved inside the
+/// rootfs. They are mounted after Proxmox's mount points (directory binds, `mpN`).
+pub fn raw_mounts(spec: &Spec, rootfs: &Path) -> Result<Vec<String>> {
+    use crate::backend::in_root::Tree;
+    use crate::backend::lxc::translate::{fstab, mount_options};
+    let refused = |e: String| Error::Usage(e);
+    let mut tree = Tree::new(rootfs);
+    for dest in PROXMOX_MOUNTS {
+        tree.mounted(dest.trim_start_matches('/').into(), None);
+    }
+    let mut entries = Vec::new();
+    for mount in spec.mounts().iter().flatten() {
+        let dest = mount.destination();
+        if PROXMOX_MOUNTS.iter().any(|p| dest == Path::new(p)) {
+            continue;
+        }
+        if !dest.is_absolute() {
+            return Err(refused(format!(
+                "mount destination {dest:?} (not absolute)"
+            )));
+        }
+        let options = mount.options().clone().unwrap_or_default();
+        let typ = mount.typ().as_deref().unwrap_or("");
+        let is_bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        let target = tree.resolve(dest).map_err(refused)?;
+        match mount.source() {
+            Some(source) if is_bind && source.is_dir() => {
+                // A Proxmox mount point (see `create_options`).
+                tree.mounted(target, Some(source.clone()));
+            }
+            Some(source) if is_bind => {
+                let mut opts = mount_options(&options).map_err(refused)?;
+                if !options.iter().any(|o| o == "bind" || o == "rbind") {
+                    opts.push_str(",bind");
+                }
+                entries.push(format!(
+                    "{} {} none {opts},create=file 0 0",
+                    fstab(source).map_err(refused)?,
+                    fstab(&target).map_err(refused)?
+                ));
+                tree.mounted(target, None);
+            }
+            _ => {
+                let source = mount.source().clone().unwrap_or_else(|| typ.into());
+                entries.push(format!(
+                    "{} {} {} {},create=dir 0 0",
+                    fstab(&source).map_err(refused)?,
+                    fstab(&target).map_err(refused)?,
+                    fstab(typ).map_err(refused)?,
+                    mount_options(&options).map_err(refused)?
+                ));
+                tree.mounted(target, None);
+            }
+        }
+    }
+    Ok(entries)
 }
 
 /// Who made a Proxmox container: the random token its runtime directory holds, and
