@@ -28,16 +28,7 @@ pub fn check(spec: &Spec) -> Result<()> {
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(Error::Usage("args must not be empty".into()));
     }
-    let has_uts = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|n| n.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
-    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !has_uts {
-        return Err(Error::Usage(
-            "unable to set hostname without a private UTS namespace".into(),
-        ));
-    }
+    hostname(spec).map_err(Error::Usage)?;
     for ns in spec
         .linux()
         .as_ref()
@@ -48,6 +39,19 @@ pub fn check(spec: &Spec) -> Result<()> {
         if let Some(path) = ns.path() {
             namespace_path(ns.typ(), path).map_err(Error::Usage)?;
         }
+    }
+    Ok(())
+}
+
+/// A hostname needs a UTS namespace of the container's own (runc's words).
+pub fn hostname(spec: &Spec) -> std::result::Result<(), String> {
+    let has_uts = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| n.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
+    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !has_uts {
+        return Err("unable to set hostname without a private UTS namespace".into());
     }
     Ok(())
 }

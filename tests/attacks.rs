@@ -42,19 +42,9 @@ fn assert_clean(env: &Env) {
 
 /// Fails with exactly one stderr line containing `needle`; nothing left.
 fn refused(env: &Env, args: &[&str], needle: &str) {
-    let out = env.run(args);
-    let err = common::stderr(&out);
-    assert!(!out.status.success(), "{args:?} should fail");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    assert!(
-        err.contains(needle),
-        "{args:?}: {err:?} should say {needle:?}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
+    if let Some(wrong) = common::refusal(&env.run(args), &[needle]) {
+        panic!("{args:?}: {wrong}");
+    }
 }
 
 /// A private copy of the busybox rootfs, to plant things in.

@@ -7,17 +7,15 @@ use common::{Bundle, CRUN, Env, unique};
 /// Runs, expects failure with one line on stderr containing `needle`, and a clean root.
 fn refused(env: &Env, args: &[&str], needle: &str) {
     let out = env.run(args);
-    let err = common::stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
     assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
+        out.status.code(),
+        Some(1),
+        "{args:?}: {}",
+        common::stderr(&out)
     );
-    assert!(
-        err.contains(needle),
-        "{args:?}: {err:?} should mention {needle:?}"
-    );
+    if let Some(wrong) = common::refusal(&out, &[needle]) {
+        panic!("{args:?}: {wrong}");
+    }
     env.assert_clean();
 }
 

@@ -4,6 +4,7 @@
 pub mod genconf;
 pub mod in_root;
 pub mod lxc;
+pub mod mount_entry;
 pub mod oci;
 pub mod pct;
 

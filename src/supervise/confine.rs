@@ -17,9 +17,7 @@ pub fn apply(setup: &Setup) -> Result<()> {
     }
     // Before /proc/sys is made read-only (a read-only path in every default spec).
     for (key, value) in &setup.sysctls {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value)
-            .map_err(|e| Error::Usage(format!("sysctl {key}={value:?}: {e}")))?;
+        write_sysctl(key, value)?;
     }
     for path in &setup.readonly_mounts {
         remount_readonly(Path::new(path))?;
@@ -34,6 +32,12 @@ pub fn apply(setup: &Setup) -> Result<()> {
         remount_readonly(Path::new("/"))?;
     }
     Ok(())
+}
+
+/// `key` (`net.ipv4.ip_forward`) under /proc/sys, of the namespaces we are in.
+pub fn write_sysctl(key: &str, value: &str) -> Result<()> {
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| Error::Usage(format!("sysctl {key}={value:?}: {e}")))
 }
 
 /// runc's: /dev/ptmx to the container's devpts, and the process's own fds.

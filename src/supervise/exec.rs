@@ -96,14 +96,9 @@ pub fn enter_args(a: &cli::ExecArgs, dir: &Path, mount_point: &str) -> Result<En
         c.permitted |= cap.bitmask();
     }
     let mut out: Vec<OsString> = vec![format!("{mount_point}/{BINARY}").into(), "enter".into()];
-    // runc's setns init joins the container's session keyring name too.
-    if !dir.join(supervise::host::NO_NEW_KEYRING).exists()
-        && let Some(id) = dir.file_name()
-    {
-        out.extend([
-            "--session-keyring".into(),
-            format!("_ses.{}", id.to_string_lossy()).into(),
-        ]);
+    // runc's setns init joins the container's session keyring too.
+    if let Some(name) = supervise::host::session_keyring(dir) {
+        out.extend(["--session-keyring".into(), name.into()]);
     }
     out.extend([
         "--cwd".into(),

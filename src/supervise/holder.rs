@@ -32,7 +32,7 @@ const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// listening socket, the connection init made, the pipe to report readiness on, and
 /// the engine's console socket (`console`; else a placeholder).
 pub fn run(args: &crate::cli::HolderArgs) -> Result<i32> {
-    let (dir, init_pid, base) = (args.dir.as_path(), args.init_pid, args.fd_base);
+    let base = args.fd_base;
     // SAFETY: `create` passed us these fds (see `host::Supervisor::spawn_holder`).
     let (listener, mut init, mut ready, last) = unsafe {
         (
@@ -54,11 +54,7 @@ pub fn run(args: &crate::cli::HolderArgs) -> Result<i32> {
     // SAFETY: prctl on ourselves.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 
-    let joined = Joined {
-        netns: args.netns.as_deref(),
-        session_keyring: args.session_keyring.as_deref(),
-    };
-    let workload = match Workload::prepare(dir, init_pid, &mut init, console, joined) {
+    let workload = match Workload::prepare(args, &mut init, console) {
         Ok(w) => w,
         Err(e) => {
             let _ = writeln!(ready, "error: {e}");
@@ -96,14 +92,6 @@ pub fn run(args: &crate::cli::HolderArgs) -> Result<i32> {
     Ok(workload.exec())
 }
 
-/// What the holder joins besides init's namespaces and cgroups.
-struct Joined<'a> {
-    /// The engine's network namespace, instead of init's.
-    netns: Option<&'a Path>,
-    /// A new session keyring (runc's `_ses.<id>`), unless `--no-new-keyring`.
-    session_keyring: Option<&'a str>,
-}
-
 struct Workload {
     cmd: Command,
     /// The process's args[0], for messages.
@@ -117,12 +105,11 @@ impl Workload {
     /// Everything up to `start`: read what `create` wrote, join the container, and
     /// check what runc checks before it reports the container created.
     fn prepare(
-        dir: &Path,
-        init_pid: i32,
+        args: &crate::cli::HolderArgs,
         init: &mut UnixStream,
         console: Option<UnixStream>,
-        joined: Joined,
     ) -> Result<Workload> {
+        let (dir, init_pid) = (args.dir.as_path(), args.init_pid);
         let text = std::fs::read(dir.join(PROCESS)).context(|| "read process.json")?;
         let process: Process = serde_json::from_slice(&text)
             .map_err(|e| Error::Usage(format!("process.json: {e}")))?;
@@ -142,14 +129,15 @@ impl Workload {
                 .context(|| "set oom_score_adj")?;
         }
 
-        let namespaces = match joined.netns {
+        // The engine's network namespace instead of init's, when `create` names one.
+        let namespaces = match args.netns.as_deref() {
             None => Namespaces::of(init_pid, &[])?,
             Some(path) => Namespaces::of(init_pid, &["net"])?.with_first(path, "net")?,
         };
         join::cgroups(init_pid)?;
         namespaces.enter()?;
         // Inside the user namespace, so that the keyring is the container root's.
-        if let Some(name) = joined.session_keyring {
+        if let Some(name) = &args.session_keyring {
             identity::join_session_keyring(name)?;
         }
         // init watches us from now on: when we end, the container ends.

@@ -273,6 +273,9 @@ impl Supervisor {
         if let Some(manager) = parent_of(init_pid) {
             write_pid_note(&dir.join(MANAGER_PID), manager)?;
         }
+        if create.no_new_keyring {
+            fs::write(dir.join(NO_NEW_KEYRING), "").context(|| "note --no-new-keyring")?;
+        }
         let base = 3 + create.preserve_fds.unwrap_or(0) as i32 + process::listen_fds();
         let (mut child, ready) = self.spawn_holder(
             &dir,
@@ -282,7 +285,7 @@ impl Supervisor {
             launch.console,
             &HolderJoins {
                 netns: launch.netns.as_deref(),
-                session_keyring: session_keyring(id, create, &dir)?,
+                session_keyring: session_keyring(&dir),
             },
         )?;
         let holder = child.id() as i32;
@@ -686,11 +689,9 @@ impl Supervisor {
             .split_first()
             .ok_or_else(|| Error::Usage("no exec command".into()))?;
         let mut cmd = std::process::Command::new(program);
-        cmd.args(rest).env_clear();
-        for var in &env {
-            let (key, value) = var.split_once('=').unwrap_or((var, ""));
-            cmd.env(key, value);
-        }
+        cmd.args(rest)
+            .env_clear()
+            .envs(super::identity::env_pairs(&env));
         let join = super::join::Join::prepare(holder)?;
         let console_fd = console.as_ref().map(|c| c.as_raw_fd());
         let ready_fd = ready_w.as_raw_fd();
@@ -808,16 +809,13 @@ struct HolderJoins<'a> {
 }
 
 /// Noted at create for `--no-new-keyring`, which `exec` follows too.
-pub const NO_NEW_KEYRING: &str = "no-new-keyring";
+const NO_NEW_KEYRING: &str = "no-new-keyring";
 
-/// runc's session keyring for the container's processes, `_ses.<id>`; none with
-/// `--no-new-keyring` (noted for `exec`).
-fn session_keyring(id: &str, create: &CreateArgs, dir: &Path) -> Result<Option<String>> {
-    if create.no_new_keyring {
-        fs::write(dir.join(NO_NEW_KEYRING), "").context(|| "note --no-new-keyring")?;
-        return Ok(None);
-    }
-    Ok(Some(format!("_ses.{id}")))
+/// runc's session keyring for the processes of the container whose runtime dir is
+/// `dir`, `_ses.<id>`; none after `create --no-new-keyring` (noted in `dir`).
+pub fn session_keyring(dir: &Path) -> Option<String> {
+    let id = dir.file_name()?.to_string_lossy();
+    (!dir.join(NO_NEW_KEYRING).exists()).then(|| format!("_ses.{id}"))
 }
 
 /// The LXC-style managers always pivot_root into the rootfs: `--no-pivot` (for a

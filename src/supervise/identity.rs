@@ -86,12 +86,7 @@ pub fn configure(cmd: &mut Command, args: &[String], env: &[String], id: Identit
     let (arg0, rest) = args
         .split_first()
         .ok_or_else(|| Error::Usage("args must not be empty".into()))?;
-    cmd.arg0(arg0).args(rest).env_clear();
-    for var in env {
-        if let Some((k, v)) = var.split_once('=') {
-            cmd.env(k, v);
-        }
-    }
+    cmd.arg0(arg0).args(rest).env_clear().envs(env_pairs(env));
     let caps = match id.caps {
         Some(c) => Some(c.grantable(held_permitted())?),
         None => None,
@@ -166,10 +161,15 @@ pub fn configure(cmd: &mut Command, args: &[String], env: &[String], id: Identit
     Ok(())
 }
 
+/// The process's `KEY=VALUE` list as pairs; an entry without `=` is no variable.
+pub fn env_pairs(env: &[String]) -> impl Iterator<Item = (&str, &str)> {
+    env.iter().filter_map(|var| var.split_once('='))
+}
+
 /// A new session keyring named `name`, as runc's init joins one: the workload must
-/// not share the caller's (the host's) keys. A kernel without keyrings (ENOSYS) or a
-/// filter that denies keyctl (LXC's and Proxmox's unprivileged profiles) is no error,
-/// as with runc.
+/// not share the caller's (the host's) keys. A kernel without keyrings, or a filter
+/// that denies keyctl the way LXC's and Proxmox's unprivileged profiles do (both
+/// ENOSYS), is no error, as with runc.
 pub fn join_session_keyring(name: &str) -> Result<()> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     let name = std::ffi::CString::new(name)

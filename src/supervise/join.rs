@@ -157,18 +157,14 @@ impl Join {
 /// the engine's.
 pub fn net_sysctls_in(path: &std::path::Path, sysctls: &[(String, String)]) -> Result<()> {
     let ns = File::open(path).context(|| format!("open {}", path.display()))?;
-    let sysctls = sysctls.to_vec();
     std::thread::scope(|scope| {
         scope
             .spawn(|| -> Result<()> {
                 setns(&ns, CloneFlags::CLONE_NEWNET)
                     .context(|| format!("join {}", path.display()))?;
-                for (key, value) in &sysctls {
-                    let file = std::path::Path::new("/proc/sys").join(key.replace('.', "/"));
-                    fs::write(&file, value)
-                        .map_err(|e| Error::Usage(format!("sysctl {key}={value:?}: {e}")))?;
-                }
-                Ok(())
+                sysctls
+                    .iter()
+                    .try_for_each(|(key, value)| super::confine::write_sysctl(key, value))
             })
             .join()
             .unwrap_or_else(|_| Err(Error::Usage("sysctl writer panicked".into())))

@@ -291,6 +291,21 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What is wrong with `out` as a refusal, if anything: bad input must fail with
+/// exactly one stderr line naming the problem (one of `needles`), and no panic.
+pub fn refusal(out: &Output, needles: &[&str]) -> Option<String> {
+    let err = stderr(out);
+    if out.status.success() {
+        Some("succeeded".into())
+    } else if err.contains("panicked") || err.trim_end().lines().count() != 1 {
+        Some(format!("one line expected: {err:?}"))
+    } else if !needles.iter().any(|n| err.contains(n)) {
+        Some(format!("{err:?} should say one of {needles:?}"))
+    } else {
+        None
+    }
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -3,13 +3,14 @@
 //! expressed is refused with the field's name, never dropped.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
+use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Spec};
 use serde::Serialize;
 
-use crate::backend::genconf::{self, LxcConf as Conf};
+use crate::backend::genconf::LxcConf as Conf;
 use crate::backend::in_root::Tree;
+use crate::backend::mount_entry::{bind_entry, fs_entry, fstab, is_bind, value};
 use crate::config::LxcConfig;
 use crate::supervise::BINARY;
 use crate::supervise::host::Setup;
@@ -86,15 +87,8 @@ pub fn translate(
     if idmapped {
         c.set("lxc.rootfs.options", "idmap=container")?;
     }
+    crate::spec_check::hostname(spec)?;
     if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-        let has_uts = linux
-            .namespaces()
-            .iter()
-            .flatten()
-            .any(|n| n.typ() == LinuxNamespaceType::Uts);
-        if !has_uts {
-            return Err("hostname without a UTS namespace".into());
-        }
         c.set("lxc.uts.name", value(hostname)?)?;
     }
 
@@ -155,20 +149,6 @@ pub fn translate(
         cgroup,
         mount_point: mount_point.to_string(),
     })
-}
-
-/// A spec value as text: LXC's config is text, so a path that is not UTF-8 cannot be
-/// written as it is (the writer checks the rest).
-fn value(v: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
-    let v = v.as_ref();
-    v.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("a value that is not UTF-8 ({v:?})"))
-}
-
-/// A path in an fstab-style mount entry.
-pub(crate) fn fstab(p: impl AsRef<std::ffi::OsStr>) -> Result<String, Refusal> {
-    genconf::fstab_field("mount path", &value(p)?)
 }
 
 fn is_set<T: Serialize>(v: &T) -> bool {
@@ -365,7 +345,7 @@ fn mounts(
         let typ = m.typ().as_deref().unwrap_or("");
         let options = m.options().clone().unwrap_or_default();
         let ro = options.iter().any(|o| o == "ro");
-        let bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        let bind = is_bind(m);
         if !dest.is_absolute() {
             return Err(format!("mount destination {dest:?} (not absolute)"));
         }
@@ -382,14 +362,7 @@ fn mounts(
                 bind_source = m.source().clone().filter(|s| s.is_dir());
             }
             _ => {
-                let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-                let entry = format!(
-                    "{} {} {} {},create=dir 0 0",
-                    fstab(&source)?,
-                    fstab(&target)?,
-                    fstab(typ)?,
-                    mount_options(&options)?
-                );
+                let entry = fs_entry(m, &target)?;
                 c.set("lxc.mount.entry", &entry)?;
                 // After pivot_root LXC detaches whatever is mounted on /dev/pts
                 // (lxc_setup_devpts_child, even with lxc.pty.max = 0): a second
@@ -448,66 +421,8 @@ fn cgroupfs(ro: bool, cgroup: &str, target: &Path, c: &mut Conf) -> Result<bool,
     Ok(true)
 }
 
-fn bind_entry(m: &Mount, idmapped: bool, target: &Path) -> Result<String, Refusal> {
-    let source = m
-        .source()
-        .clone()
-        .ok_or_else(|| format!("bind mount on {:?} without a source", m.destination()))?;
-    let options = m.options().clone().unwrap_or_default();
-    let mut opts = mount_options(&options)?;
-    if !options.iter().any(|o| o == "bind" || o == "rbind") {
-        opts.push_str(",rbind");
-    }
-    let is_dir = std::fs::metadata(&source)
-        .map(|m| m.is_dir())
-        .unwrap_or(true);
-    opts.push_str(if is_dir {
-        ",create=dir"
-    } else {
-        ",create=file"
-    });
-    if idmapped {
-        opts.push_str(",idmap=container");
-    }
-    Ok(format!(
-        "{} {} none {opts} 0 0",
-        fstab(&source)?,
-        fstab(target)?
-    ))
-}
-
 fn relative(dest: &Path) -> &Path {
     dest.strip_prefix("/").unwrap_or(dest)
-}
-
-/// Mount options LXC understands; anything else is filesystem data (size=, mode=),
-/// which LXC passes to mount(2) as runc does.
-pub(crate) fn mount_options(options: &[String]) -> Result<String, Refusal> {
-    // LXC's own options, which it finds anywhere in the field (conf.c
-    // `parse_lxc_mount_attrs` uses strstr): inside another option they are still its
-    // own (`idmap=<path>` is a user namespace LXC opens as root on the host). crun's
-    // `idmap` is among them.
-    const LXC_OWN: [&str; 4] = ["create=", "optional", "relative", "idmap"];
-    let mut out = Vec::new();
-    for o in options {
-        if o.contains([',', ' ', '\t', '\n']) || LXC_OWN.iter().any(|w| o.contains(w)) {
-            return Err(format!("mount option {o:?}"));
-        }
-        // crun's `tmpcopyup` (podman's /tmp, /run with --read-only): the tmpfs
-        // starts empty instead, which hides nothing the container could not see.
-        if o == "tmpcopyup" {
-            continue;
-        }
-        // Other crun extensions and SELinux relabelling have no LXC equivalent.
-        if matches!(o.as_str(), "copy-symlink" | "z" | "Z" | "U") {
-            return Err(format!("mount option {o:?}"));
-        }
-        out.push(o.as_str());
-    }
-    if out.is_empty() {
-        out.push("defaults");
-    }
-    Ok(out.join(","))
 }
 
 /// runc's devices of every container with a /dev of its own.

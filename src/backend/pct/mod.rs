@@ -26,6 +26,8 @@ use translate::Owner;
 const CREATE_ATTEMPTS: usize = 5;
 /// The runtime dir's owner token (see `translate::description`).
 const OWNER: &str = "owner";
+/// In the backend's dir: what `pct create` unpacks (see `empty_archive`).
+const EMPTY_ARCHIVE: &str = "empty.tar";
 /// How long `delete` waits for a `pct create` left running by a killed nexcage.
 const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -88,14 +90,19 @@ impl Pct {
             .context(|| format!("run {}", self.cfg.pct.display()))
     }
 
-    /// The owner of a container whose runtime dir we have (see `translate::Owner`).
-    fn owner(&self, id: &str) -> Option<Owner> {
+    /// The owner token in a container's runtime dir, if we have one.
+    fn token(&self, id: &str) -> Option<String> {
         fs::read_to_string(self.dir(id).join(OWNER))
             .ok()
-            .map(|token| Owner {
-                token: token.trim().to_string(),
-                place: self.place(),
-            })
+            .map(|token| token.trim().to_string())
+    }
+
+    /// The owner of a container whose runtime dir we have (see `translate::Owner`).
+    fn owner(&self, id: &str) -> Option<Owner> {
+        self.token(id).map(|token| Owner {
+            token,
+            place: self.place(),
+        })
     }
 
     /// Where this backend's state is: `<node>:<backend dir>`.
@@ -130,7 +137,7 @@ impl Pct {
                 .filter_map(|l| l.strip_prefix("description: "))
                 .filter_map(|d| translate::parse_description(&percent_decode(d)))
                 .find(|(id, owner)| {
-                    owner.place == place && self.owner(id).is_none_or(|ours| ours != *owner)
+                    owner.place == place && self.token(id).as_ref() != Some(&owner.token)
                 });
             let Some((id, _)) = orphan else { continue };
             log::warn!("pct: destroying CT {vmid}, left by container {id} of a wiped state");
@@ -234,7 +241,6 @@ impl Pct {
     /// its own; `pct set` cannot set them), under PVE's config lock for the CT.
     fn append_raw(&self, vmid: &str, key: &str, values: &[String]) -> Result<()> {
         use std::io::Write;
-        use std::os::fd::AsRawFd;
         if values.is_empty() {
             return Ok(());
         }
@@ -250,13 +256,9 @@ impl Pct {
             .append(true)
             .open(&lock_path)
             .context(|| format!("open {}", lock_path.display()))?;
-        // SAFETY: flock(2) on a file we hold; released when it is closed.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(
-                "lock the CT config",
-                std::io::Error::last_os_error(),
-            ));
-        }
+        // Held until we return, as PVE holds it while it changes the config.
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::io("lock the CT config", e.into()))?;
         let path = self.cfg.config_dir.join(format!("{vmid}.conf"));
         let mut conf = fs::OpenOptions::new()
             .append(true)
@@ -411,33 +413,24 @@ impl Backend for Pct {
             Some(r) => Some(crate::supervise::update::Limits::from_resources(r)?),
             None => None,
         };
+        let linux = bundle.spec.linux().clone().unwrap_or_default();
+        let namespace = |typ: oci_spec::runtime::LinuxNamespaceType| {
+            linux.namespaces().iter().flatten().find(|n| n.typ() == typ)
+        };
         // A user namespace Proxmox is not told of would make a privileged CT of a
         // spec that asked for less; an unprivileged backend has one of its own.
-        let userns = bundle
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|n| {
-                n.iter()
-                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
-            });
-        if userns && !self.cfg.unprivileged {
+        if namespace(oci_spec::runtime::LinuxNamespaceType::User).is_some()
+            && !self.cfg.unprivileged
+        {
             return Err(self.unsupported(
                 "a user namespace (uidMappings/gidMappings) on a privileged pct backend",
             ));
         }
         // Proxmox has no option for sysctls: init writes them.
         let mut setup = Setup::from_spec(&bundle.spec);
-        let linux = bundle.spec.linux().clone().unwrap_or_default();
         // The network the spec asks for, where it is not the new one Proxmox makes: a
         // path (the engine's), or none at all (the host's, ours, as runc keeps it).
-        let netns = match linux
-            .namespaces()
-            .iter()
-            .flatten()
-            .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
-        {
+        let netns = match namespace(oci_spec::runtime::LinuxNamespaceType::Network) {
             Some(ns) => ns.path().clone(),
             None => Some(PathBuf::from(format!(
                 "/proc/{}/ns/net",
@@ -458,7 +451,7 @@ impl Backend for Pct {
             crate::supervise::join::net_sysctls_in(path, &engine_net)?;
         }
         // The first create since the state was made (the empty archive is made then).
-        if !self.sup.base.join("empty.tar").exists() {
+        if !self.sup.base.join(EMPTY_ARCHIVE).exists() {
             self.collect_orphans();
         }
         let dir = self.sup.prepare(
@@ -568,9 +561,9 @@ impl Backend for Pct {
 /// without replacing what is there (`--skip-old-files`); an empty tar (its end-of-archive
 /// blocks: a 0-byte file is no tar) leaves the engine's rootfs as it is.
 fn empty_archive(base: &Path) -> Result<String> {
-    let path = base.join("empty.tar");
+    let path = base.join(EMPTY_ARCHIVE);
     if !path.is_file() {
-        let temp = base.join(format!(".empty.tar.{}", std::process::id()));
+        let temp = base.join(format!(".{EMPTY_ARCHIVE}.{}", std::process::id()));
         fs::write(&temp, [0u8; 10240]).context(|| format!("write {}", temp.display()))?;
         fs::rename(&temp, &path).context(|| format!("rename into {}", path.display()))?;
     }

@@ -120,8 +120,7 @@ pub fn create_options(
     )];
     for mount in spec.mounts().iter().flatten() {
         let options = mount.options().clone().unwrap_or_default();
-        let is_bind = mount.typ().as_deref() == Some("bind")
-            || options.iter().any(|o| o == "bind" || o == "rbind");
+        let is_bind = crate::backend::mount_entry::is_bind(mount);
         let Some(source) = mount.source().as_ref().filter(|_| is_bind) else {
             continue;
         };
@@ -172,7 +171,7 @@ const PROXMOX_MOUNTS: [&str; 7] = [
 /// rootfs. They are mounted after Proxmox's mount points (directory binds, `mpN`).
 pub fn raw_mounts(spec: &Spec, rootfs: &Path) -> Result<Vec<String>> {
     use crate::backend::in_root::Tree;
-    use crate::backend::lxc::translate::{fstab, mount_options};
+    use crate::backend::mount_entry::{bind_entry, fs_entry, is_bind};
     let refused = |e: String| Error::Usage(e);
     let mut tree = Tree::new(rootfs);
     for dest in PROXMOX_MOUNTS {
@@ -189,36 +188,19 @@ pub fn raw_mounts(spec: &Spec, rootfs: &Path) -> Result<Vec<String>> {
                 "mount destination {dest:?} (not absolute)"
             )));
         }
-        let options = mount.options().clone().unwrap_or_default();
-        let typ = mount.typ().as_deref().unwrap_or("");
-        let is_bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
         let target = tree.resolve(dest).map_err(refused)?;
         match mount.source() {
-            Some(source) if is_bind && source.is_dir() => {
+            Some(source) if is_bind(mount) && source.is_dir() => {
                 // A Proxmox mount point (see `create_options`).
                 tree.mounted(target, Some(source.clone()));
             }
-            Some(source) if is_bind => {
-                let mut opts = mount_options(&options).map_err(refused)?;
-                if !options.iter().any(|o| o == "bind" || o == "rbind") {
-                    opts.push_str(",bind");
-                }
-                entries.push(format!(
-                    "{} {} none {opts},create=file 0 0",
-                    fstab(source).map_err(refused)?,
-                    fstab(&target).map_err(refused)?
-                ));
-                tree.mounted(target, None);
-            }
             _ => {
-                let source = mount.source().clone().unwrap_or_else(|| typ.into());
-                entries.push(format!(
-                    "{} {} {} {},create=dir 0 0",
-                    fstab(&source).map_err(refused)?,
-                    fstab(&target).map_err(refused)?,
-                    fstab(typ).map_err(refused)?,
-                    mount_options(&options).map_err(refused)?
-                ));
+                let entry = if is_bind(mount) {
+                    bind_entry(mount, false, &target)
+                } else {
+                    fs_entry(mount, &target)
+                };
+                entries.push(entry.map_err(refused)?);
                 tree.mounted(target, None);
             }
         }
