@@ -959,3 +959,48 @@ fn file_binds_and_tmpfs_are_mounted() {
     pve.env.ok(&["delete", &id]);
     pve.assert_clean();
 }
+
+/// A directory bind's options become the Proxmox mount point's (`ro=1`,
+/// `mountoptions`); one Proxmox cannot express is refused by name, not dropped.
+#[test]
+fn bind_mount_options_are_kept_or_refused() {
+    let pve = Pve::new();
+    let data = tempfile::tempdir().unwrap();
+    let source = data.path().to_path_buf();
+    let bind = |options: &[&str]| {
+        let source = source.clone();
+        let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        Bundle::with(&["true"], move |s| {
+            let mut mounts = s.mounts().clone().unwrap();
+            mounts.push(
+                oci_spec::runtime::MountBuilder::default()
+                    .destination("/data")
+                    .typ("bind")
+                    .source(source)
+                    .options(options)
+                    .build()
+                    .unwrap(),
+            );
+            s.set_mounts(Some(mounts));
+        })
+    };
+    let bundle = bind(&["rbind", "rprivate", "nosuid", "nodev", "ro"]);
+    let id = unique("pve-mpopts");
+    pve.env
+        .detached(&["create", "--bundle", bundle.path(), &id]);
+    let config = pve.pct(&["config", &pve.vmid(&id)]).stdout;
+    assert!(
+        config.contains(",mountoptions=nosuid;nodev") && config.contains(",ro=1"),
+        "{config}"
+    );
+    pve.env.ok(&["delete", "--force", &id]);
+    let bundle = bind(&["rbind", "rshared"]);
+    let err = pve
+        .env
+        .fails(&["create", "--bundle", bundle.path(), &unique("pve-shared")]);
+    assert!(
+        err.contains(r#"bind mount option "rshared" is not supported by the pct backend"#),
+        "{err}"
+    );
+    pve.assert_clean();
+}

@@ -136,21 +136,46 @@ pub fn create_options(
         if !source.is_dir() {
             continue;
         }
-        let ro = if options.iter().any(|o| o == "ro") {
-            ",ro=1"
-        } else {
-            ""
-        };
         mount_points.push(format!(
-            "{},mp={}{ro}",
+            "{},mp={}{}",
             property("mount source", source)?,
-            property("mount destination", mount.destination())?
+            property("mount destination", mount.destination())?,
+            mount_point_options(&options)?
         ));
     }
     for (i, mp) in mount_points.into_iter().enumerate() {
         opts.set(&format!("mp{i}"), mp).map_err(refused)?;
     }
     Ok(opts.into_args())
+}
+
+/// A directory bind's options as a Proxmox mount point's: `ro=1`, and PVE's
+/// `mountoptions` (the ones it knows: noatime, nodev, noexec, nosuid). A bind is
+/// recursive and private there already; anything else cannot be expressed and is
+/// refused by name, never dropped.
+fn mount_point_options(options: &[String]) -> Result<String> {
+    let mut ro = false;
+    let mut mount_options = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => ro = true,
+            "rw" | "bind" | "rbind" | "private" | "rprivate" => {}
+            "noatime" | "nodev" | "noexec" | "nosuid" => mount_options.push(o.as_str()),
+            other => {
+                return Err(Error::Usage(format!(
+                    "bind mount option {other:?} is not supported by the pct backend"
+                )));
+            }
+        }
+    }
+    let mut out = String::new();
+    if ro {
+        out.push_str(",ro=1");
+    }
+    if !mount_options.is_empty() {
+        out.push_str(&format!(",mountoptions={}", mount_options.join(";")));
+    }
+    Ok(out)
 }
 
 /// Where Proxmox mounts a filesystem of its own (its LXC config's `lxc.mount.auto`,
