@@ -22,6 +22,21 @@ pub fn validate(id: &str) -> Result<()> {
     }
 }
 
+/// The names of the directories in `dir` that are valid container ids (a backend's
+/// per-container directories; its own files, such as pct's empty archive, are not).
+pub fn dirs_in(dir: &std::path::Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| validate(name).is_ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -112,7 +112,60 @@ impl Root {
 
     /// Claims a new id with its complete record, and keeps it locked for the create.
     pub fn claim(&self, record: &Record) -> Result<Locked> {
-        ids::validate(&record.id)?;
+        match self.claim_as(&record.id, Some(record)) {
+            // A `gc` killed while it held the id left its empty claim behind.
+            Err(Error::AlreadyExists(_)) if self.sweep_abandoned_hold(&record.id) => {
+                self.claim_as(&record.id, Some(record))
+            }
+            other => other,
+        }
+    }
+
+    /// For `gc`: `id` locked against creates and deletes while the leftovers of a
+    /// container of that id are collected, with its record if it has one. An id with
+    /// no record is claimed empty (readers see no container; a create of it fails as
+    /// taken), and freed by `Locked::remove`.
+    pub fn hold(&self, id: &str) -> Result<(Locked, Option<Record>)> {
+        for _ in 0..3 {
+            match self.lock(id) {
+                Ok((locked, record)) => return Ok((locked, Some(record))),
+                Err(Error::NotExist(_)) => {}
+                Err(e) => return Err(e),
+            }
+            match self.claim_as(id, None) {
+                Ok(locked) => return Ok((locked, None)),
+                // A create got in between, or another gc holds it: look again.
+                Err(Error::AlreadyExists(_)) => {
+                    self.sweep_abandoned_hold(id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::State {
+            id: id.to_string(),
+            reason: "busy: created and deleted while gc looked at it".into(),
+        })
+    }
+
+    /// An empty claim whose holder is gone (nobody has it locked) is removed.
+    fn sweep_abandoned_hold(&self, id: &str) -> bool {
+        let dir = self.dir(id);
+        let Ok(handle) = File::open(&dir) else {
+            return false;
+        };
+        let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) else {
+            return false;
+        };
+        if dir.join(RECORD).exists() {
+            return false;
+        }
+        let grave = dir.with_file_name(temp_name("deleted"));
+        fs::rename(&dir, &grave).is_ok() && fs::remove_dir_all(&grave).is_ok()
+    }
+
+    /// Claims `id` with `record` written in it, or empty (see `hold`).
+    fn claim_as(&self, id: &str, record: Option<&Record>) -> Result<Locked> {
+        ids::validate(id)?;
         let containers = self.containers();
         // Searchable, not listable: unprivileged containers reach their runtime
         // directory below the root as a mapped uid.
@@ -133,12 +186,14 @@ impl Root {
         let claimed = (|| {
             let handle = File::open(&temp).context(|| format!("open {}", temp.display()))?;
             let locked = lock(handle, FlockArg::LockExclusive, &temp)?;
-            let written = write_record(&temp.join(RECORD), record)?;
-            let run_lock = match record.ephemeral {
-                true => Some(lock(written, FlockArg::LockExclusive, &temp)?),
-                false => None,
-            };
-            let target = self.dir(&record.id);
+            let mut run_lock = None;
+            if let Some(record) = record {
+                let written = write_record(&temp.join(RECORD), record)?;
+                if record.ephemeral {
+                    run_lock = Some(lock(written, FlockArg::LockExclusive, &temp)?);
+                }
+            }
+            let target = self.dir(id);
             match renameat2(
                 nix::fcntl::AT_FDCWD,
                 &temp,
@@ -152,7 +207,7 @@ impl Root {
                     run_lock,
                 }),
                 Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {
-                    Err(Error::AlreadyExists(record.id.clone()))
+                    Err(Error::AlreadyExists(id.to_string()))
                 }
                 Err(e) => Err(e).context(|| format!("rename into {}", target.display())),
             }
@@ -360,6 +415,30 @@ mod tests {
             process_env: Vec::new(),
             ephemeral: false,
         }
+    }
+
+    #[test]
+    fn gc_holds_ids_with_or_without_a_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::resolve(Some(tmp.path())).unwrap();
+        let (held, none) = root.hold("free").unwrap();
+        assert!(none.is_none());
+        // Held: taken to creates (readers wait for the lock, then see no container).
+        assert!(matches!(
+            root.claim(&record("free")),
+            Err(Error::AlreadyExists(_))
+        ));
+        held.remove().unwrap();
+        root.claim(&record("free")).unwrap();
+        let (held, some) = root.hold("free").unwrap();
+        assert_eq!(some.unwrap().id, "free");
+        drop(held);
+        // A gc killed while holding an id leaves an empty claim: the next create sweeps it.
+        let (held, _) = root.hold("left").unwrap();
+        drop(held);
+        assert!(matches!(root.load("left"), Err(Error::NotExist(_))));
+        assert_eq!(root.list().unwrap().len(), 1);
+        root.claim(&record("left")).unwrap();
     }
 
     #[test]

@@ -275,3 +275,45 @@ fn run_keep() {
     );
     env.assert_clean();
 }
+
+/// `gc` on crun and runc: the delegate's container whose record was removed is
+/// deleted (`delete --force`), one with a record is left running.
+#[test]
+fn gc_deletes_the_delegates_unowned_containers() {
+    let env = Env::two_backends();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let mut lines = Vec::new();
+    let mut owned = Vec::new();
+    for backend in ["crun", "runc"] {
+        let (lost, kept) = (id_for(backend), id_for(backend));
+        for id in [&lost, &kept] {
+            env.detached(&["run", "-d", "--bundle", bundle.path(), id]);
+        }
+        let pid = env.state(&lost)["pid"].as_i64().unwrap();
+        std::fs::remove_dir_all(env.root().join("containers").join(&lost)).unwrap();
+        lines.push((backend, lost, pid));
+        owned.push(kept);
+    }
+    let out = env.ok(&["gc"]);
+    for (backend, lost, pid) in &lines {
+        assert!(
+            out.contains(&format!(
+                "{backend}: container {lost}, which no record owns"
+            )),
+            "{out}"
+        );
+        assert!(
+            !env.root()
+                .join("backends")
+                .join(backend)
+                .join(lost)
+                .exists()
+        );
+        assert!(!common::pid_alive(*pid), "{lost}'s process still runs");
+    }
+    for id in &owned {
+        assert_eq!(env.status(id), "running");
+        env.ok(&["delete", "--force", id]);
+    }
+    env.assert_clean();
+}

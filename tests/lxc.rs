@@ -868,6 +868,47 @@ fn killed_holder_or_init() {
     lx.assert_clean();
 }
 
+/// `nexcage gc` removes what no record owns: a container whose record was removed
+/// (holder, LXC container, cgroups, runtime dir), and in nexcage's own lxcpath a
+/// definition whose runtime dir is gone; a container with a record is left running.
+#[test]
+fn gc_removes_what_no_record_owns() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let unrecorded = lx.id("lxc-gc-rec");
+    let owned = lx.id("lxc-gc-own");
+    let stray = lx.id("lxc-gc-def");
+    for id in [&unrecorded, &owned, &stray] {
+        lx.env
+            .detached(&["run", "-d", "--bundle", bundle.path(), id]);
+    }
+    let holder = lx.env.state(&unrecorded)["pid"].as_i64().unwrap();
+    std::fs::remove_dir_all(lx.env.root().join("containers").join(&unrecorded)).unwrap();
+    // The stray: its holder killed, its record and runtime dir removed.
+    let stray_holder = lx.env.state(&stray)["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the holder's pid.
+    unsafe { libc::kill(stray_holder as i32, libc::SIGKILL) };
+    std::fs::remove_dir_all(lx.env.root().join("containers").join(&stray)).unwrap();
+    std::fs::remove_dir_all(lx.runtime_dir(&stray)).unwrap();
+    let out = lx.env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!(
+            "{BACKEND}: container {unrecorded}, which no record owns"
+        )) && out.contains(&format!(
+            "{BACKEND}: LXC container {stray} without a runtime directory"
+        )),
+        "{out}"
+    );
+    assert!(!pid_alive(holder), "the unowned holder still runs");
+    for id in [&unrecorded, &stray] {
+        assert_eq!(lx.lxc_state(id), "", "{id} is still defined");
+    }
+    assert_eq!(lx.lxc_state(&owned), "RUNNING");
+    assert_eq!(lx.env.ok(&["gc"]), "", "a second gc found more");
+    lx.env.ok(&["delete", "--force", &owned]);
+    lx.assert_clean();
+}
+
 /// A foreground `run` killed while its container runs: still listed, cleanable.
 #[test]
 fn killed_foreground_run() {

@@ -1004,3 +1004,71 @@ fn bind_mount_options_are_kept_or_refused() {
     );
     pve.assert_clean();
 }
+
+/// `nexcage gc` destroys what no record owns: a container whose record was removed
+/// (its holder still running), and one whose whole state was wiped (holder killed,
+/// runtime dir gone); a container with a record, and another root's container with
+/// the same id, are left running. The ids are free again afterwards.
+#[test]
+fn gc_destroys_what_no_record_owns() {
+    let pve = Pve::new();
+    let other = pve.env.sharing_config();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let run = |env: &common::Env, id: &str| {
+        env.detached(&["run", "-d", "--bundle", bundle.path(), id]);
+    };
+    let unrecorded = unique("pve-gc-rec");
+    run(&pve.env, &unrecorded);
+    let unrecorded_vmid = pve.vmid(&unrecorded);
+    let holder = pve.env.state(&unrecorded)["pid"].as_i64().unwrap();
+    run(&other, &unrecorded);
+    let twin_vmid = std::fs::read_to_string(
+        other
+            .root()
+            .join("backends/pve")
+            .join(&unrecorded)
+            .join("vmid"),
+    )
+    .unwrap();
+    let lost = unique("pve-gc-lost");
+    run(&pve.env, &lost);
+    let lost_vmid = pve.vmid(&lost);
+    let lost_holder = pve.env.state(&lost)["pid"].as_i64().unwrap();
+    let owned = unique("pve-gc-own");
+    run(&pve.env, &owned);
+    let owned_vmid = pve.vmid(&owned);
+
+    std::fs::remove_dir_all(pve.env.root().join("containers").join(&unrecorded)).unwrap();
+    // SAFETY: kill(2) on the holder's pid.
+    unsafe { libc::kill(lost_holder as i32, libc::SIGKILL) };
+    for dir in ["containers", "backends/pve"] {
+        std::fs::remove_dir_all(pve.env.root().join(dir).join(&lost)).unwrap();
+    }
+    let out = pve.env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!(
+            "pve: container {unrecorded}, which no record owns"
+        )) && out.contains(&format!("pve: Proxmox CT {lost_vmid} of container {lost}")),
+        "{out}"
+    );
+    for vmid in [&unrecorded_vmid, &lost_vmid] {
+        let status = pve.pct(&["status", vmid]);
+        assert_ne!(status.code, Some(0), "CT {vmid} is left: {}", status.stdout);
+    }
+    assert!(!pid_alive(holder), "the unowned holder still runs");
+    for vmid in [&owned_vmid, &twin_vmid] {
+        assert_eq!(pve.pct(&["status", vmid]).stdout, "status: running\n");
+    }
+    assert_eq!(pve.env.status(&owned), "running");
+    assert_eq!(other.status(&unrecorded), "running");
+    assert_eq!(pve.env.ok(&["gc"]), "", "a second gc found more");
+    assert_eq!(pve.env.ok(&["list", "-q"]), format!("{owned}\n"));
+    // Both ids can be used again.
+    run(&pve.env, &unrecorded);
+    for id in [&unrecorded, &owned] {
+        pve.env.ok(&["delete", "--force", id]);
+    }
+    other.ok(&["delete", "--force", &unrecorded]);
+    other.assert_clean();
+    pve.assert_clean();
+}

@@ -79,8 +79,13 @@ pub trait Backend {
     fn kill(&self, inv: &Invocation, record: &Record, signal: i32, all: bool) -> Result<Exit>;
     fn delete(&self, inv: &Invocation, record: &Record, force: bool) -> Result<Exit>;
     /// Quietly removes whatever the backend holds for a container (failed create,
-    /// finished `run`); succeeds if there is nothing.
-    fn remove(&self, inv: &Invocation, record: &Record) -> Result<()>;
+    /// finished `run`, `gc` of an id no record owns); succeeds if there is nothing.
+    fn remove(&self, inv: &Invocation, id: &str) -> Result<()>;
+    /// `gc`: the ids the backend holds something for, whether a record owns them or not.
+    fn held(&self) -> Vec<String>;
+    /// `gc`: destroys what the backend made and holds no id for any more (Proxmox
+    /// containers of a wiped state); one line on each, failures logged.
+    fn collect_strays(&self) -> Vec<String>;
     /// `exec`, `ps`, `pause`, `resume`, `events`, `update`, `checkpoint` (from
     /// `inv.command`) on an existing container.
     fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit>;

@@ -287,19 +287,28 @@ impl Backend for Oci {
         Ok(exit_code(status))
     }
 
-    fn remove(&self, inv: &Invocation, record: &Record) -> Result<()> {
-        if !self.knows(&record.id) {
+    fn remove(&self, inv: &Invocation, id: &str) -> Result<()> {
+        if !self.knows(id) {
             return Ok(());
         }
         let mut cmd = self.command(inv)?;
-        cmd.args(["delete", "--force"]).arg(&record.id);
+        cmd.args(["delete", "--force"]).arg(id);
         cmd.stdout(Stdio::null());
         let out = self.capture(cmd)?;
-        if out.status.success() || !self.knows(&record.id) {
+        if out.status.success() || !self.knows(id) {
             Ok(())
         } else {
             Err(self.failed("delete --force", &out.stderr))
         }
+    }
+
+    fn held(&self) -> Vec<String> {
+        crate::ids::dirs_in(&self.root)
+    }
+
+    /// Everything the delegate made is under its root, by id.
+    fn collect_strays(&self) -> Vec<String> {
+        Vec::new()
     }
 
     fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit> {

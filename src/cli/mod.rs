@@ -106,6 +106,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Show which backend a bundle would be routed to, and why
     Route(RouteArgs),
+    /// Remove what nexcage's backends hold for containers no record owns (Proxmox
+    /// containers, LXC definitions, runtime directories left by a wiped state)
+    Gc,
     /// (internal) the container's process in a supervised container, until it execs the workload
     #[command(hide = true)]
     Holder(HolderArgs),
@@ -499,6 +502,7 @@ impl Command {
             Command::Checkpoint(_) => "checkpoint",
             Command::Restore(_) => "restore",
             Command::Route(_) => "route",
+            Command::Gc => "gc",
             Command::Holder(_) => "holder",
             Command::Init(_) => "init",
             Command::Enter(_) => "enter",

@@ -69,7 +69,7 @@ pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<
     }
     let result = backend.create(inv, &record);
     if !matches!(result, Ok(0)) {
-        if let Err(e) = backend.remove(inv, &record) {
+        if let Err(e) = backend.remove(inv, &record.id) {
             log::warn!(
                 "container {id}: cleaning up after failed {}: {e}",
                 inv.command.name()
@@ -100,7 +100,9 @@ fn forget(inv: &Invocation, root: &Root, backend: &dyn Backend, record: &Record)
     let Ok(Some(locked)) = root.lock_same(record) else {
         return;
     };
-    let cleaned = backend.remove(inv, record).and_then(|()| locked.remove());
+    let cleaned = backend
+        .remove(inv, &record.id)
+        .and_then(|()| locked.remove());
     if let Err(e) = cleaned {
         log::warn!("container {}: cleaning up after run: {e}", record.id);
     }

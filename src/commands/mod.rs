@@ -3,6 +3,7 @@
 mod create;
 mod existing;
 mod features;
+mod gc;
 mod list;
 mod route;
 mod spec;
@@ -40,6 +41,7 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Spec(a) => spec::spec(a),
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
+        Command::Gc => gc::gc(&inv, &root()?),
         Command::Holder(a) => supervise::holder::run(a),
         Command::Init(a) => supervise::init::init(&a.dir),
         Command::Enter(a) => Err(enter(a)?),

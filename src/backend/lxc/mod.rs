@@ -172,6 +172,20 @@ impl Lxc {
         }
     }
 
+    /// Stops the LXC container and removes its definition (never its rootfs: that is
+    /// the bundle's).
+    fn undefine(&self, id: &str) -> Result<()> {
+        let ct = self.ct_dir(id);
+        if !ct.exists() {
+            return Ok(());
+        }
+        self.stop_ct(id)?;
+        fs::remove_dir_all(&ct).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(Error::io(format!("remove {}", ct.display()), e)),
+        })
+    }
+
     /// LXC 5 does not always remove the monitor's (and, after a failed start, the
     /// container's) empty cgroups; whatever is left of ours goes, in every hierarchy.
     fn remove_cgroups(&self, id: &str) {
@@ -271,7 +285,7 @@ impl Backend for Lxc {
             return Ok(0);
         };
         if run.is_some_and(|r| !r.keep) {
-            self.remove(inv, record)?;
+            self.remove(inv, &record.id)?;
         }
         Ok(code)
     }
@@ -302,24 +316,46 @@ impl Backend for Lxc {
     }
 
     fn delete(&self, inv: &Invocation, record: &Record, _force: bool) -> Result<Exit> {
-        self.remove(inv, record).map(|()| 0)
+        self.remove(inv, &record.id).map(|()| 0)
     }
 
     /// Idempotent, from any state: holder gone, LXC container stopped and its
     /// definition removed (never its rootfs: that is the bundle's), runtime dir removed.
-    fn remove(&self, _inv: &Invocation, record: &Record) -> Result<()> {
-        self.sup.kill_holder(&record.id);
-        let ct = self.ct_dir(&record.id);
-        let ours = self.sup.dir(&record.id).join(DEFINED_NOTE).exists();
-        if ours && ct.exists() {
-            self.stop_ct(&record.id)?;
-            fs::remove_dir_all(&ct).or_else(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Ok(()),
-                _ => Err(Error::io(format!("remove {}", ct.display()), e)),
-            })?;
+    fn remove(&self, _inv: &Invocation, id: &str) -> Result<()> {
+        self.sup.kill_holder(id);
+        let ours = self.sup.dir(id).join(DEFINED_NOTE).exists();
+        if ours {
+            self.undefine(id)?;
         }
-        self.remove_cgroups(&record.id);
-        self.sup.remove_dir(&record.id)
+        self.remove_cgroups(id);
+        self.sup.remove_dir(id)
+    }
+
+    fn held(&self) -> Vec<String> {
+        crate::ids::dirs_in(&self.sup.base)
+    }
+
+    /// In nexcage's own lxcpath every definition is one of ours: those whose runtime
+    /// dir is gone are stopped and removed. A configured (shared) lxcpath may hold
+    /// anyone's, and is left alone.
+    fn collect_strays(&self) -> Vec<String> {
+        if self.cfg.lxcpath.is_some() {
+            return Vec::new();
+        }
+        let mut done = Vec::new();
+        for id in crate::ids::dirs_in(&self.lxcpath) {
+            if self.sup.dir(&id).exists() {
+                continue;
+            }
+            match self.undefine(&id) {
+                Ok(()) => {
+                    self.remove_cgroups(&id);
+                    done.push(format!("LXC container {id} without a runtime directory"));
+                }
+                Err(e) => log::warn!("gc: LXC container {id}: {e}"),
+            }
+        }
+        done
     }
 
     fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit> {

@@ -116,11 +116,12 @@ impl Pct {
     /// Proxmox containers this backend made before its state was wiped (a reboot
     /// clears /run; an engine wipes its runtime root): ours by place, but with no
     /// runtime dir holding their token. Nobody can reach them any more, so they are
-    /// stopped and destroyed. Run once per incarnation of the state; what fails is
-    /// reported and left for the next.
-    fn collect_orphans(&self) {
+    /// stopped and destroyed. Run by the first create of a new state, and by `gc`;
+    /// what fails is logged and left for the next. Returns what was destroyed.
+    fn collect_orphans(&self) -> Vec<String> {
+        let mut done = Vec::new();
         let Ok(list) = self.pct(&["list"]) else {
-            return;
+            return done;
         };
         let place = self.place();
         for vmid in String::from_utf8_lossy(&list.stdout)
@@ -140,17 +141,22 @@ impl Pct {
                     owner.place == place && self.token(id).as_ref() != Some(&owner.token)
                 });
             let Some((id, _)) = orphan else { continue };
-            log::warn!("pct: destroying CT {vmid}, left by container {id} of a wiped state");
+            log::info!("pct: destroying CT {vmid}, left by container {id} of a wiped state");
             let _ = self.pct(&["stop", vmid]);
-            if let Ok(out) = self.pct(&["destroy", vmid, "--purge"])
-                && !out.status.success()
-            {
-                log::warn!(
+            match self.pct(&["destroy", vmid, "--purge"]) {
+                Ok(out) if out.status.success() => {
+                    done.push(format!(
+                        "Proxmox CT {vmid} of container {id}, whose state is gone"
+                    ));
+                }
+                Ok(out) => log::warn!(
                     "pct destroy {vmid}: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
-                );
+                ),
+                Err(e) => log::warn!("pct destroy {vmid}: {e}"),
             }
         }
+        done
     }
 
     fn vmid(&self, id: &str) -> Option<String> {
@@ -498,7 +504,7 @@ impl Backend for Pct {
             return Ok(0);
         };
         if run.is_some_and(|r| !r.keep) {
-            self.remove(inv, record)?;
+            self.remove(inv, &record.id)?;
         }
         Ok(code)
     }
@@ -529,17 +535,25 @@ impl Backend for Pct {
     }
 
     fn delete(&self, inv: &Invocation, record: &Record, _force: bool) -> Result<Exit> {
-        self.remove(inv, record).map(|()| 0)
+        self.remove(inv, &record.id).map(|()| 0)
     }
 
     /// Idempotent, from any state: holder gone, Proxmox container stopped and
     /// destroyed with its volumes, runtime directory removed.
-    fn remove(&self, _inv: &Invocation, record: &Record) -> Result<()> {
-        self.sup.kill_holder(&record.id);
-        if let Some(vmid) = self.vmid(&record.id) {
-            self.destroy_ct(&vmid, &record.id)?;
+    fn remove(&self, _inv: &Invocation, id: &str) -> Result<()> {
+        self.sup.kill_holder(id);
+        if let Some(vmid) = self.vmid(id) {
+            self.destroy_ct(&vmid, id)?;
         }
-        self.sup.remove_dir(&record.id)
+        self.sup.remove_dir(id)
+    }
+
+    fn held(&self) -> Vec<String> {
+        crate::ids::dirs_in(&self.sup.base)
+    }
+
+    fn collect_strays(&self) -> Vec<String> {
+        self.collect_orphans()
     }
 
     fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
