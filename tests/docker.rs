@@ -268,15 +268,9 @@ fn scenarios(d: &Docker, backend: &str) {
     d.assert_clean();
 }
 
-fn lxc_config() -> String {
-    r#"{"default":"lxc","backends":{"lxc":{"type":"lxc"}}}"#.to_string()
-}
-
-#[test]
-#[serial(docker)]
-fn docker_on_lxc() {
-    let d = Docker::start(&lxc_config());
-    scenarios(&d, "lxc");
+/// The memory limit visible inside, `--init`, `-p` reaching a server inside, `exec -t`
+/// and `stop`.
+fn more_scenarios(d: &Docker) {
     let rt = "--runtime=nx";
     // The memory limit is visible inside, and --init's tini runs (and can reap).
     let out = d.run(&[
@@ -334,9 +328,31 @@ fn docker_on_lxc() {
     let out = d.in_terminal(&format!("exec -t {name} sh -c 'tty; exit 6'"));
     assert_eq!(out.code, Some(6), "{}", out.stderr);
     assert!(out.stdout.starts_with("/dev/pts/"), "{:?}", out.stdout);
+    // docker cp both ways: the container's root is the engine's rootfs.
+    let files = tempfile::tempdir().unwrap();
+    let into = files.path().join("into");
+    std::fs::write(&into, "copied in\n").unwrap();
+    d.ok(&["cp", into.to_str().unwrap(), &format!("{name}:/tmp/into")]);
+    assert_eq!(d.ok(&["exec", &name, "cat", "/tmp/into"]), "copied in\n");
+    d.ok(&["exec", &name, "sh", "-c", "echo written inside > /tmp/out"]);
+    let out = files.path().join("out");
+    d.ok(&["cp", &format!("{name}:/tmp/out"), out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "written inside\n");
     d.ok(&["stop", "-t", "1", &name]);
     d.ok(&["rm", &name]);
     d.assert_clean();
+}
+
+fn lxc_config() -> String {
+    r#"{"default":"lxc","backends":{"lxc":{"type":"lxc"}}}"#.to_string()
+}
+
+#[test]
+#[serial(docker)]
+fn docker_on_lxc() {
+    let d = Docker::start(&lxc_config());
+    scenarios(&d, "lxc");
+    more_scenarios(&d);
     let lxcpath = d.nexcage_root().join("lxc/lxc");
     let defined: Vec<_> = std::fs::read_dir(&lxcpath)
         .map(|e| e.flatten().map(|e| e.path()).collect())
@@ -351,6 +367,7 @@ fn docker_on_pct() {
     let config = std::fs::read_to_string(pve.env.config.as_ref().unwrap()).unwrap();
     let d = Docker::start(&config);
     scenarios(&d, "pve");
+    more_scenarios(&d);
     assert_eq!(pve.pct(&["list"]).stdout, "", "pct list");
     assert_no_runtime_dirs(&d.nexcage_root().join("backends/pve"));
 }

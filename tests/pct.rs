@@ -519,6 +519,66 @@ fn podman_on_pct() {
     let out = podman_in_terminal(&pve, &args, "xyz\n");
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stdout.contains("got:xyz"), "{:?}", out.stdout);
+    // podman cp both ways: the container's root is the engine's rootfs.
+    let files = tempfile::tempdir().unwrap();
+    let into = files.path().join("into");
+    std::fs::write(&into, "copied in\n").unwrap();
+    let cp = |from: &str, to: &str| {
+        let out = run_cmd(command(&["podman", "cp", from, to]), None);
+        assert_eq!(out.code, Some(0), "podman cp {from} {to}: {}", out.stderr);
+    };
+    cp(into.to_str().unwrap(), &format!("{}:/tmp/into", name.0));
+    let mut cmd = podman(&pve);
+    cmd.args([
+        "exec",
+        &name.0,
+        "sh",
+        "-c",
+        "cat /tmp/into; echo inside > /tmp/out",
+    ]);
+    assert_eq!(run_cmd(cmd, None).stdout, "copied in\n");
+    let out = files.path().join("out");
+    cp(&format!("{}:/tmp/out", name.0), out.to_str().unwrap());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "inside\n");
+    drop(name);
+
+    // -p HOST:80 reaches busybox httpd in the CT (the holder joined podman's netns).
+    let name = PodmanName(unique("nxc-pct-web"));
+    let port = 19_000 + (std::process::id() % 1000) as u16;
+    let publish = format!("{port}:80");
+    let out = podman_run(
+        &pve,
+        &["-d", "-p", &publish],
+        &name.0,
+        ON_PVE,
+        &["httpd", "-f", "-p", "80"],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let code = run_cmd(
+            command(&[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "2",
+                &url,
+            ]),
+            None,
+        )
+        .stdout;
+        if code == "404" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "httpd not reached: {code:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(name);
 
     // stdin through -i, and a terminal with -it.
@@ -1070,5 +1130,172 @@ fn gc_destroys_what_no_record_owns() {
     }
     other.ok(&["delete", "--force", &unrecorded]);
     other.assert_clean();
+    pve.assert_clean();
+}
+
+/// A rootfs of the test's own (a copy of the busybox one), 0755 so that mapped ids
+/// reach it.
+fn private_rootfs() -> tempfile::TempDir {
+    let root = tempfile::Builder::new()
+        .prefix("nexcage-rootfs-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", common::rootfs().display()))
+        .arg(root.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    root
+}
+
+/// A bundle on `rootfs`, its spec edited as JSON.
+fn json_bundle(
+    args: &[&str],
+    rootfs: &std::path::Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Bundle {
+    Bundle::with(args, |s| {
+        s.set_root(Some(
+            oci_spec::runtime::RootBuilder::default()
+                .path(rootfs)
+                .readonly(false)
+                .build()
+                .unwrap(),
+        ));
+        let mut v = serde_json::to_value(&*s).unwrap();
+        edit(&mut v);
+        *s = serde_json::from_value(v).unwrap();
+    })
+}
+
+/// What init and the holder apply on pct, as on lxc: seccomp (mkdir denied),
+/// capabilities (no CAP_CHOWN), masked and read-only paths, oomScoreAdj; and what goes
+/// to raw keys of the CT config: the spec's device rules (deny all: LXC's own list
+/// allows fuse, the spec's does not) and device nodes (a bind of the host's), its
+/// exact memory limit, visible in the container's cgroup.
+#[test]
+fn spec_is_applied_inside_the_ct() {
+    let pve = Pve::new();
+    let root = private_rootfs();
+    std::fs::create_dir_all(root.path().join("srv/masked")).unwrap();
+    std::fs::write(root.path().join("srv/masked/secret"), "secret\n").unwrap();
+    let script = "mkdir /tmp/x 2>/dev/null; echo mkdir=$?; \
+        echo > /tmp/f; chown 1:1 /tmp/f 2>/dev/null; echo chown=$?; \
+        head -c1 /proc/version | wc -c; ls /srv/masked | wc -l; \
+        touch /etc/x 2>/dev/null; echo etc=$?; touch /x && echo root-rw; \
+        cat /proc/self/oom_score_adj; \
+        (exec 3<>/dev/loop-control) && echo listed-device; \
+        mknod /tmp/fuse c 10 229 && (exec 3<>/tmp/fuse) 2>/dev/null; echo fuse=$?; \
+        cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let bundle = json_bundle(&["sh", "-c", script], root.path(), |s| {
+        s["process"]["oomScoreAdj"] = 123.into();
+        let caps: Vec<&str> = vec![
+            "CAP_DAC_OVERRIDE",
+            "CAP_FOWNER",
+            "CAP_MKNOD",
+            "CAP_SETUID",
+            "CAP_SETGID",
+        ];
+        for set in ["bounding", "effective", "permitted"] {
+            s["process"]["capabilities"][set] = serde_json::json!(caps);
+        }
+        s["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+        s["linux"]["maskedPaths"] = serde_json::json!(["/proc/version", "/srv/masked"]);
+        s["linux"]["readonlyPaths"] = serde_json::json!(["/etc"]);
+        s["linux"]["devices"] = serde_json::json!([
+            {"path": "/dev/loop-control", "type": "c", "major": 10, "minor": 237, "fileMode": 384}
+        ]);
+        s["linux"]["resources"] = serde_json::json!({
+            "devices": [{"allow": false, "access": "rwm"}],
+            "memory": {"limit": 100_000_000i64}
+        });
+        s["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let out = pve
+        .env
+        .run(&["run", "--bundle", bundle.path(), &unique("pve-spec")]);
+    assert_eq!(
+        common::stdout(&out),
+        "mkdir=1\nchown=1\n0\n0\netc=1\nroot-rw\n123\nlisted-device\nfuse=1\n99999744\n",
+        "{}",
+        common::stderr(&out)
+    );
+    pve.assert_clean();
+}
+
+/// The spec's uid/gid mappings on an unprivileged backend are the CT's, exactly (raw
+/// `lxc.idmap` keys; the rootfs is then a plain bind, its files the mapped ids on
+/// disk); a user namespace to join, or mappings that leave root unmapped, are refused.
+#[test]
+fn uid_mappings_of_the_spec() {
+    let pve = Pve::with_backend_extra(r#","unprivileged":true"#);
+    std::fs::set_permissions(pve.env.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let root = private_rootfs();
+    let data = root.path().join("mapped");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(110_000), Some(110_000)).unwrap();
+    let maps = |s: &mut serde_json::Value, host: u32| {
+        let map = serde_json::json!([{"containerID": 0, "hostID": host, "size": 40000}]);
+        s["linux"]["uidMappings"] = map.clone();
+        s["linux"]["gidMappings"] = map;
+        s["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+    };
+    let script = "id -u; stat -c %u /bin/busybox; touch /mapped/w";
+    let bundle = json_bundle(&["sh", "-c", script], root.path(), |s| maps(s, 110_000));
+    let id = unique("pve-maps");
+    pve.env
+        .detached(&["create", "--bundle", bundle.path(), &id]);
+    let config = pve.pct(&["config", &pve.vmid(&id)]).stdout;
+    for line in [
+        "lxc.idmap: u 0 110000 40000",
+        "lxc.idmap: g 0 110000 40000",
+        &format!("rootfs: {}", root.path().display()),
+    ] {
+        assert!(config.lines().any(|l| l == line), "{line:?} in\n{config}");
+    }
+    pve.env.ok(&["delete", "--force", &id]);
+    let out = pve.env.run(&["run", "--bundle", bundle.path(), &id]);
+    // Files of host uid 0 are nobody's inside.
+    assert_eq!(
+        common::stdout(&out),
+        "0\n65534\n",
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(data.join("w")).unwrap().uid(), 110_000);
+
+    let joining = json_bundle(&["true"], root.path(), |s| {
+        maps(s, 110_000);
+        let ns = s["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.last_mut().unwrap()["path"] = "/proc/self/ns/user".into();
+    });
+    let err = pve
+        .env
+        .fails(&["run", "--bundle", joining.path(), &unique("pve-maps")]);
+    assert!(err.contains("joining a user namespace"), "{err}");
+    let rootless = json_bundle(&["true"], root.path(), |s| {
+        maps(s, 110_000);
+        s["linux"]["uidMappings"][0]["containerID"] = 1.into();
+    });
+    let err = pve
+        .env
+        .fails(&["run", "--bundle", rootless.path(), &unique("pve-maps")]);
+    assert!(err.contains("leave uid 0 unmapped"), "{err}");
     pve.assert_clean();
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use nexcage::backend::genconf::{LxcConf, parse_lxc};
 use nexcage::backend::lxc::translate::{Paths, Translation, translate};
-use nexcage::backend::pct::translate::{create_options, settings};
+use nexcage::backend::pct::translate::{create_options, raw_config, settings};
 use nexcage::config::{BackendConfig, Config, LxcConfig, PctConfig, Rule, load_file};
 use nexcage::routing::{BACKEND_ANNOTATION, Reason, route};
 use nexcage::supervise::BINARY;
@@ -852,6 +852,27 @@ fn check_pct_options(args: &[String]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The raw `lxc.*` lines added to a Proxmox CT's config: only keys PVE passes through
+/// to LXC (`parse_pct_config`: `lxc.mount.entry`, `lxc.cgroup2?.*`) and that nexcage
+/// means, each read back as written, mount entries as for the lxc backend.
+fn check_pct_raw_keys(raw: &LxcConf) -> Result<(), TestCaseError> {
+    let text = raw.text();
+    let entries = parse_lxc(&text);
+    prop_assert_eq!(entries.len(), raw.entries().len(), "{}", text);
+    for (key, value) in &entries {
+        prop_assert!(
+            key == "lxc.mount.entry"
+                || ((key.starts_with("lxc.cgroup.") || key.starts_with("lxc.cgroup2."))
+                    && allowed_lxc_key(key)),
+            "unexpected raw key {key} in\n{text}"
+        );
+        if key == "lxc.mount.entry" {
+            check_mount_entry(value)?;
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -903,8 +924,14 @@ proptest! {
                 token: "0123456789abcdef0123456789abcdef".into(),
                 place: "node:/run/nexcage/backends/pve".into(),
             };
-            if let Ok(args) = create_options(&s, &cfg, &cid, &owner, &rootfs, &runtime_dir) {
+            let idmapped = cfg.unprivileged;
+            if let Ok(args) =
+                create_options(&s, &cfg, &cid, &owner, &rootfs, idmapped, &runtime_dir)
+            {
                 check_pct_options(&args)?;
+            }
+            if let Ok(raw) = raw_config(&s, &rootfs) {
+                check_pct_raw_keys(&raw)?;
             }
         }
     }

@@ -1,7 +1,10 @@
 //! The one interface every backend implements. The core (commands) owns ids, records,
 //! routing and output formats; a backend only makes and drives containers.
 
+pub mod cgroup_keys;
+pub mod device_nodes;
 pub mod genconf;
+pub mod id_maps;
 pub mod in_root;
 pub mod lxc;
 pub mod mount_entry;

@@ -1,6 +1,6 @@
 //! What init does to the container before the workload runs, as runc does it:
-//! sysctls (where the manager cannot set them), masked paths, read-only paths and a
-//! read-only root. These need privileges the
+//! sysctls and the cgroupfs (where the manager cannot set them up), masked paths,
+//! read-only paths and a read-only root. These need privileges the
 //! workload usually lacks, so they happen in init, before any are dropped.
 
 use std::path::Path;
@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 pub fn apply(setup: &Setup) -> Result<()> {
     if setup.dev_symlinks {
         dev_symlinks()?;
+    }
+    if let Some((path, ro)) = &setup.cgroupfs {
+        cgroupfs(Path::new(path), *ro)?;
     }
     // Before /proc/sys is made read-only (a read-only path in every default spec).
     for (key, value) in &setup.sysctls {
@@ -125,4 +128,67 @@ fn remount_readonly(path: &Path) -> Result<()> {
     }
     mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
         .map_err(|e| failed("remount read-only", path, e))
+}
+
+/// The container's cgroups at `path` as its cgroup namespace shows them: cgroup2
+/// alone on a unified host; else a tmpfs with each v1 hierarchy of ours (a combined
+/// one, `cpu,cpuacct`, with a link per controller, as systemd makes them) and the
+/// unified one at `unified`, as runc lays them out.
+fn cgroupfs(path: &Path, ro: bool) -> Result<()> {
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let flags = if ro { base | MsFlags::MS_RDONLY } else { base };
+    let ours = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| Error::io("read /proc/self/cgroup", e))?;
+    let v1: Vec<&str> = ours
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .filter(|c| !c.is_empty())
+        .collect();
+    let cgroup2 = |at: &Path| {
+        mount(Some("cgroup2"), at, Some("cgroup2"), flags, None::<&str>)
+            .map_err(|e| failed("mount cgroup2 on", at, e))
+    };
+    if v1.is_empty() {
+        return cgroup2(path);
+    }
+    mount(Some("tmpfs"), path, Some("tmpfs"), base, Some("mode=755"))
+        .map_err(|e| failed("mount tmpfs on", path, e))?;
+    let mkdir = |dir: &Path| {
+        std::fs::create_dir(dir).map_err(|e| Error::Usage(format!("mkdir {}: {e}", dir.display())))
+    };
+    for controllers in v1 {
+        let name = controllers.strip_prefix("name=").unwrap_or(controllers);
+        let dir = path.join(name);
+        mkdir(&dir)?;
+        mount(
+            Some("cgroup"),
+            &dir,
+            Some("cgroup"),
+            flags,
+            Some(controllers),
+        )
+        .map_err(|e| failed("mount cgroup on", &dir, e))?;
+        if name.contains(',') {
+            for single in name.split(',') {
+                std::os::unix::fs::symlink(name, path.join(single))
+                    .map_err(|e| Error::Usage(format!("symlink {single}: {e}")))?;
+            }
+        }
+    }
+    if ours.lines().any(|l| l.starts_with("0::")) {
+        let unified = path.join("unified");
+        mkdir(&unified)?;
+        cgroup2(&unified)?;
+    }
+    if ro {
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            flags | MsFlags::MS_REMOUNT,
+            None::<&str>,
+        )
+        .map_err(|e| failed("remount read-only", path, e))?;
+    }
+    Ok(())
 }

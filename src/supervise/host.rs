@@ -53,6 +53,12 @@ pub struct Setup {
     /// (checked by `spec_check::sysctl`: only the container's own namespaces').
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
+    /// The spec's cgroup mount (path, read-only), made by init as the container's own
+    /// cgroup namespace shows it, for a manager that mounts none (LXC ignores
+    /// `cgroup:*` auto-mounts when it makes a cgroup namespace, and Proxmox leaves the
+    /// mount to the container's init).
+    #[serde(default)]
+    pub cgroupfs: Option<(String, bool)>,
 }
 
 impl Setup {
@@ -70,6 +76,7 @@ impl Setup {
             readonly_mounts: Vec::new(),
             dev_symlinks: false,
             sysctls: Vec::new(),
+            cgroupfs: None,
         }
     }
 }

@@ -4,7 +4,6 @@
 //! holder + init mechanism of `crate::supervise`, exactly as with `pct`; only how
 //! the container is defined and started differs.
 
-mod cgroups;
 pub mod translate;
 
 use std::collections::HashMap;

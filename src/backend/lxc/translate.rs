@@ -2,10 +2,9 @@
 //! (see `supervise::host::Setup`). Anything security-relevant that cannot be
 //! expressed is refused with the field's name, never dropped.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::Serialize;
 
 use crate::backend::genconf::LxcConf as Conf;
@@ -97,12 +96,16 @@ pub fn translate(
     c.set("lxc.cgroup.dir.container", cgroup.clone())?;
     c.set("lxc.cgroup.dir.monitor", format!("nexcage.monitor/{id}"))?;
     if let Some(resources) = linux.resources() {
-        super::cgroups::limits(resources, linux.devices().as_deref().unwrap_or(&[]), &mut c)?;
+        crate::backend::cgroup_keys::limits(
+            resources,
+            linux.devices().as_deref().unwrap_or(&[]),
+            &mut c,
+        )?;
     }
 
     let mut tree = Tree::new(paths.rootfs);
     let readonly_mounts = mounts(spec, idmapped, &cgroup, &mut tree, &mut c)?;
-    devices(spec, autodev, &tree, &mut c)?;
+    crate::backend::device_nodes::devices(spec, autodev, &tree, &mut c)?;
     // Where init is looked for: it must be where it says, not where an image's
     // symlink would put it.
     if tree.resolve(Path::new(mount_point))? != relative(Path::new(mount_point)) {
@@ -207,12 +210,7 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), Refusal> {
 fn root_uid(linux: &oci_spec::runtime::Linux, userns: UserNs) -> u32 {
     match userns {
         UserNs::Host | UserNs::FromConfig => 0,
-        UserNs::FromSpec => linux
-            .uid_mappings()
-            .iter()
-            .flatten()
-            .find(|m| m.container_id() == 0)
-            .map_or(0, |m| m.host_id()),
+        UserNs::FromSpec => crate::backend::id_maps::root_uid(linux).unwrap_or(0),
     }
 }
 
@@ -269,20 +267,8 @@ fn namespaces(spec: &Spec, cfg: &LxcConfig, c: &mut Conf) -> Result<UserNs, Refu
             if let Some(path) = ns.path() {
                 c.set("lxc.namespace.share.user", value(path)?)?;
             } else {
-                let maps = [
-                    ('u', linux.uid_mappings().clone().unwrap_or_default()),
-                    ('g', linux.gid_mappings().clone().unwrap_or_default()),
-                ];
-                for (kind, list) in &maps {
-                    if list.is_empty() {
-                        return Err("a user namespace without uid and gid mappings".into());
-                    }
-                    for m in list {
-                        c.set(
-                            "lxc.idmap",
-                            format!("{kind} {} {} {}", m.container_id(), m.host_id(), m.size()),
-                        )?;
-                    }
+                for line in crate::backend::id_maps::lines(&linux)? {
+                    c.set("lxc.idmap", line)?;
                 }
             }
             UserNs::FromSpec
@@ -423,79 +409,6 @@ fn cgroupfs(ro: bool, cgroup: &str, target: &Path, c: &mut Conf) -> Result<bool,
 
 fn relative(dest: &Path) -> &Path {
     dest.strip_prefix("/").unwrap_or(dest)
-}
-
-/// runc's devices of every container with a /dev of its own.
-const DEFAULT_DEVICES: [&str; 6] = [
-    "/dev/null",
-    "/dev/zero",
-    "/dev/full",
-    "/dev/random",
-    "/dev/urandom",
-    "/dev/tty",
-];
-
-/// The spec's device nodes (and, in a /dev of the container's own, runc's default
-/// ones), bound from the host's identical node; anything else cannot be made in place
-/// and is refused.
-fn devices(spec: &Spec, own_dev: bool, tree: &Tree, c: &mut Conf) -> Result<(), Refusal> {
-    let linux = spec.linux().clone().unwrap_or_default();
-    let listed = linux.devices().clone().unwrap_or_default();
-    if own_dev {
-        for path in DEFAULT_DEVICES {
-            if !listed.iter().any(|d| d.path() == Path::new(path)) {
-                let target = tree.resolve(Path::new(path))?;
-                c.set(
-                    "lxc.mount.entry",
-                    format!("{path} {} none bind,create=file 0 0", fstab(&target)?),
-                )?;
-            }
-        }
-    }
-    for d in &listed {
-        // /dev/ptmx is init's symlink to the container's devpts; /dev/console and
-        // /dev/pts/* are the container's own (podman --privileged lists them all).
-        if d.path() == Path::new("/dev/ptmx")
-            || d.path() == Path::new("/dev/console")
-            || d.path().starts_with("/dev/pts")
-        {
-            continue;
-        }
-        let (want_char, want_block) = match d.typ() {
-            LinuxDeviceType::C | LinuxDeviceType::U => (true, false),
-            LinuxDeviceType::B => (false, true),
-            _ => {
-                return Err(format!(
-                    "device {:?} (not a char or block device)",
-                    d.path()
-                ));
-            }
-        };
-        let host = std::fs::metadata(d.path()).ok().filter(|meta| {
-            let t = meta.file_type();
-            let rdev = meta.rdev();
-            (t.is_char_device() == want_char && t.is_block_device() == want_block)
-                && libc::major(rdev) as i64 == d.major()
-                && libc::minor(rdev) as i64 == d.minor()
-        });
-        if host.is_none() {
-            return Err(format!(
-                "device {:?} {}:{} (no identical node on the host to bind)",
-                d.path(),
-                d.major(),
-                d.minor()
-            ));
-        }
-        c.set(
-            "lxc.mount.entry",
-            format!(
-                "{} {} none bind,create=file 0 0",
-                fstab(d.path())?,
-                fstab(tree.resolve(d.path())?)?
-            ),
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

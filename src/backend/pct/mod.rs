@@ -245,14 +245,10 @@ impl Pct {
 
     /// Adds raw `lxc.*` lines to a CT's config, as PVE reads them (`key: value`, after
     /// its own; `pct set` cannot set them), under PVE's config lock for the CT.
-    fn append_raw(&self, vmid: &str, key: &str, values: &[String]) -> Result<()> {
+    fn append_raw(&self, vmid: &str, lines: &crate::backend::genconf::LxcConf) -> Result<()> {
         use std::io::Write;
-        if values.is_empty() {
+        if lines.entries().is_empty() {
             return Ok(());
-        }
-        let mut lines = crate::backend::genconf::LxcConf::default();
-        for value in values {
-            lines.set(key, value).map_err(Error::Usage)?;
         }
         fs::create_dir_all(&self.cfg.lock_dir)
             .context(|| format!("create {}", self.cfg.lock_dir.display()))?;
@@ -423,17 +419,32 @@ impl Backend for Pct {
         let namespace = |typ: oci_spec::runtime::LinuxNamespaceType| {
             linux.namespaces().iter().flatten().find(|n| n.typ() == typ)
         };
-        // A user namespace Proxmox is not told of would make a privileged CT of a
-        // spec that asked for less; an unprivileged backend has one of its own.
-        if namespace(oci_spec::runtime::LinuxNamespaceType::User).is_some()
-            && !self.cfg.unprivileged
-        {
-            return Err(self.unsupported(
-                "a user namespace (uidMappings/gidMappings) on a privileged pct backend",
-            ));
-        }
-        // Proxmox has no option for sysctls: init writes them.
+        // The spec's uid/gid mappings, exactly, as raw `lxc.idmap` keys (PVE then adds
+        // none of its own); without them an unprivileged backend has PVE's default
+        // one. A user namespace on a privileged CT would run with a config Proxmox
+        // made for root: refused.
+        let id_maps = match namespace(oci_spec::runtime::LinuxNamespaceType::User) {
+            None => None,
+            Some(_) if !self.cfg.unprivileged => {
+                return Err(self.unsupported(
+                    "a user namespace (uidMappings/gidMappings) on a privileged pct backend",
+                ));
+            }
+            Some(ns) if ns.path().is_some() => {
+                return Err(self.unsupported("joining a user namespace (linux.namespaces path)"));
+            }
+            Some(_) => {
+                let lines = crate::backend::id_maps::lines(&linux)
+                    .map_err(|what| self.unsupported(&what))?;
+                let root = crate::backend::id_maps::root_uid(&linux)
+                    .ok_or_else(|| self.unsupported("uidMappings that leave uid 0 unmapped"))?;
+                Some((lines, root))
+            }
+        };
+        // Proxmox has no option for sysctls: init writes them. Nor does it mount a
+        // cgroupfs (the container's init is to): init mounts the spec's.
         let mut setup = Setup::from_spec(&bundle.spec);
+        setup.cgroupfs = translate::cgroupfs(&bundle.spec);
         // The network the spec asks for, where it is not the new one Proxmox makes: a
         // path (the engine's), or none at all (the host's, ours, as runc keeps it).
         let netns = match namespace(oci_spec::runtime::LinuxNamespaceType::Network) {
@@ -468,7 +479,10 @@ impl Backend for Pct {
             // Proxmox mount points are directories.
             &host::Binary::Copy,
         )?;
-        let raw_mounts = translate::raw_mounts(&bundle.spec, &rootfs)?;
+        let mut raw = translate::raw_config(&bundle.spec, &rootfs)?;
+        for line in id_maps.iter().flat_map(|(lines, _)| lines) {
+            raw.set("lxc.idmap", line).map_err(Error::Usage)?;
+        }
         let archive = empty_archive(&self.sup.base)?;
         let owner = Owner {
             token: new_owner_token()?,
@@ -481,10 +495,12 @@ impl Backend for Pct {
             &record.id,
             &owner,
             &rootfs,
+            // Files on disk are the container's own ids, unless the spec maps them.
+            self.cfg.unprivileged && id_maps.is_none(),
             &dir.join(crate::supervise::INSIDE),
         )?;
         let vmid = self.create_ct(&dir, &archive, &options, settings.vmid.as_deref())?;
-        self.append_raw(&vmid, "lxc.mount.entry", &raw_mounts)?;
+        self.append_raw(&vmid, &raw)?;
         let launch = host::Launch {
             start_cmd: vec![
                 self.cfg.pct.clone().into_os_string(),
@@ -492,7 +508,11 @@ impl Backend for Pct {
                 vmid.into(),
             ],
             // pct maps an unprivileged container's root to 100000 (PVE's default map).
-            root_uid: if self.cfg.unprivileged { 100_000 } else { 0 },
+            root_uid: match (&id_maps, self.cfg.unprivileged) {
+                (Some((_, root)), _) => *root,
+                (None, true) => 100_000,
+                (None, false) => 0,
+            },
             console,
             limits,
             // The engine's network (podman's and CNI's netns): Proxmox gives the CT a

@@ -5,6 +5,7 @@ use std::path::Path;
 use oci_spec::runtime::Spec;
 
 use crate::backend::genconf::{self, PctOptions};
+use crate::backend::in_root::Tree;
 use crate::config::PctConfig;
 use crate::error::{Error, Result};
 use crate::supervise::MOUNT_POINT;
@@ -48,11 +49,11 @@ pub fn settings(spec: &Spec, cfg: &PctConfig) -> Result<Settings> {
 }
 
 /// Where the container's root is: the bundle's rootfs itself (real path, checked),
-/// as a Proxmox bind-type rootfs; for an unprivileged CT an id-mapped mount on which
-/// the container's ids are the ids on disk (pve-container 6.1.6+ `idmap=passthrough`).
-fn rootfs_volume(rootfs: &Path, unprivileged: bool) -> Result<String> {
+/// as a Proxmox bind-type rootfs; `idmapped`: an id-mapped mount on which the
+/// container's ids are the ids on disk (pve-container 6.1.6+ `idmap=passthrough`).
+fn rootfs_volume(rootfs: &Path, idmapped: bool) -> Result<String> {
     let path = property("rootfs", rootfs)?;
-    Ok(if unprivileged {
+    Ok(if idmapped {
         format!("{path},idmap=passthrough")
     } else {
         path
@@ -65,13 +66,14 @@ pub fn create_options(
     id: &str,
     owner: &Owner,
     rootfs: &Path,
+    idmapped_rootfs: bool,
     runtime_dir: &Path,
 ) -> Result<Vec<String>> {
     let mut opts = PctOptions::default();
     let refused = Error::Usage;
     let hostname = hostname(spec.hostname().as_deref().unwrap_or(""), id);
     let unprivileged = if cfg.unprivileged { "1" } else { "0" };
-    let rootfs = rootfs_volume(rootfs, cfg.unprivileged)?;
+    let rootfs = rootfs_volume(rootfs, idmapped_rootfs)?;
     let entrypoint = format!("{MOUNT_POINT}/{} init", crate::supervise::BINARY);
     for (option, value) in [
         ("ostype", "unmanaged"),
@@ -125,7 +127,7 @@ pub fn create_options(
             continue;
         };
         // Proxmox mount points of host paths are directories; file binds (an
-        // engine's /etc/hosts, /etc/resolv.conf) are raw entries (`raw_mounts`).
+        // engine's /etc/hosts, /etc/resolv.conf) are raw entries (`raw_config`).
         if !source.exists() {
             return Err(Error::Usage(format!(
                 "mount source {} of {} does not exist",
@@ -190,19 +192,37 @@ const PROXMOX_MOUNTS: [&str; 7] = [
     "/dev/mqueue",
 ];
 
+/// What Proxmox has no option for, as raw `lxc.*` keys of the CT config, which PVE
+/// passes to LXC after its own (`lxc.mount.entry`, `lxc.cgroup.*`, `lxc.cgroup2.*`):
+/// the spec's other mounts (see `raw_mounts`), its device nodes (binds of the host's
+/// identical node) and its `linux.resources` exactly, device rules included (Proxmox's
+/// options are whole MiB and cores, and its device list is its own).
+pub fn raw_config(spec: &Spec, rootfs: &Path) -> Result<genconf::LxcConf> {
+    let refused =
+        |what: String| Error::Usage(format!("{what} is not supported by the pct backend"));
+    let mut c = genconf::LxcConf::default();
+    let tree = raw_mounts(spec, rootfs, &mut c)?;
+    crate::backend::device_nodes::devices(spec, false, &tree, &mut c).map_err(refused)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    if let Some(resources) = linux.resources() {
+        let devices = linux.devices().as_deref().unwrap_or(&[]);
+        crate::backend::cgroup_keys::limits(resources, devices, &mut c).map_err(refused)?;
+    }
+    Ok(c)
+}
+
 /// The spec's mounts Proxmox has no mount point for: file binds (an engine's
 /// `/etc/hosts`, `/etc/resolv.conf`, Docker's `docker-init`) and filesystems such as a
 /// tmpfs on `/tmp`, as raw `lxc.mount.entry` values, targets resolved inside the
 /// rootfs. They are mounted after Proxmox's mount points (directory binds, `mpN`).
-pub fn raw_mounts(spec: &Spec, rootfs: &Path) -> Result<Vec<String>> {
-    use crate::backend::in_root::Tree;
+/// Returns the mount tree, for what is resolved inside it afterwards.
+fn raw_mounts<'a>(spec: &Spec, rootfs: &'a Path, c: &mut genconf::LxcConf) -> Result<Tree<'a>> {
     use crate::backend::mount_entry::{bind_entry, fs_entry, is_bind};
     let refused = |e: String| Error::Usage(e);
     let mut tree = Tree::new(rootfs);
     for dest in PROXMOX_MOUNTS {
         tree.mounted(dest.trim_start_matches('/').into(), None);
     }
-    let mut entries = Vec::new();
     for mount in spec.mounts().iter().flatten() {
         let dest = mount.destination();
         if PROXMOX_MOUNTS.iter().any(|p| dest == Path::new(p)) {
@@ -225,12 +245,24 @@ pub fn raw_mounts(spec: &Spec, rootfs: &Path) -> Result<Vec<String>> {
                 } else {
                     fs_entry(mount, &target)
                 };
-                entries.push(entry.map_err(refused)?);
+                c.set("lxc.mount.entry", entry.map_err(refused)?)
+                    .map_err(refused)?;
                 tree.mounted(target, None);
             }
         }
     }
-    Ok(entries)
+    Ok(tree)
+}
+
+/// The spec's cgroup mount at `/sys/fs/cgroup` (path, read-only), which init makes.
+pub fn cgroupfs(spec: &Spec) -> Option<(String, bool)> {
+    spec.mounts().iter().flatten().find_map(|m| {
+        let cgroup = matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2"));
+        (cgroup && m.destination() == Path::new("/sys/fs/cgroup")).then(|| {
+            let ro = m.options().iter().flatten().any(|o| o == "ro");
+            ("/sys/fs/cgroup".to_string(), ro)
+        })
+    })
 }
 
 /// Who made a Proxmox container: the random token its runtime directory holds, and

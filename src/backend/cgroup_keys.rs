@@ -1,5 +1,6 @@
 //! `linux.resources` as LXC cgroup keys: `lxc.cgroup.*` on a v1 hierarchy,
-//! `lxc.cgroup2.*` where the controller lives in the unified one.
+//! `lxc.cgroup2.*` where the controller lives in the unified one. The lxc backend's
+//! config, and raw keys of a Proxmox CT's (PVE passes `lxc.cgroup2?.*` through).
 
 use std::path::Path;
 
