@@ -601,3 +601,171 @@ fn runs_with_an_empty_environment() {
     let out = run_cmd(cmd).ok("pvesh with an empty environment");
     assert_eq!(out.stdout, "101\n");
 }
+
+/// A bind-type rootfs, as nexcage uses it (pve-container: `classify_mountpoint` takes
+/// any absolute path from root; `restore_archive` unpacks with `--skip-old-files`;
+/// the prestart hook refuses a symlink in the path, `walk_tree_nofollow`): the CT runs
+/// on the directory itself, what was there stays, destroy leaves it. Unprivileged with
+/// `idmap=passthrough` (6.1.6+) the ids inside are those on disk; raw `lxc.idmap`
+/// lines replace PVE's map; raw `lxc.cgroup.*` lines reach LXC after PVE's own.
+#[test]
+fn bind_rootfs_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let pve = Pve::new();
+    let rootfs = pve.root().join("oci/rootfs");
+    std::fs::create_dir_all(rootfs.parent().unwrap()).unwrap();
+    let mut cmd = Command::new("cp");
+    cmd.arg("-a")
+        .arg(repo().join("bundles/rootfs"))
+        .arg(&rootfs);
+    run_cmd(cmd).ok("cp");
+    std::fs::write(rootfs.join("keep"), "original\n").unwrap();
+    // An archive that would replace `keep` and adds `new`.
+    let staging = pve.root().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::write(staging.join("keep"), "from the archive\n").unwrap();
+    std::fs::write(staging.join("new"), "new\n").unwrap();
+    let archive = pve.root().join("a.tar");
+    let mut cmd = Command::new("tar");
+    cmd.arg("-C")
+        .arg(&staging)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".");
+    run_cmd(cmd).ok("tar");
+    let archive = archive.display().to_string();
+    let rootfs_s = rootfs.display().to_string();
+
+    let vmid = pve.nextid();
+    let create = |vmid: &str, rootfs: &str, unprivileged: &str| {
+        pve.pct(&[
+            "create",
+            vmid,
+            &archive,
+            "--rootfs",
+            rootfs,
+            "--ostype",
+            "unmanaged",
+            "--unprivileged",
+            unprivileged,
+            "--entrypoint",
+            "/bin/sleep 1000",
+        ])
+    };
+    create(&vmid, &rootfs_s, "0").ok("pct create");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("keep")).unwrap(),
+        "original\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("new")).unwrap(),
+        "new\n"
+    );
+    let conf = pve.conf_dir().join(format!("{vmid}.conf"));
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("lxc.cgroup.pids.max: 77\n");
+    std::fs::write(&conf, text).unwrap();
+    pve.pct(&["start", &vmid]).ok("pct start");
+    pve.pct(&["exec", &vmid, "--", "sh", "-c", "echo inside > /written"])
+        .ok("pct exec");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("written")).unwrap(),
+        "inside\n"
+    );
+    let pid = pve.verbose(&vmid, "pid").expect("pid");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let pids = cgroup
+        .lines()
+        .find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_string()))
+        .expect("a pids cgroup");
+    // init is in `lxc/<vmid>/ns`; the limits are on `lxc/<vmid>`.
+    let limited = Path::new("/sys/fs/cgroup/pids")
+        .join(pids.trim_start_matches('/'))
+        .parent()
+        .unwrap()
+        .join("pids.max");
+    assert_eq!(std::fs::read_to_string(limited).unwrap(), "77\n");
+    pve.pct(&["stop", &vmid]).ok("pct stop");
+    pve.pct(&["destroy", &vmid, "--purge"]).ok("pct destroy");
+    assert!(
+        rootfs.join("bin/busybox").exists(),
+        "destroy took the bind rootfs"
+    );
+
+    // Unprivileged, passthrough: root inside owns what root owns on disk.
+    let vmid = pve.nextid();
+    let volume = format!("{rootfs_s},idmap=passthrough");
+    create(&vmid, &volume, "1").ok("pct create");
+    pve.pct(&["start", &vmid]).ok("pct start");
+    let out = pve
+        .pct(&[
+            "exec",
+            &vmid,
+            "--",
+            "sh",
+            "-c",
+            "id -u; stat -c %u /bin/busybox; touch /mine",
+        ])
+        .ok("pct exec");
+    assert_eq!(out.stdout, "0\n0\n");
+    assert_eq!(std::fs::metadata(rootfs.join("mine")).unwrap().uid(), 0);
+    pve.pct(&["stop", &vmid]).ok("pct stop");
+    pve.pct(&["destroy", &vmid, "--purge"]).ok("pct destroy");
+
+    // Unprivileged with a map of its own (raw lxc.idmap) on a plain bind.
+    let vmid = pve.nextid();
+    create(&vmid, &rootfs_s, "1").ok("pct create");
+    let conf = pve.conf_dir().join(format!("{vmid}.conf"));
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("lxc.idmap: u 0 120000 10000\nlxc.idmap: g 0 120000 10000\n");
+    std::fs::write(&conf, text).unwrap();
+    pve.pct(&["start", &vmid]).ok("pct start");
+    let pid = pve.verbose(&vmid, "pid").expect("pid");
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(
+        uid_map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "120000", "10000"]
+    );
+    let out = pve
+        .pct(&["exec", &vmid, "--", "stat", "-c", "%u", "/bin/busybox"])
+        .ok("pct exec");
+    assert_eq!(out.stdout, "65534\n");
+    pve.pct(&["stop", &vmid]).ok("pct stop");
+    pve.pct(&["destroy", &vmid, "--purge"]).ok("pct destroy");
+
+    // Refused: a symlink on the way (at start, as PVE's prestart hook), an archive
+    // not named like one.
+    let link = pve.root().join("link");
+    std::os::unix::fs::symlink(rootfs.parent().unwrap(), &link).unwrap();
+    let vmid = pve.nextid();
+    create(&vmid, &format!("{}/rootfs", link.display()), "0").ok("pct create");
+    let out = pve.pct(&["start", &vmid]);
+    assert_eq!(out.code, Some(255), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("symlink encountered at: {}", link.display()))
+            || out
+                .stdout
+                .contains(&format!("symlink encountered at: {}", link.display())),
+        "{out:?}"
+    );
+    pve.pct(&["destroy", &vmid, "--purge"]).ok("pct destroy");
+    let not_archive = pve.root().join("empty.bin");
+    std::fs::write(&not_archive, [0u8; 10240]).unwrap();
+    let vmid = pve.nextid();
+    let out = pve.pct(&[
+        "create",
+        &vmid,
+        not_archive.to_str().unwrap(),
+        "--rootfs",
+        &rootfs_s,
+        "--ostype",
+        "unmanaged",
+    ]);
+    assert_eq!(out.code, Some(255), "{out:?}");
+    assert!(
+        out.stderr.contains("does not look like a template archive"),
+        "{out:?}"
+    );
+    assert!(rootfs.join("bin/busybox").exists());
+}
