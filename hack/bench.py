@@ -284,12 +284,32 @@ def pct_section(runner, a, tag):
         reap_orphans()
         return t
 
+    # Side by side in the same rounds: the same (smallest) bundle through the lxc
+    # backend, and one call of the stand-in that does nothing (the floor of each of
+    # the pct/pvesh calls a container costs).
+    lxc = [a.nexcage, "--root", os.path.join(a.work, "nexcage"), "--config",
+           os.path.join(a.work, "lxc.json")]
+    pvesh = json.load(open(a.pct_config))["backends"]["pve"]["pvesh"]
+
+    def side(kind, i):
+        os.sync()
+        if kind == "lxc":
+            ns = runner.timed(lxc + ["run", "--bundle", bundles[0][1], f"{tag}-pctlxc-{i}"])
+        else:
+            ns = runner.timed([pvesh, "get", "/cluster/nextid"])
+        reap_orphans()
+        return ns
+
     variants = [(mib, bundle, phased) for mib, bundle in bundles for phased in (False, True)]
+    variants += [(kind, None, None) for kind in ("lxc", "pvesh")]
     samples = {}
     log(f"pct: {a.pct_runs} rounds of {len(variants)} samples (+{len(bundles)} warm-up)")
     for i in range(a.pct_runs):
         order = variants if i % 2 == 0 else list(reversed(variants))
         for mib, bundle, phased in order:
+            if bundle is None:
+                samples.setdefault((mib, "run"), []).append(side(mib, i))
+                continue
             cid = f"{tag}-pct{mib}-{'p' if phased else 'r'}-{i}"
             for part, ns in sample(bundle, phased, cid).items():
                 samples.setdefault((mib, part), []).append(ns)
@@ -306,7 +326,16 @@ def pct_section(runner, a, tag):
         for part, name in (("create", "`create`"), ("start", "`start` + wait until stopped"),
                            ("delete", "`delete`")):
             print(row(f"↳ {name}", samples[(mib, part)]))
+    print(row(f"`nexcage run` → lxc, {bundles[0][0]} MiB rootfs", samples[("lxc", "run")]))
+    print(row("one stand-in call doing nothing (`pvesh get /cluster/nextid`)",
+              samples[("pvesh", "run")]))
     print()
+    med = {k: statistics.median(v) / 1e6 for k, v in samples.items()}
+    small_mib = bundles[0][0]
+    print(f"- pct `run` / lxc `run` (medians, {small_mib} MiB): "
+          f"{med[(small_mib, 'run')] / med[('lxc', 'run')]:.1f}×; a container costs "
+          f"four pct/pvesh calls (nextid, create, start, destroy), each at least "
+          f"{med[('pvesh', 'run')]:.0f} ms here")
     (small, _), (large, _) = bundles[0], bundles[-1]
     if large != small:
         def median_ms(mib, part):

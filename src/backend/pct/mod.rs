@@ -31,6 +31,13 @@ const EMPTY_ARCHIVE: &str = "empty.tar";
 /// How long `delete` waits for a `pct create` left running by a killed nexcage.
 const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// What nexcage reads of a CT's config (see `Pct::ct_config`).
+#[derive(Default)]
+struct CtConfig {
+    description: String,
+    lock: Option<String>,
+}
+
 enum Ct {
     Gone,
     Ours,
@@ -120,30 +127,28 @@ impl Pct {
     /// what fails is logged and left for the next. Returns what was destroyed.
     fn collect_orphans(&self) -> Vec<String> {
         let mut done = Vec::new();
-        let Ok(list) = self.pct(&["list"]) else {
-            return done;
-        };
         let place = self.place();
-        for vmid in String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
-        {
-            let Ok(config) = self.pct(&["config", vmid]) else {
+        let mut vmids: Vec<String> = fs::read_dir(&self.cfg.config_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let vmid = name.strip_suffix(".conf")?;
+                is_vmid(vmid).then(|| vmid.to_string())
+            })
+            .collect();
+        vmids.sort();
+        for vmid in &vmids {
+            let Ok(Some(config)) = self.ct_config(vmid) else {
                 continue;
             };
-            let orphan = String::from_utf8_lossy(&config.stdout)
-                .lines()
-                .filter_map(|l| l.strip_prefix("description: "))
-                .filter_map(|d| translate::parse_description(&percent_decode(d)))
-                .find(|(id, owner)| {
-                    owner.place == place && self.token(id).as_ref() != Some(&owner.token)
-                });
+            let orphan = translate::parse_description(&config.description).filter(|(id, owner)| {
+                owner.place == place && self.token(id).as_ref() != Some(&owner.token)
+            });
             let Some((id, _)) = orphan else { continue };
             log::info!("pct: destroying CT {vmid}, left by container {id} of a wiped state");
-            let _ = self.pct(&["stop", vmid]);
-            match self.pct(&["destroy", vmid, "--purge"]) {
+            match self.pct(&["destroy", vmid, "--force", "--purge"]) {
                 Ok(out) if out.status.success() => {
                     done.push(format!(
                         "Proxmox CT {vmid} of container {id}, whose state is gone"
@@ -159,6 +164,34 @@ impl Pct {
         done
     }
 
+    /// A CT's config as PVE keeps it, `<config_dir>/<vmid>.conf` (what `pct config`
+    /// reads; a `pct` run costs an interpreter start and more): its description (the
+    /// leading `#` lines, text-encoded) and its lock; None if it has no config.
+    fn ct_config(&self, vmid: &str) -> Result<Option<CtConfig>> {
+        if !is_vmid(vmid) {
+            return Ok(None);
+        }
+        let path = self.cfg.config_dir.join(format!("{vmid}.conf"));
+        let text = match fs::read(&path) {
+            Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        // Snapshots and pending changes follow in `[...]` sections.
+        let current = text.lines().take_while(|l| !l.starts_with('['));
+        let mut config = CtConfig::default();
+        let mut lines: Vec<String> = Vec::new();
+        for line in current {
+            if let Some(comment) = line.strip_prefix('#') {
+                lines.push(percent_decode(comment));
+            } else if let Some(lock) = line.strip_prefix("lock:") {
+                config.lock = Some(lock.trim().to_string());
+            }
+        }
+        config.description = lines.join("\n");
+        Ok(Some(config))
+    }
+
     fn vmid(&self, id: &str) -> Option<String> {
         fs::read_to_string(self.dir(id).join("vmid"))
             .ok()
@@ -172,26 +205,19 @@ impl Pct {
         let Some(owner) = self.owner(id) else {
             return Ok(Ct::Other);
         };
-        let out = self.pct(&["config", vmid])?;
-        if !out.status.success() {
-            if String::from_utf8_lossy(&out.stderr).contains("does not exist") {
-                return Ok(Ct::Gone);
-            }
-            return Err(self.failed("pct config", &out));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let ours = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("description: "))
-            .any(|d| percent_decode(d).trim_end() == translate::description(id, &owner));
+        let Some(config) = self.ct_config(vmid)? else {
+            return Ok(Ct::Gone);
+        };
         // (`owner` names this backend's place too: see `collect_orphans`.)
-        Ok(if ours {
-            Ct::Ours
-        } else if text.lines().any(|l| l == "lock: create") {
-            Ct::Creating
-        } else {
-            Ct::Other
-        })
+        Ok(
+            if config.description.trim_end() == translate::description(id, &owner) {
+                Ct::Ours
+            } else if config.lock.as_deref() == Some("create") {
+                Ct::Creating
+            } else {
+                Ct::Other
+            },
+        )
     }
 
     /// Destroys the Proxmox container of a record, waiting out a `pct create` still
@@ -225,18 +251,8 @@ impl Pct {
                 }
             }
         }
-        let running = || -> Result<bool> {
-            let status = self.pct(&["status", vmid])?;
-            Ok(String::from_utf8_lossy(&status.stdout).contains("status: running"))
-        };
-        if running()? {
-            let out = self.pct(&["stop", vmid])?;
-            // It may have stopped by itself in between (its workload ended).
-            if !out.status.success() && running()? {
-                return Err(self.failed("pct stop", &out));
-            }
-        }
-        let out = self.pct(&["destroy", vmid, "--purge"])?;
+        // Stopped first if it runs (pve-container's `destroy_vm` with `force`).
+        let out = self.pct(&["destroy", vmid, "--force", "--purge"])?;
         if !out.status.success() {
             return Err(self.failed("pct destroy", &out));
         }
@@ -615,7 +631,11 @@ fn new_owner_token() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `pct config` prints the description %XX-encoded.
+fn is_vmid(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 9 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// PVE keeps the description %XX-encoded (`PVE::Tools::encode_text`).
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
