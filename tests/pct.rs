@@ -1176,7 +1176,9 @@ fn json_bundle(
 /// capabilities (no CAP_CHOWN), masked and read-only paths, oomScoreAdj; and what goes
 /// to raw keys of the CT config: the spec's device rules (deny all: LXC's own list
 /// allows fuse, the spec's does not) and device nodes (a bind of the host's), its
-/// exact memory limit, visible in the container's cgroup.
+/// exact memory limit, visible in the container's cgroup; the spec's `/dev/shm` and
+/// `/dev/mqueue` (mounted by init: Proxmox's tmpfs has no size, and it mounts no
+/// mqueue) and its restricting options on Proxmox's `/dev`.
 #[test]
 fn spec_is_applied_inside_the_ct() {
     let pve = Pve::new();
@@ -1190,7 +1192,9 @@ fn spec_is_applied_inside_the_ct() {
         cat /proc/self/oom_score_adj; \
         (exec 3<>/dev/loop-control) && echo listed-device; \
         mknod /tmp/fuse c 10 229 && (exec 3<>/tmp/fuse) 2>/dev/null; echo fuse=$?; \
-        cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+        cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+        awk '$5 == \"/dev/mqueue\" {print $9} $5 == \"/dev/shm\" {s = $11} \
+             $5 == \"/dev\" {print $6} END {print s}' /proc/self/mountinfo";
     let bundle = json_bundle(&["sh", "-c", script], root.path(), |s| {
         s["process"]["oomScoreAdj"] = 123.into();
         let caps: Vec<&str> = vec![
@@ -1217,17 +1221,21 @@ fn spec_is_applied_inside_the_ct() {
             "devices": [{"allow": false, "access": "rwm"}],
             "memory": {"limit": 100_000_000i64}
         });
-        s["mounts"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+        let mounts = s["mounts"].as_array_mut().unwrap();
+        mounts.push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+        for m in mounts.iter_mut() {
+            if m["destination"] == "/dev/shm" {
+                m["options"] = serde_json::json!(["nosuid", "noexec", "nodev", "size=1m"]);
+            }
+        }
     });
     let out = pve
         .env
         .run(&["run", "--bundle", bundle.path(), &unique("pve-spec")]);
     assert_eq!(
         common::stdout(&out),
-        "mkdir=1\nchown=1\n0\n0\netc=1\nroot-rw\n123\nlisted-device\nfuse=1\n99999744\n",
+        "mkdir=1\nchown=1\n0\n0\netc=1\nroot-rw\n123\nlisted-device\nfuse=1\n99999744\n\
+         rw,nosuid,relatime\nmqueue\nrw,size=1024k\n",
         "{}",
         common::stderr(&out)
     );
@@ -1297,5 +1305,82 @@ fn uid_mappings_of_the_spec() {
         .env
         .fails(&["run", "--bundle", rootless.path(), &unique("pve-maps")]);
     assert!(err.contains("leave uid 0 unmapped"), "{err}");
+    pve.assert_clean();
+}
+
+/// The spec's order holds between Proxmox mount points (directory binds, which PVE
+/// mounts first) and raw entries: a directory bind below an earlier tmpfs is a raw
+/// entry after it, and stays visible; one above a later tmpfs stays a mount point.
+#[test]
+fn mounts_keep_the_specs_order() {
+    let pve = Pve::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("file"), "from-host\n").unwrap();
+    let root = private_rootfs();
+    let script = "cat /srv/o/sub/file; cat /srv/p/file; ls /srv/p/t | wc -l";
+    let bundle = json_bundle(&["sh", "-c", script], root.path(), |s| {
+        let src = data.path().display().to_string();
+        let mounts = s["mounts"].as_array_mut().unwrap();
+        for m in [
+            serde_json::json!({"destination": "/srv/o", "type": "tmpfs", "source": "tmpfs"}),
+            serde_json::json!({"destination": "/srv/o/sub", "type": "bind", "source": src, "options": ["rbind"]}),
+            serde_json::json!({"destination": "/srv/p", "type": "bind", "source": src, "options": ["rbind"]}),
+            serde_json::json!({"destination": "/srv/p/t", "type": "tmpfs", "source": "tmpfs"}),
+        ] {
+            mounts.push(m);
+        }
+    });
+    let id = unique("pve-order");
+    let log = bundle.dir.path().join("log");
+    pve.env
+        .detached_to(&["create", "--bundle", bundle.path(), &id], &log);
+    let config = pve.pct(&["config", &pve.vmid(&id)]).stdout;
+    let mps: Vec<&str> = config
+        .lines()
+        .filter(|l| l.starts_with("mp") && !l.contains("mp=/.nexcage"))
+        .collect();
+    assert_eq!(
+        mps,
+        [format!("mp1: {},mp=/srv/p", data.path().display())],
+        "{config}"
+    );
+    pve.env.ok(&["start", &id]);
+    pve.env.wait_status(&id, "stopped");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "from-host\nfrom-host\n0\n"
+    );
+    pve.env.ok(&["delete", &id]);
+    pve.assert_clean();
+}
+
+/// An engine's own `/dev/shm` (podman binds one of its own, Docker with
+/// `--ipc=shareable`) is the container's, over the tmpfs Proxmox mounts there, with the
+/// spec's restricting options.
+#[test]
+fn engines_shm_is_the_containers() {
+    let pve = Pve::new();
+    let shm = tempfile::tempdir().unwrap();
+    std::fs::write(shm.path().join("seg"), "shared\n").unwrap();
+    let root = private_rootfs();
+    let script =
+        "cat /dev/shm/seg; awk '$5 == \"/dev/shm\" {o = $6} END {print o}' /proc/self/mountinfo";
+    let bundle = json_bundle(&["sh", "-c", script], root.path(), |s| {
+        for m in s["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/dev/shm" {
+                *m = serde_json::json!({"destination": "/dev/shm", "type": "bind",
+                    "source": shm.path(), "options": ["rbind", "nosuid", "noexec", "nodev"]});
+            }
+        }
+    });
+    let out = pve
+        .env
+        .run(&["run", "--bundle", bundle.path(), &unique("pve-shm")]);
+    assert_eq!(
+        common::stdout(&out),
+        "shared\nrw,nosuid,nodev,noexec,relatime\n",
+        "{}",
+        common::stderr(&out)
+    );
     pve.assert_clean();
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use nexcage::backend::genconf::{LxcConf, parse_lxc};
 use nexcage::backend::lxc::translate::{Paths, Translation, translate};
-use nexcage::backend::pct::translate::{create_options, raw_config, settings};
+use nexcage::backend::pct::translate::{Placement, create_options, raw_config, settings};
 use nexcage::config::{BackendConfig, Config, LxcConfig, PctConfig, Rule, load_file};
 use nexcage::routing::{BACKEND_ANNOTATION, Reason, route};
 use nexcage::supervise::BINARY;
@@ -925,13 +925,17 @@ proptest! {
                 place: "node:/run/nexcage/backends/pve".into(),
             };
             let idmapped = cfg.unprivileged;
-            if let Ok(args) =
-                create_options(&s, &cfg, &cid, &owner, &rootfs, idmapped, &runtime_dir)
-            {
-                check_pct_options(&args)?;
-            }
-            if let Ok(raw) = raw_config(&s, &rootfs) {
+            if let Ok((raw, mount_points)) = raw_config(&s, &rootfs) {
                 check_pct_raw_keys(&raw)?;
+                let place = Placement {
+                    rootfs: &rootfs,
+                    idmapped_rootfs: idmapped,
+                    runtime_dir: &runtime_dir,
+                    mount_points: &mount_points,
+                };
+                if let Ok(args) = create_options(&s, &cfg, &cid, &owner, &place) {
+                    check_pct_options(&args)?;
+                }
             }
         }
     }

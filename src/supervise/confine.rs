@@ -8,7 +8,7 @@ use std::path::Path;
 use nix::mount::{MsFlags, mount};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
-use super::host::Setup;
+use super::host::{FsMount, Setup};
 use crate::error::{Error, Result};
 
 pub fn apply(setup: &Setup) -> Result<()> {
@@ -17,6 +17,12 @@ pub fn apply(setup: &Setup) -> Result<()> {
     }
     if let Some((path, ro)) = &setup.cgroupfs {
         cgroupfs(Path::new(path), *ro)?;
+    }
+    for m in &setup.mounts {
+        mount_fs(m)?;
+    }
+    for (path, options) in &setup.restrict {
+        restrict(Path::new(path), options)?;
     }
     // Before /proc/sys is made read-only (a read-only path in every default spec).
     for (key, value) in &setup.sysctls {
@@ -191,4 +197,100 @@ fn cgroupfs(path: &Path, ro: bool) -> Result<()> {
         .map_err(|e| failed("remount read-only", path, e))?;
     }
     Ok(())
+}
+
+/// mount(2) flags of the options that are flags; the rest is the filesystem's data
+/// (`size=`, `mode=`), as runc splits them.
+fn flags_and_data(options: &[String]) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            other => {
+                data.push(other);
+                continue;
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    (flags, data.join(","))
+}
+
+/// A filesystem of the spec's over what the manager mounted there, if anything.
+fn mount_fs(m: &FsMount) -> Result<()> {
+    let path = Path::new(&m.destination);
+    std::fs::create_dir_all(path)
+        .map_err(|e| Error::Usage(format!("mkdir {}: {e}", path.display())))?;
+    if m.staged {
+        // A bind, not MS_MOVE: that is refused under a shared parent (the
+        // container's /dev may be one). Its flags go with it.
+        let staged = Path::new(&m.source);
+        mount(
+            Some(staged),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| failed("bind the staged mount onto", path, e))?;
+        nix::mount::umount2(staged, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| failed("unmount", staged, e))?;
+        // The empty directory it was staged at, in the container's own /dev.
+        let _ = std::fs::remove_dir(staged);
+        return restrict(path, &m.options);
+    }
+    let (flags, data) = flags_and_data(&m.options);
+    let data = (!data.is_empty()).then_some(data.as_str());
+    mount(
+        Some(m.source.as_str()),
+        path,
+        Some(m.fstype.as_str()),
+        flags,
+        data,
+    )
+    .map_err(|e| failed(&format!("mount {}", m.fstype), path, e))
+}
+
+/// The spec's `ro`, `nosuid`, `nodev` and `noexec` added to a mount the manager made,
+/// keeping what it has.
+fn restrict(path: &Path, options: &[String]) -> Result<()> {
+    let (wanted, _) = flags_and_data(options);
+    let wanted =
+        wanted & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let st = statvfs(path).map_err(|e| failed("statvfs", path, e))?;
+    let have = st.flags();
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | wanted;
+    for (fs, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(fs) {
+            flags |= ms;
+        }
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(|e| failed("remount", path, e))
 }

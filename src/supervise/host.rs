@@ -59,6 +59,29 @@ pub struct Setup {
     /// mount to the container's init).
     #[serde(default)]
     pub cgroupfs: Option<(String, bool)>,
+    /// Filesystems init mounts once the manager's are there: the spec's own, with its
+    /// options (a `/dev/shm` over Proxmox's, the `/dev/mqueue` it leaves out).
+    #[serde(default)]
+    pub mounts: Vec<FsMount>,
+    /// The spec's restricting options (`ro`, `nosuid`, `nodev`, `noexec`) for mounts
+    /// the manager makes of its own (Proxmox's `/proc`, `/sys`, `/dev`, `/dev/pts`),
+    /// added by init.
+    #[serde(default)]
+    pub restrict: Vec<(String, Vec<String>)>,
+}
+
+/// A filesystem for init to mount (see `Setup::mounts`); the destination is one the
+/// backend chose, not a path from the image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FsMount {
+    pub destination: String,
+    pub fstype: String,
+    pub source: String,
+    pub options: Vec<String>,
+    /// `source` is a mount the manager made inside (a bind of the host's, staged where
+    /// nothing else is mounted): put at `destination` as it is, and unmounted there.
+    #[serde(default)]
+    pub staged: bool,
 }
 
 impl Setup {
@@ -77,6 +100,8 @@ impl Setup {
             dev_symlinks: false,
             sysctls: Vec::new(),
             cgroupfs: None,
+            mounts: Vec::new(),
+            restrict: Vec::new(),
         }
     }
 }
@@ -262,12 +287,21 @@ impl Supervisor {
             nix::sys::socket::getsockopt(&init, nix::sys::socket::sockopt::PeerCredentials)
                 .context(|| "peer credentials of init")?
                 .pid();
+        let _ = init.set_read_timeout(Some(INIT_TIMEOUT));
         if !super::join::is_in_a_container(init_pid) {
+            // An init that failed says so and exits at once, before we can look at it:
+            // its error is worth more than ours (and failing a create is all it does).
+            let gone = !Path::new(&format!("/proc/{init_pid}")).exists();
+            if gone
+                && let Ok(Some(line)) = super::protocol::read_line(&init)
+                && let Some(reason) = line.strip_prefix("error: ")
+            {
+                return Err(self.failed(format!("init: {reason}")));
+            }
             return Err(self.failed(format!(
                 "the caller on the init socket (pid {init_pid}) is not in the container"
             )));
         }
-        let _ = init.set_read_timeout(Some(INIT_TIMEOUT));
         match super::protocol::read_line(&init)? {
             Some(line) if line == "init" => {}
             Some(line) if line.starts_with("error: ") => {

@@ -458,9 +458,10 @@ impl Backend for Pct {
             }
         };
         // Proxmox has no option for sysctls: init writes them. Nor does it mount a
-        // cgroupfs (the container's init is to): init mounts the spec's.
+        // cgroupfs or an mqueue (the container's init is to), or take the spec's options
+        // for its own mounts: init does.
         let mut setup = Setup::from_spec(&bundle.spec);
-        setup.cgroupfs = translate::cgroupfs(&bundle.spec);
+        translate::special_mounts(&bundle.spec, &mut setup)?;
         // The network the spec asks for, where it is not the new one Proxmox makes: a
         // path (the engine's), or none at all (the host's, ours, as runc keeps it).
         let netns = match namespace(oci_spec::runtime::LinuxNamespaceType::Network) {
@@ -495,7 +496,7 @@ impl Backend for Pct {
             // Proxmox mount points are directories.
             &host::Binary::Copy,
         )?;
-        let mut raw = translate::raw_config(&bundle.spec, &rootfs)?;
+        let (mut raw, mount_points) = translate::raw_config(&bundle.spec, &rootfs)?;
         for line in id_maps.iter().flat_map(|(lines, _)| lines) {
             raw.set("lxc.idmap", line).map_err(Error::Usage)?;
         }
@@ -510,10 +511,13 @@ impl Backend for Pct {
             &self.cfg,
             &record.id,
             &owner,
-            &rootfs,
-            // Files on disk are the container's own ids, unless the spec maps them.
-            self.cfg.unprivileged && id_maps.is_none(),
-            &dir.join(crate::supervise::INSIDE),
+            &translate::Placement {
+                rootfs: &rootfs,
+                // Files on disk are the container's own ids, unless the spec maps them.
+                idmapped_rootfs: self.cfg.unprivileged && id_maps.is_none(),
+                runtime_dir: &dir.join(crate::supervise::INSIDE),
+                mount_points: &mount_points,
+            },
         )?;
         let vmid = self.create_ct(&dir, &archive, &options, settings.vmid.as_deref())?;
         self.append_raw(&vmid, &raw)?;

@@ -60,20 +60,30 @@ fn rootfs_volume(rootfs: &Path, idmapped: bool) -> Result<String> {
     })
 }
 
+/// Where the CT's files come from.
+pub struct Placement<'a> {
+    /// The bundle's rootfs (real path, checked).
+    pub rootfs: &'a Path,
+    /// Mounted id-mapped, the container's ids being those on disk.
+    pub idmapped_rootfs: bool,
+    /// What goes to nexcage's mount point (the runtime dir's `inside`).
+    pub runtime_dir: &'a Path,
+    /// The spec's mounts (by index) that are Proxmox mount points (see `raw_config`).
+    pub mount_points: &'a [usize],
+}
+
 pub fn create_options(
     spec: &Spec,
     cfg: &PctConfig,
     id: &str,
     owner: &Owner,
-    rootfs: &Path,
-    idmapped_rootfs: bool,
-    runtime_dir: &Path,
+    place: &Placement,
 ) -> Result<Vec<String>> {
     let mut opts = PctOptions::default();
     let refused = Error::Usage;
     let hostname = hostname(spec.hostname().as_deref().unwrap_or(""), id);
     let unprivileged = if cfg.unprivileged { "1" } else { "0" };
-    let rootfs = rootfs_volume(rootfs, idmapped_rootfs)?;
+    let rootfs = rootfs_volume(place.rootfs, place.idmapped_rootfs)?;
     let entrypoint = format!("{MOUNT_POINT}/{} init", crate::supervise::BINARY);
     for (option, value) in [
         ("ostype", "unmanaged"),
@@ -118,26 +128,15 @@ pub fn create_options(
     // mp0 is nexcage's own runtime directory; the bundle's directory binds follow.
     let mut mount_points = vec![format!(
         "{},mp={MOUNT_POINT},ro=1",
-        property("runtime directory", runtime_dir)?
+        property("runtime directory", place.runtime_dir)?
     )];
-    for mount in spec.mounts().iter().flatten() {
-        let options = mount.options().clone().unwrap_or_default();
-        let is_bind = crate::backend::mount_entry::is_bind(mount);
-        let Some(source) = mount.source().as_ref().filter(|_| is_bind) else {
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    for &i in place.mount_points {
+        let Some(mount) = mounts.get(i) else { continue };
+        let Some(source) = mount.source() else {
             continue;
         };
-        // Proxmox mount points of host paths are directories; file binds (an
-        // engine's /etc/hosts, /etc/resolv.conf) are raw entries (`raw_config`).
-        if !source.exists() {
-            return Err(Error::Usage(format!(
-                "mount source {} of {} does not exist",
-                source.display(),
-                mount.destination().display()
-            )));
-        }
-        if !source.is_dir() {
-            continue;
-        }
+        let options = mount.options().clone().unwrap_or_default();
         mount_points.push(format!(
             "{},mp={}{}",
             property("mount source", source)?,
@@ -180,52 +179,158 @@ fn mount_point_options(options: &[String]) -> Result<String> {
     Ok(out)
 }
 
-/// Where Proxmox mounts a filesystem of its own (its LXC config's `lxc.mount.auto`,
-/// autodev and `/dev/shm`): the spec's mounts there are Proxmox's.
-const PROXMOX_MOUNTS: [&str; 7] = [
-    "/proc",
-    "/sys",
-    "/sys/fs/cgroup",
-    "/dev",
-    "/dev/pts",
-    "/dev/shm",
-    "/dev/mqueue",
+/// Where Proxmox mounts a filesystem of its own (its LXC config's `lxc.mount.auto`
+/// and autodev): the spec's mount there must be of that type; init adds its
+/// restricting options (`Setup::restrict`).
+const PROXMOX_MOUNTS: [(&str, &[&str]); 4] = [
+    ("/proc", &["proc"]),
+    ("/sys", &["sysfs"]),
+    ("/dev", &["tmpfs"]),
+    ("/dev/pts", &["devpts"]),
 ];
+
+/// Filesystems init mounts, after LXC's mounts: the spec's `/dev/shm` (over the tmpfs
+/// Proxmox mounts there), `/dev/mqueue` (Proxmox mounts none) and the cgroupfs (see
+/// `cgroupfs`). Nothing may be mounted below them: it would be hidden.
+const INIT_MOUNTS: [(&str, &[&str]); 3] = [
+    ("/dev/shm", &["tmpfs"]),
+    ("/dev/mqueue", &["mqueue"]),
+    ("/sys/fs/cgroup", &["cgroup", "cgroup2"]),
+];
+
+/// Where LXC binds an engine's own `/dev/shm` or `/dev/mqueue` for init to move into
+/// place (in the container's /dev, a tmpfs of its own).
+fn staging(path: &str) -> Option<String> {
+    match path {
+        "/dev/shm" => Some("/dev/.nexcage-shm".into()),
+        "/dev/mqueue" => Some("/dev/.nexcage-mqueue".into()),
+        _ => None,
+    }
+}
+
+/// What init does about the spec's mounts at Proxmox's and init's own places (see
+/// `PROXMOX_MOUNTS`, `INIT_MOUNTS`), into `setup`; another type there is refused.
+pub fn special_mounts(spec: &Spec, setup: &mut crate::supervise::host::Setup) -> Result<()> {
+    use crate::supervise::host::FsMount;
+    for m in spec.mounts().iter().flatten() {
+        let dest = m.destination();
+        let typ = m.typ().as_deref().unwrap_or("");
+        let options = m.options().clone().unwrap_or_default();
+        let place = PROXMOX_MOUNTS
+            .iter()
+            .chain(INIT_MOUNTS.iter())
+            .find(|(p, _)| dest == Path::new(p));
+        let bind = crate::backend::mount_entry::is_bind(m);
+        if let Some((path, _)) = place
+            && bind
+            && let Some(staging) = staging(path)
+        {
+            // An engine's own shm or mqueue (podman's, `--ipc=shareable`): bound by
+            // LXC where nothing else is (see `raw_mounts`), moved over Proxmox's by init.
+            setup.mounts.push(FsMount {
+                destination: path.to_string(),
+                fstype: String::new(),
+                source: staging,
+                // Its restricting ones, made sure of after the move.
+                options,
+                staged: true,
+            });
+            continue;
+        }
+        if let Some((path, types)) = place
+            && (!types.contains(&typ) || bind)
+        {
+            return Err(Error::Usage(format!(
+                "a {typ:?} mount at {path} is not supported by the pct backend (Proxmox \
+                 mounts {} there)",
+                types.join(" or ")
+            )));
+        }
+        match place {
+            Some((path, _)) if PROXMOX_MOUNTS.iter().any(|(p, _)| p == path) => {
+                setup.restrict.push((path.to_string(), options));
+            }
+            Some((path, _)) if *path != "/sys/fs/cgroup" => setup.mounts.push(FsMount {
+                destination: path.to_string(),
+                fstype: typ.to_string(),
+                source: m
+                    .source()
+                    .as_ref()
+                    .map_or_else(|| typ.to_string(), |s| s.display().to_string()),
+                options,
+                staged: false,
+            }),
+            Some(_) => {}
+            None => {
+                if let Some((below, _)) = INIT_MOUNTS
+                    .iter()
+                    .find(|(p, _)| dest.starts_with(p) && dest != Path::new(p))
+                {
+                    return Err(Error::Usage(format!(
+                        "mount destination {} is not supported by the pct backend (below \
+                         {below}, which is mounted after it)",
+                        dest.display()
+                    )));
+                }
+            }
+        }
+    }
+    setup.cgroupfs = cgroupfs(spec);
+    Ok(())
+}
 
 /// What Proxmox has no option for, as raw `lxc.*` keys of the CT config, which PVE
 /// passes to LXC after its own (`lxc.mount.entry`, `lxc.cgroup.*`, `lxc.cgroup2.*`):
 /// the spec's other mounts (see `raw_mounts`), its device nodes (binds of the host's
 /// identical node) and its `linux.resources` exactly, device rules included (Proxmox's
-/// options are whole MiB and cores, and its device list is its own).
-pub fn raw_config(spec: &Spec, rootfs: &Path) -> Result<genconf::LxcConf> {
+/// options are whole MiB and cores, and its device list is its own). Also which of the
+/// spec's mounts (by index) are Proxmox mount points (`create_options`).
+pub fn raw_config(spec: &Spec, rootfs: &Path) -> Result<(genconf::LxcConf, Vec<usize>)> {
     let refused =
         |what: String| Error::Usage(format!("{what} is not supported by the pct backend"));
     let mut c = genconf::LxcConf::default();
-    let tree = raw_mounts(spec, rootfs, &mut c)?;
+    let (tree, mount_points) = raw_mounts(spec, rootfs, &mut c)?;
     crate::backend::device_nodes::devices(spec, false, &tree, &mut c).map_err(refused)?;
     let linux = spec.linux().clone().unwrap_or_default();
     if let Some(resources) = linux.resources() {
         let devices = linux.devices().as_deref().unwrap_or(&[]);
         crate::backend::cgroup_keys::limits(resources, devices, &mut c).map_err(refused)?;
     }
-    Ok(c)
+    Ok((c, mount_points))
 }
 
-/// The spec's mounts Proxmox has no mount point for: file binds (an engine's
-/// `/etc/hosts`, `/etc/resolv.conf`, Docker's `docker-init`) and filesystems such as a
-/// tmpfs on `/tmp`, as raw `lxc.mount.entry` values, targets resolved inside the
-/// rootfs. They are mounted after Proxmox's mount points (directory binds, `mpN`).
-/// Returns the mount tree, for what is resolved inside it afterwards.
-fn raw_mounts<'a>(spec: &Spec, rootfs: &'a Path, c: &mut genconf::LxcConf) -> Result<Tree<'a>> {
+/// The spec's mounts other than Proxmox's and init's own, in its order: binds of
+/// directories are Proxmox mount points (`mpN`, shown in the UI), which PVE mounts
+/// before any raw entry; so a directory bind that overlaps (above, below or at) an
+/// earlier raw mount's target is a raw entry too, and the spec's order holds. The
+/// rest (file binds such as an engine's `/etc/hosts`, tmpfs and other filesystems) are
+/// raw `lxc.mount.entry` values, targets resolved inside the rootfs. Returns the mount
+/// tree, for what is resolved inside it afterwards, and the mount points' indices.
+fn raw_mounts<'a>(
+    spec: &Spec,
+    rootfs: &'a Path,
+    c: &mut genconf::LxcConf,
+) -> Result<(Tree<'a>, Vec<usize>)> {
     use crate::backend::mount_entry::{bind_entry, fs_entry, is_bind};
     let refused = |e: String| Error::Usage(e);
     let mut tree = Tree::new(rootfs);
-    for dest in PROXMOX_MOUNTS {
+    let special = || PROXMOX_MOUNTS.iter().chain(INIT_MOUNTS.iter());
+    for (dest, _) in special() {
         tree.mounted(dest.trim_start_matches('/').into(), None);
     }
-    for mount in spec.mounts().iter().flatten() {
+    let mut raw_targets: Vec<std::path::PathBuf> = Vec::new();
+    let mut mount_points = Vec::new();
+    for (i, mount) in spec.mounts().iter().flatten().enumerate() {
         let dest = mount.destination();
-        if PROXMOX_MOUNTS.iter().any(|p| dest == Path::new(p)) {
+        if let Some((path, _)) = special().find(|(p, _)| dest == Path::new(p)) {
+            // Staged for init (see `special_mounts`).
+            if is_bind(mount)
+                && let Some(staging) = staging(path)
+            {
+                let target = Path::new(staging.trim_start_matches('/'));
+                let entry = bind_entry(mount, false, target).map_err(refused)?;
+                c.set("lxc.mount.entry", entry).map_err(refused)?;
+            }
             continue;
         }
         if !dest.is_absolute() {
@@ -234,9 +339,22 @@ fn raw_mounts<'a>(spec: &Spec, rootfs: &'a Path, c: &mut genconf::LxcConf) -> Re
             )));
         }
         let target = tree.resolve(dest).map_err(refused)?;
-        match mount.source() {
-            Some(source) if is_bind(mount) && source.is_dir() => {
-                // A Proxmox mount point (see `create_options`).
+        let bind_source = mount.source().as_ref().filter(|_| is_bind(mount));
+        if let Some(source) = bind_source
+            && !source.exists()
+        {
+            return Err(refused(format!(
+                "mount source {} of {} does not exist",
+                source.display(),
+                dest.display()
+            )));
+        }
+        let overlaps = raw_targets
+            .iter()
+            .any(|t| t.starts_with(&target) || target.starts_with(t));
+        match bind_source {
+            Some(source) if source.is_dir() && !overlaps => {
+                mount_points.push(i);
                 tree.mounted(target, Some(source.clone()));
             }
             _ => {
@@ -247,15 +365,16 @@ fn raw_mounts<'a>(spec: &Spec, rootfs: &'a Path, c: &mut genconf::LxcConf) -> Re
                 };
                 c.set("lxc.mount.entry", entry.map_err(refused)?)
                     .map_err(refused)?;
+                raw_targets.push(target.clone());
                 tree.mounted(target, None);
             }
         }
     }
-    Ok(tree)
+    Ok((tree, mount_points))
 }
 
 /// The spec's cgroup mount at `/sys/fs/cgroup` (path, read-only), which init makes.
-pub fn cgroupfs(spec: &Spec) -> Option<(String, bool)> {
+fn cgroupfs(spec: &Spec) -> Option<(String, bool)> {
     spec.mounts().iter().flatten().find_map(|m| {
         let cgroup = matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2"));
         (cgroup && m.destination() == Path::new("/sys/fs/cgroup")).then(|| {
