@@ -1189,7 +1189,7 @@ fn spec_is_applied_inside_the_ct() {
         echo > /tmp/f; chown 1:1 /tmp/f 2>/dev/null; echo chown=$?; \
         head -c1 /proc/version | wc -c; ls /srv/masked | wc -l; \
         touch /etc/x 2>/dev/null; echo etc=$?; touch /x && echo root-rw; \
-        cat /proc/self/oom_score_adj; \
+        cat /proc/self/oom_score_adj; ulimit -n; ulimit -Hn; \
         (exec 3<>/dev/loop-control) && echo listed-device; \
         mknod /tmp/fuse c 10 229 && (exec 3<>/tmp/fuse) 2>/dev/null; echo fuse=$?; \
         cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
@@ -1197,6 +1197,8 @@ fn spec_is_applied_inside_the_ct() {
              $5 == \"/dev\" {print $6} END {print s}' /proc/self/mountinfo";
     let bundle = json_bundle(&["sh", "-c", script], root.path(), |s| {
         s["process"]["oomScoreAdj"] = 123.into();
+        s["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654}]);
         let caps: Vec<&str> = vec![
             "CAP_DAC_OVERRIDE",
             "CAP_FOWNER",
@@ -1234,7 +1236,7 @@ fn spec_is_applied_inside_the_ct() {
         .run(&["run", "--bundle", bundle.path(), &unique("pve-spec")]);
     assert_eq!(
         common::stdout(&out),
-        "mkdir=1\nchown=1\n0\n0\netc=1\nroot-rw\n123\nlisted-device\nfuse=1\n99999744\n\
+        "mkdir=1\nchown=1\n0\n0\netc=1\nroot-rw\n123\n321\n654\nlisted-device\nfuse=1\n99999744\n\
          rw,nosuid,relatime\nmqueue\nrw,size=1024k\n",
         "{}",
         common::stderr(&out)
@@ -1382,5 +1384,51 @@ fn engines_shm_is_the_containers() {
         "{}",
         common::stderr(&out)
     );
+    pve.assert_clean();
+}
+
+/// `podman stats` and `podman top` see the container (its cgroup is Proxmox's
+/// `lxc/<vmid>`, found from the pid, whatever the spec's cgroupsPath says).
+#[test]
+fn podman_stats_and_top() {
+    let pve = Pve::new();
+    let name = PodmanName(unique("nxc-pct-st"));
+    let argv = ["sleep", "1000"];
+    let out = podman_run(
+        &pve,
+        &["-d", "--memory", "64m"],
+        &name.0,
+        ON_PVE,
+        &argv,
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let format = "{{.MemUsage}}|{{.PIDs}}";
+    let stats = run_cmd(
+        command(&[
+            "podman",
+            "stats",
+            "--no-stream",
+            "--format",
+            format,
+            &name.0,
+        ]),
+        None,
+    );
+    let (mem, pids) = stats.stdout.trim().split_once('|').unwrap_or_default();
+    assert!(
+        mem.ends_with("/ 67.11MB"),
+        "{} {}",
+        stats.stdout,
+        stats.stderr
+    );
+    assert!(
+        pids.parse::<u32>().is_ok_and(|n| n >= 2),
+        "{}",
+        stats.stdout
+    );
+    let top = run_cmd(command(&["podman", "top", &name.0]), None).stdout;
+    assert!(top.contains("sleep 1000"), "{top}");
+    drop(name);
     pve.assert_clean();
 }
