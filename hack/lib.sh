@@ -18,4 +18,6 @@ NEXCAGE_CRUN=/usr/bin/crun
 # Shared busybox rootfs and the podman image imported from it.
 NEXCAGE_ROOTFS="$NEXCAGE_ROOT/bundles/rootfs"
 NEXCAGE_IMAGE=localhost/nexcage-busybox:latest
-export NEXCAGE_RUNC NEXCAGE_CRUN NEXCAGE_ROOTFS NEXCAGE_IMAGE
+# A guest kernel for VMs: vmlinuz, its modules, and the version (hack/vm/get-kernel.sh).
+NEXCAGE_VM_KERNEL="$NEXCAGE_ROOT/bundles/vm-kernel"
+export NEXCAGE_RUNC NEXCAGE_CRUN NEXCAGE_ROOTFS NEXCAGE_IMAGE NEXCAGE_VM_KERNEL

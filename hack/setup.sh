@@ -60,4 +60,22 @@ if [[ "${old#* }" != "$stamp" ]]; then
     # Drop the outdated image, unless a container still uses it.
     if [[ -n "$old" ]]; then podman rmi "${old%% *}" >/dev/null 2>&1 || true; fi
 fi
+# 6. VMs (the qm backend and its stand-in): QEMU matching the image's qemu-utils
+#    (Debian 12's own qemu-system-x86 conflicts with it: bookworm-backports has the
+#    same version), kmod and cpio to build the guest's initramfs, and a guest kernel.
+#    PVE ships none and this machine's kernel is not a file here: Debian's cloud
+#    kernel (LZ4, virtio built as modules), unpacked into bundles/vm-kernel.
+if ! have qemu-system-x86_64 || ! have depmod || ! have cpio; then
+    backports=/etc/apt/sources.list.d/nexcage-backports.list
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        log "adding bookworm-backports"
+        echo 'deb http://deb.debian.org/debian bookworm-backports main' >"$backports"
+    fi
+    log "installing qemu-system-x86 (bookworm-backports), kmod, cpio"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+    apt-get install -y -qq kmod cpio >/dev/null
+fi
+"$NEXCAGE_ROOT/hack/vm/get-kernel.sh" "$NEXCAGE_VM_KERNEL"
 log "setup done"
