@@ -78,4 +78,14 @@ if ! have qemu-system-x86_64 || ! have depmod || ! have cpio; then
     apt-get install -y -qq kmod cpio >/dev/null
 fi
 "$NEXCAGE_ROOT/hack/vm/get-kernel.sh" "$NEXCAGE_VM_KERNEL"
+# virtiofsd shares a rootfs into a VM in place (PVE ships /usr/libexec/virtiofsd; Debian
+# 12 has none): built from crates.io, about a minute.
+if ! have virtiofsd && [[ ! -x /usr/libexec/virtiofsd ]]; then
+    log "building virtiofsd (cargo install)"
+    dpkg-query -W -f '${Status}' libcap-ng-dev 2>/dev/null | grep -q 'ok installed' ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcap-ng-dev >/dev/null
+    target="$(mktemp -d)"
+    CARGO_TARGET_DIR="$target" cargo install --quiet --locked --root /usr/local virtiofsd
+    rm -rf "$target"
+fi
 log "setup done"

@@ -10,6 +10,7 @@ pub mod lxc;
 pub mod mount_entry;
 pub mod oci;
 pub mod pct;
+pub mod qm;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -118,6 +118,9 @@ pub enum Command {
     /// (internal) run a process inside a supervised container, as `exec` asked
     #[command(hide = true)]
     Enter(EnterArgs),
+    /// (internal) PID 1 of a VM guest, run by the kernel from nexcage's initramfs
+    #[command(hide = true)]
+    GuestInit,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -503,6 +506,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Route(_) => "route",
             Command::Gc => "gc",
+            Command::GuestInit => "guest-init",
             Command::Holder(_) => "holder",
             Command::Init(_) => "init",
             Command::Enter(_) => "enter",

@@ -42,6 +42,7 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Features => features::features(),
         Command::Route(a) => route::route(global, a),
         Command::Gc => gc::gc(&inv, &root()?),
+        Command::GuestInit => guest_init(),
         Command::Holder(a) => supervise::holder::run(a),
         Command::Init(a) => supervise::init::init(&a.dir),
         Command::Enter(a) => Err(enter(a)?),
@@ -66,6 +67,20 @@ fn reap_if_finished(root: &Root, record: &Record) -> Result<bool> {
         None => {}
     }
     Ok(true)
+}
+
+/// PID 1 of a VM guest: boots, says what it loaded on the console, powers off.
+fn guest_init() -> Result<Exit> {
+    if std::process::id() != 1 {
+        return Err(Error::Usage(
+            "guest-init runs as PID 1 of a VM guest".into(),
+        ));
+    }
+    match supervise::guest::boot() {
+        Ok(loaded) => println!("nexcage guest-init: loaded {}", loaded.join(" ")),
+        Err(e) => eprintln!("nexcage guest-init: {e}"),
+    }
+    supervise::guest::power_off()
 }
 
 /// `nexcage enter`'s flags as an identity; returns only with the error.

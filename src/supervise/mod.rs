@@ -24,6 +24,7 @@ pub mod confine;
 pub mod events;
 pub mod exec;
 pub mod freeze;
+pub mod guest;
 pub mod holder;
 pub mod hooks;
 pub mod host;
