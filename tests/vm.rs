@@ -1,17 +1,44 @@
-//! The VM guest's boot path, on real QEMU (TCG here: this machine's /dev/kvm cannot
-//! boot a guest kernel): the guest kernel hack/setup.sh unpacks, the initramfs nexcage
-//! builds, and nexcage itself as PID 1 loading the virtio modules and powering off.
+//! The VM guest's boot path and relay, on real QEMU (TCG here: this machine's
+//! /dev/kvm cannot boot a guest kernel): the guest kernel hack/setup.sh unpacks, the
+//! initramfs nexcage builds, nexcage itself as PID 1, the bundle's rootfs shared in
+//! place with virtiofs, and the framed channel over one virtio-serial port carrying a
+//! process's stdin, stdout, stderr and exit status.
 
 mod common;
 
-use std::process::Command;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{nexcage, repo};
 use nexcage::backend::qm::initramfs;
+use nexcage::supervise::frames::{self, Decoder, Frame};
+use nexcage::supervise::guest::{RELAY_PORT, ROOTFS_TAG};
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 #[test]
-fn guest_boots_into_nexcage_and_powers_off() {
+fn guest_runs_a_process_from_the_rootfs_in_place() {
     let kernel = repo().join("bundles/vm-kernel");
     assert!(
         kernel.join("vmlinuz").exists(),
@@ -21,10 +48,31 @@ fn guest_boots_into_nexcage_and_powers_off() {
     let dir = tempfile::tempdir().unwrap();
     let modules = initramfs::resolve(&kernel.join("modules"), &initramfs::GUEST_MODULES).unwrap();
     let image = dir.path().join("initramfs.cpio");
-    initramfs::build(&image, std::path::Path::new(nexcage()), &modules).unwrap();
+    initramfs::build(&image, Path::new(nexcage()), &modules).unwrap();
+
+    // The rootfs in place: what the guest writes lands in it.
+    let rootfs = common::rootfs();
+    let virtiofsd = ["/usr/libexec/virtiofsd", "/usr/local/bin/virtiofsd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("virtiofsd (hack/setup.sh builds it)");
+    let fs_socket = dir.path().join("fs.sock");
+    let _virtiofsd = Killed(
+        Command::new(virtiofsd)
+            .arg("--socket-path")
+            .arg(&fs_socket)
+            .arg("--shared-dir")
+            .arg(&rootfs)
+            .args(["--cache", "never", "--sandbox", "chroot"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_socket(&fs_socket);
+    let relay = dir.path().join("relay.sock");
     let console = dir.path().join("console");
     let started = Instant::now();
-    let mut qemu = Command::new("qemu-system-x86_64")
+    let qemu = Command::new("qemu-system-x86_64")
         .args([
             "-machine",
             "pc,accel=tcg",
@@ -35,6 +83,24 @@ fn guest_boots_into_nexcage_and_powers_off() {
             "none",
         ])
         .args(["-no-reboot", "-boot", "menu=off"])
+        .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
+        .args(["-numa", "node,memdev=mem"])
+        .arg("-chardev")
+        .arg(format!("socket,id=fs,path={}", fs_socket.display()))
+        .args([
+            "-device",
+            &format!("vhost-user-fs-pci,chardev=fs,tag={ROOTFS_TAG}"),
+        ])
+        .args(["-device", "virtio-serial-pci,id=vs"])
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=relay,path={},server=on,wait=off",
+            relay.display()
+        ))
+        .args([
+            "-device",
+            &format!("virtserialport,bus=vs.0,chardev=relay,name={RELAY_PORT}"),
+        ])
         .arg("-kernel")
         .arg(kernel.join("vmlinuz"))
         .arg("-initrd")
@@ -44,29 +110,67 @@ fn guest_boots_into_nexcage_and_powers_off() {
         .arg(format!("file:{}", console.display()))
         .spawn()
         .expect("qemu-system-x86_64 (hack/setup.sh installs it)");
-    let deadline = started + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = qemu.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = qemu.kill();
-            let _ = qemu.wait();
-            panic!(
-                "the guest did not power off: {}",
-                std::fs::read_to_string(&console).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(&console).unwrap();
-    eprintln!("boot to power-off: {:?}", started.elapsed());
-    assert!(status.success(), "qemu: {status}\n{text}");
-    let line = text
-        .lines()
-        .find(|l| l.contains("nexcage guest-init:"))
-        .unwrap_or_else(|| panic!("no word from init:\n{text}"));
-    for module in ["virtio_pci.ko", "virtio_console.ko", "virtiofs.ko"] {
-        assert!(line.contains(module), "{line}");
+    let mut qemu = Killed(qemu);
+    wait_for_socket(&relay);
+    let mut channel = UnixStream::connect(&relay).unwrap();
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "echo out; echo err >&2; cat; exit 3"],
+        "env": ["PATH=/bin:/usr/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+    });
+    for frame in [
+        Frame::Start {
+            process: 0,
+            spec: serde_json::to_vec(&process).unwrap(),
+        },
+        Frame::Data {
+            process: 0,
+            fd: 0,
+            bytes: b"piped\n".to_vec(),
+        },
+        Frame::Eof { process: 0, fd: 0 },
+    ] {
+        frames::write(&mut channel, &frame).unwrap();
     }
+    channel
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut decoder = Decoder::default();
+    let status = loop {
+        let frame = frames::read(&mut channel, &mut decoder)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}: {}",
+                    std::fs::read_to_string(&console).unwrap_or_default()
+                )
+            })
+            .expect("the relay ended before the exit");
+        match frame {
+            Frame::Data { fd: 1, bytes, .. } => stdout.extend(bytes),
+            Frame::Data { fd: 2, bytes, .. } => stderr.extend(bytes),
+            Frame::Exit { process: 0, status } => break status,
+            _ => {}
+        }
+    };
+    frames::write(&mut channel, &Frame::Ack { process: 0 }).unwrap();
+    channel.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while qemu.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the guest did not power off");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("boot to power-off: {:?}", started.elapsed());
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&stdout).as_ref(),
+            String::from_utf8_lossy(&stderr).as_ref(),
+            status
+        ),
+        ("out\npiped\n", "err\n", 3 << 8),
+        "{text}"
+    );
+    assert!(text.contains("nexcage guest-init: loaded"), "{text}");
 }

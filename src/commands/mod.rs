@@ -69,16 +69,19 @@ fn reap_if_finished(root: &Root, record: &Record) -> Result<bool> {
     Ok(true)
 }
 
-/// PID 1 of a VM guest: boots, says what it loaded on the console, powers off.
+/// PID 1 of a VM guest: boots, serves the holder's relay, powers off.
 fn guest_init() -> Result<Exit> {
     if std::process::id() != 1 {
         return Err(Error::Usage(
             "guest-init runs as PID 1 of a VM guest".into(),
         ));
     }
-    match supervise::guest::boot() {
-        Ok(loaded) => println!("nexcage guest-init: loaded {}", loaded.join(" ")),
-        Err(e) => eprintln!("nexcage guest-init: {e}"),
+    let served = supervise::guest::boot().and_then(|loaded| {
+        println!("nexcage guest-init: loaded {}", loaded.join(" "));
+        supervise::guest::serve()
+    });
+    if let Err(e) = served {
+        eprintln!("nexcage guest-init: {e}");
     }
     supervise::guest::power_off()
 }

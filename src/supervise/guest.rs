@@ -55,3 +55,325 @@ pub fn power_off() -> ! {
     // Only reached if the reboot call failed.
     std::process::exit(1)
 }
+
+/// The virtio-serial port the holder's relay is on (`virtserialport,name=…`).
+pub const RELAY_PORT: &str = "org.nexcage.relay";
+/// The virtiofs tag of the container's rootfs, shared in place.
+pub const ROOTFS_TAG: &str = "rootfs";
+/// Where the guest mounts it (in the initramfs's own tree).
+const ROOTFS: &str = "/run/rootfs";
+
+/// The device of the port named `name` (no udev here to make /dev/virtio-ports).
+fn find_port(name: &str) -> Result<std::path::PathBuf> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        for entry in std::fs::read_dir("/sys/class/virtio-ports")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let named = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+            if named.trim_end() == name {
+                return Ok(Path::new("/dev").join(entry.file_name()));
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Usage(format!("no virtio-serial port named {name}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Mounts the rootfs, then runs the processes the holder starts over the relay,
+/// passing their stdio and exit status, until the first (the workload) has ended and
+/// the holder has acknowledged its exit.
+pub fn serve() -> Result<()> {
+    std::fs::create_dir_all(ROOTFS).map_err(|e| Error::io(format!("mkdir {ROOTFS}"), e))?;
+    mount(
+        Some(ROOTFS_TAG),
+        ROOTFS,
+        Some("virtiofs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| Error::Usage(format!("mount the rootfs (virtiofs {ROOTFS_TAG}): {e}")))?;
+    let port = find_port(RELAY_PORT)?;
+    let channel = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&port)
+        .map_err(|e| Error::io(format!("open {}", port.display()), e))?;
+    relay::Relay::new(channel, Path::new(ROOTFS)).run()
+}
+
+mod relay {
+    //! The guest's end of the frames (see `supervise::frames`).
+
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, ChildStdin, Command, Stdio};
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+    use crate::error::{Error, Result};
+    use crate::supervise::frames::{self, Decoder, Frame};
+
+    struct Running {
+        id: u32,
+        child: Child,
+        stdin: Option<ChildStdin>,
+        /// stdout, stderr while open.
+        outputs: [Option<File>; 2],
+        status: Option<i32>,
+    }
+
+    pub struct Relay {
+        channel: File,
+        root: PathBuf,
+        decoder: Decoder,
+        procs: Vec<Running>,
+        /// The workload's exit was sent; waiting for the holder's ack.
+        exited: Option<u32>,
+    }
+
+    impl Relay {
+        pub fn new(channel: File, root: &Path) -> Relay {
+            Relay {
+                channel,
+                root: root.to_path_buf(),
+                decoder: Decoder::default(),
+                procs: Vec::new(),
+                exited: None,
+            }
+        }
+
+        fn send(&mut self, frame: &Frame) -> Result<()> {
+            frames::write(&mut self.channel, frame).map_err(|e| Error::io("write the relay", e))
+        }
+
+        pub fn run(mut self) -> Result<()> {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let mut fds = vec![PollFd::new(self.channel.as_fd(), PollFlags::POLLIN)];
+                for p in &self.procs {
+                    for out in p.outputs.iter().flatten() {
+                        fds.push(PollFd::new(out.as_fd(), PollFlags::POLLIN));
+                    }
+                }
+                poll(&mut fds, PollTimeout::from(50u16))
+                    .map_err(|e| Error::io("poll", e.into()))?;
+                let ready: Vec<bool> = fds
+                    .iter()
+                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                    .collect();
+                drop(fds);
+                if ready[0] {
+                    // Before the holder connects, and after it leaves, a read gives 0.
+                    let n = self
+                        .channel
+                        .read(&mut buf)
+                        .map_err(|e| Error::io("read the relay", e))?;
+                    if n == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    self.decoder.push(&buf[..n]);
+                    while let Some(frame) = self
+                        .decoder
+                        .next_frame()
+                        .map_err(|e| Error::io("relay frame", e))?
+                    {
+                        if self.handle(frame)? {
+                            return Ok(());
+                        }
+                    }
+                }
+                self.pump_outputs(&ready[1..], &mut buf)?;
+                self.reap()?;
+            }
+        }
+
+        /// Acts on one frame from the holder; true once the workload's exit is acked.
+        fn handle(&mut self, frame: Frame) -> Result<bool> {
+            match frame {
+                Frame::Start { process, spec } => {
+                    if let Err(e) = self.start(process, &spec) {
+                        let text = format!("nexcage: {e}\n").into_bytes();
+                        self.send(&Frame::Data {
+                            process,
+                            fd: 2,
+                            bytes: text,
+                        })?;
+                        self.send(&Frame::Exit {
+                            process,
+                            status: 127 << 8,
+                        })?;
+                        if process == 0 {
+                            self.exited = Some(0);
+                        }
+                    }
+                }
+                Frame::Data { process, bytes, .. } => {
+                    if let Some(stdin) = self.find(process).and_then(|p| p.stdin.as_mut()) {
+                        // A process that stopped reading its stdin loses it, as with a pipe.
+                        let _ = stdin.write_all(&bytes);
+                    }
+                }
+                Frame::Eof { process, .. } => {
+                    if let Some(p) = self.find(process) {
+                        p.stdin = None;
+                    }
+                }
+                Frame::Signal { process, signal } => {
+                    if let Some(p) = self.find(process) {
+                        // SAFETY: kill(2) on our own child.
+                        unsafe { libc::kill(p.child.id() as i32, signal) };
+                    }
+                }
+                Frame::Ack { process } => return Ok(self.exited == Some(process)),
+                Frame::Exit { .. } => {}
+            }
+            Ok(false)
+        }
+
+        fn find(&mut self, id: u32) -> Option<&mut Running> {
+            self.procs.iter_mut().find(|p| p.id == id)
+        }
+
+        fn start(&mut self, id: u32, spec: &[u8]) -> Result<()> {
+            let process: oci_spec::runtime::Process =
+                serde_json::from_slice(spec).map_err(|e| Error::Usage(format!("process: {e}")))?;
+            let args = process.args().clone().unwrap_or_default();
+            let first = args
+                .first()
+                .ok_or_else(|| Error::Usage("process.args is empty".into()))?;
+            let env = process.env().clone().unwrap_or_default();
+            let path = self.lookup(first, &env)?;
+            let root = self.root.clone();
+            let cwd = process.cwd().clone();
+            let mut cmd = Command::new(&path);
+            cmd.args(&args[1..])
+                .arg0(first)
+                .env_clear()
+                .envs(env.iter().filter_map(|e| e.split_once('=')))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::unistd::chroot(&root)?;
+                    nix::unistd::chdir(&cwd)?;
+                    Ok(())
+                });
+            }
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| Error::Usage(format!("exec: {first:?}: {e}")))?;
+            let stdin = child.stdin.take();
+            let outputs = [
+                child
+                    .stdout
+                    .take()
+                    .map(|o| File::from(std::os::fd::OwnedFd::from(o))),
+                child
+                    .stderr
+                    .take()
+                    .map(|o| File::from(std::os::fd::OwnedFd::from(o))),
+            ];
+            self.procs.push(Running {
+                id,
+                child,
+                stdin,
+                outputs,
+                status: None,
+            });
+            Ok(())
+        }
+
+        /// `name` as the process's PATH finds it inside the rootfs; the path inside.
+        fn lookup(&self, name: &str, env: &[String]) -> Result<PathBuf> {
+            if name.contains('/') {
+                return Ok(PathBuf::from(name));
+            }
+            let path = env
+                .iter()
+                .find_map(|e| e.strip_prefix("PATH="))
+                .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+            path.split(':')
+                .map(|dir| Path::new(dir).join(name))
+                // A link (busybox's applets) is followed by exec, inside the root.
+                .find(|p| {
+                    std::fs::symlink_metadata(self.root.join(p.strip_prefix("/").unwrap_or(p)))
+                        .is_ok_and(|m| !m.is_dir())
+                })
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "exec: {name:?}: executable file not found in $PATH"
+                    ))
+                })
+        }
+
+        fn pump_outputs(&mut self, ready: &[bool], buf: &mut [u8]) -> Result<()> {
+            let mut i = 0;
+            let mut frames = Vec::new();
+            for p in &mut self.procs {
+                for (n, slot) in p.outputs.iter_mut().enumerate() {
+                    let Some(out) = slot else { continue };
+                    let is_ready = ready.get(i).copied().unwrap_or(false);
+                    i += 1;
+                    if !is_ready {
+                        continue;
+                    }
+                    let fd = n as u8 + 1;
+                    match out.read(buf) {
+                        Ok(0) | Err(_) => {
+                            *slot = None;
+                            frames.push(Frame::Eof { process: p.id, fd });
+                        }
+                        Ok(k) => frames.push(Frame::Data {
+                            process: p.id,
+                            fd,
+                            bytes: buf[..k].to_vec(),
+                        }),
+                    }
+                }
+            }
+            for f in frames {
+                self.send(&f)?;
+            }
+            Ok(())
+        }
+
+        /// Exit frames of processes that ended and whose output has all been sent.
+        fn reap(&mut self) -> Result<()> {
+            let mut done = Vec::new();
+            for p in &mut self.procs {
+                if p.status.is_none()
+                    && let Ok(Some(status)) = p.child.try_wait()
+                {
+                    use std::os::unix::process::ExitStatusExt;
+                    p.status = Some(status.into_raw());
+                }
+                if let Some(status) = p.status
+                    && p.outputs.iter().all(Option::is_none)
+                {
+                    done.push((p.id, status));
+                }
+            }
+            for (id, status) in done {
+                self.procs.retain(|p| p.id != id);
+                self.send(&Frame::Exit {
+                    process: id,
+                    status,
+                })?;
+                if id == 0 {
+                    self.exited = Some(0);
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -23,6 +23,7 @@
 pub mod confine;
 pub mod events;
 pub mod exec;
+pub mod frames;
 pub mod freeze;
 pub mod guest;
 pub mod holder;
