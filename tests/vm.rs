@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{nexcage, repo};
 use nexcage::backend::qm::initramfs;
-use nexcage::supervise::frames::{self, Decoder, Frame};
 use nexcage::supervise::guest::{RELAY_PORT, ROOTFS_TAG};
+use nexcage::supervise::vm_relay;
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -112,50 +111,29 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
         .expect("qemu-system-x86_64 (hack/setup.sh installs it)");
     let mut qemu = Killed(qemu);
     wait_for_socket(&relay);
-    let mut channel = UnixStream::connect(&relay).unwrap();
+    let channel = UnixStream::connect(&relay).unwrap();
     let process = serde_json::json!({
         "args": ["sh", "-c", "echo out; echo err >&2; cat; exit 3"],
         "env": ["PATH=/bin:/usr/bin"],
         "cwd": "/",
         "user": {"uid": 0, "gid": 0},
     });
-    for frame in [
-        Frame::Start {
-            process: 0,
-            spec: serde_json::to_vec(&process).unwrap(),
-        },
-        Frame::Data {
-            process: 0,
-            fd: 0,
-            bytes: b"piped\n".to_vec(),
-        },
-        Frame::Eof { process: 0, fd: 0 },
-    ] {
-        frames::write(&mut channel, &frame).unwrap();
-    }
-    channel
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut decoder = Decoder::default();
-    let status = loop {
-        let frame = frames::read(&mut channel, &mut decoder)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{e}: {}",
-                    std::fs::read_to_string(&console).unwrap_or_default()
-                )
-            })
-            .expect("the relay ended before the exit");
-        match frame {
-            Frame::Data { fd: 1, bytes, .. } => stdout.extend(bytes),
-            Frame::Data { fd: 2, bytes, .. } => stderr.extend(bytes),
-            Frame::Exit { process: 0, status } => break status,
-            _ => {}
-        }
+    let file = |name: &str| dir.path().join(name);
+    std::fs::write(file("stdin"), "piped\n").unwrap();
+    let io = vm_relay::Stdio {
+        stdin: Some(std::fs::File::open(file("stdin")).unwrap()),
+        stdout: std::fs::File::create(file("stdout")).unwrap(),
+        stderr: std::fs::File::create(file("stderr")).unwrap(),
     };
-    frames::write(&mut channel, &Frame::Ack { process: 0 }).unwrap();
-    channel.flush().unwrap();
+    let spec = serde_json::to_vec(&process).unwrap();
+    let status = vm_relay::run(&channel, 0, &spec, io).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        )
+    });
+    let stdout = std::fs::read(file("stdout")).unwrap();
+    let stderr = std::fs::read(file("stderr")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while qemu.0.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the guest did not power off");
