@@ -112,13 +112,29 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
     let mut qemu = Killed(qemu);
     wait_for_socket(&relay);
     let channel = UnixStream::connect(&relay).unwrap();
-    let process = serde_json::json!({
-        "args": ["sh", "-c", "echo out; echo err >&2; cat; exit 3"],
-        "env": ["PATH=/bin:/usr/bin"],
-        "cwd": "/",
-        "user": {"uid": 0, "gid": 0},
-    });
     let file = |name: &str| dir.path().join(name);
+    // A missing program first: runc's words and 127, the guest still serving.
+    let missing = serde_json::json!({
+        "args": ["nosuchcmd"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+    });
+    let io = vm_relay::Stdio {
+        stdin: None,
+        stdout: std::fs::File::create(file("out1")).unwrap(),
+        stderr: std::fs::File::create(file("err1")).unwrap(),
+    };
+    let status = vm_relay::run(&channel, 1, &serde_json::to_vec(&missing).unwrap(), io).unwrap();
+    assert_eq!(status, 127 << 8);
+    assert_eq!(
+        std::fs::read_to_string(file("err1")).unwrap(),
+        "exec: \"nosuchcmd\": executable file not found in $PATH\n"
+    );
+    // The workload: its user, stdin, stdout, stderr and exit status.
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "echo out; echo err >&2; cat; id -u; exit 3"],
+        "env": ["PATH=/bin:/usr/bin"],
+        "cwd": "/tmp",
+        "user": {"uid": 1000, "gid": 1000},
+    });
     std::fs::write(file("stdin"), "piped\n").unwrap();
     let io = vm_relay::Stdio {
         stdin: Some(std::fs::File::open(file("stdin")).unwrap()),
@@ -147,7 +163,7 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
             String::from_utf8_lossy(&stderr).as_ref(),
             status
         ),
-        ("out\npiped\n", "err\n", 3 << 8),
+        ("out\npiped\n1000\n", "err\n", 3 << 8),
         "{text}"
     );
     assert!(text.contains("nexcage guest-init: loaded"), "{text}");

@@ -112,9 +112,7 @@ mod relay {
     use std::fs::File;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
-    use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, ChildStdin, Command, Stdio};
 
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -123,8 +121,8 @@ mod relay {
 
     struct Running {
         id: u32,
-        child: Child,
-        stdin: Option<ChildStdin>,
+        pid: nix::unistd::Pid,
+        stdin: Option<File>,
         /// stdout, stderr while open.
         outputs: [Option<File>; 2],
         status: Option<i32>,
@@ -229,7 +227,7 @@ mod relay {
                 Frame::Signal { process, signal } => {
                     if let Some(p) = self.find(process) {
                         // SAFETY: kill(2) on our own child.
-                        unsafe { libc::kill(p.child.id() as i32, signal) };
+                        unsafe { libc::kill(p.pid.as_raw(), signal) };
                     }
                 }
                 Frame::Ack { process } => return Ok(self.exited == Some(process)),
@@ -242,78 +240,54 @@ mod relay {
             self.procs.iter_mut().find(|p| p.id == id)
         }
 
+        /// Forks process `id`, which enters the rootfs and becomes the spec's process
+        /// as a supervised container's does (`init::enter`: cwd, PATH lookup with
+        /// runc's words, rlimits, capabilities, no_new_privileges, uid/gid), its stdio
+        /// pipes to us.
         fn start(&mut self, id: u32, spec: &[u8]) -> Result<()> {
+            use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe};
             let process: oci_spec::runtime::Process =
                 serde_json::from_slice(spec).map_err(|e| Error::Usage(format!("process: {e}")))?;
-            let args = process.args().clone().unwrap_or_default();
-            let first = args
-                .first()
-                .ok_or_else(|| Error::Usage("process.args is empty".into()))?;
+            let args: Vec<std::ffi::OsString> =
+                process.args().iter().flatten().map(Into::into).collect();
             let env = process.env().clone().unwrap_or_default();
-            let path = self.lookup(first, &env)?;
-            let root = self.root.clone();
-            let cwd = process.cwd().clone();
-            let mut cmd = Command::new(&path);
-            cmd.args(&args[1..])
-                .arg0(first)
-                .env_clear()
-                .envs(env.iter().filter_map(|e| e.split_once('=')))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::unistd::chroot(&root)?;
-                    nix::unistd::chdir(&cwd)?;
+            let cwd = process.cwd().to_string_lossy().into_owned();
+            let identity = crate::supervise::identity::Identity::from_process(&process);
+            let io = |e: nix::errno::Errno| Error::io("pipe", e.into());
+            let (in_r, in_w) = pipe().map_err(io)?;
+            let (out_r, out_w) = pipe().map_err(io)?;
+            let (err_r, err_w) = pipe().map_err(io)?;
+            // SAFETY: guest-init has one thread; the child only sets up and execs.
+            match unsafe { fork() }.map_err(io)? {
+                ForkResult::Child => {
+                    let _ = (dup2_stdin(&in_r), dup2_stdout(&out_w), dup2_stderr(&err_w));
+                    drop((in_r, in_w, out_r, out_w, err_r, err_w));
+                    let err = match nix::unistd::chroot(&self.root)
+                        .and_then(|()| nix::unistd::chdir("/"))
+                    {
+                        Ok(()) => {
+                            crate::supervise::init::enter(&args, &env, &cwd, identity, None, None)
+                        }
+                        Err(e) => Error::Usage(format!("enter the rootfs: {e}")),
+                    };
+                    let text = err.to_string();
+                    let _ = writeln!(std::io::stderr(), "{text}");
+                    let missing = text.contains("not found") || text.contains("no such file");
+                    // SAFETY: leaving the forked child without running our destructors.
+                    unsafe { libc::_exit(if missing { 127 } else { 126 }) }
+                }
+                ForkResult::Parent { child } => {
+                    drop((in_r, out_w, err_w));
+                    self.procs.push(Running {
+                        id,
+                        pid: child,
+                        stdin: Some(File::from(in_w)),
+                        outputs: [Some(File::from(out_r)), Some(File::from(err_r))],
+                        status: None,
+                    });
                     Ok(())
-                });
+                }
             }
-            let mut child = cmd
-                .spawn()
-                .map_err(|e| Error::Usage(format!("exec: {first:?}: {e}")))?;
-            let stdin = child.stdin.take();
-            let outputs = [
-                child
-                    .stdout
-                    .take()
-                    .map(|o| File::from(std::os::fd::OwnedFd::from(o))),
-                child
-                    .stderr
-                    .take()
-                    .map(|o| File::from(std::os::fd::OwnedFd::from(o))),
-            ];
-            self.procs.push(Running {
-                id,
-                child,
-                stdin,
-                outputs,
-                status: None,
-            });
-            Ok(())
-        }
-
-        /// `name` as the process's PATH finds it inside the rootfs; the path inside.
-        fn lookup(&self, name: &str, env: &[String]) -> Result<PathBuf> {
-            if name.contains('/') {
-                return Ok(PathBuf::from(name));
-            }
-            let path = env
-                .iter()
-                .find_map(|e| e.strip_prefix("PATH="))
-                .unwrap_or("/usr/local/bin:/usr/bin:/bin");
-            path.split(':')
-                .map(|dir| Path::new(dir).join(name))
-                // A link (busybox's applets) is followed by exec, inside the root.
-                .find(|p| {
-                    std::fs::symlink_metadata(self.root.join(p.strip_prefix("/").unwrap_or(p)))
-                        .is_ok_and(|m| !m.is_dir())
-                })
-                .ok_or_else(|| {
-                    Error::Usage(format!(
-                        "exec: {name:?}: executable file not found in $PATH"
-                    ))
-                })
         }
 
         fn pump_outputs(&mut self, ready: &[bool], buf: &mut [u8]) -> Result<()> {
@@ -349,14 +323,20 @@ mod relay {
 
         /// Exit frames of processes that ended and whose output has all been sent.
         fn reap(&mut self) -> Result<()> {
+            // PID 1 reaps everything: orphans of the processes' descendants too.
+            loop {
+                let mut status = 0;
+                // SAFETY: waitpid(2) into a local.
+                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
+                }
+                if let Some(p) = self.procs.iter_mut().find(|p| p.pid.as_raw() == pid) {
+                    p.status = Some(status);
+                }
+            }
             let mut done = Vec::new();
             for p in &mut self.procs {
-                if p.status.is_none()
-                    && let Ok(Some(status)) = p.child.try_wait()
-                {
-                    use std::os::unix::process::ExitStatusExt;
-                    p.status = Some(status.into_raw());
-                }
                 if let Some(status) = p.status
                     && p.outputs.iter().all(Option::is_none)
                 {
