@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::{nexcage, repo};
 use nexcage::backend::qm::initramfs;
+use nexcage::supervise::guest::GuestSetup;
 use nexcage::supervise::guest::{RELAY_PORT, ROOTFS_TAG};
+use nexcage::supervise::host::FsMount;
 use nexcage::supervise::vm_relay;
 
 struct Killed(Child);
@@ -113,6 +115,26 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
     wait_for_socket(&relay);
     let channel = UnixStream::connect(&relay).unwrap();
     let file = |name: &str| dir.path().join(name);
+    let fs = |dest: &str, fstype: &str| FsMount {
+        destination: dest.into(),
+        fstype: fstype.into(),
+        source: fstype.into(),
+        options: vec!["nosuid".into(), "nodev".into()],
+        staged: false,
+    };
+    // Device nodes must work in /dev (and through the /dev/null that masks).
+    let dev = FsMount {
+        options: vec!["nosuid".into()],
+        ..fs("dev", "devtmpfs")
+    };
+    let mut setup = GuestSetup {
+        hostname: Some("in-vm".into()),
+        mounts: vec![fs("proc", "proc"), dev, fs("tmp", "tmpfs")],
+        ..GuestSetup::default()
+    };
+    setup.setup.readonly_root = true;
+    setup.setup.masked_paths = vec!["/proc/version".into()];
+    vm_relay::setup(&channel, &setup).unwrap();
     // A missing program first: runc's words and 127, the guest still serving.
     let missing = serde_json::json!({
         "args": ["nosuchcmd"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0},
@@ -122,7 +144,13 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
         stdout: std::fs::File::create(file("out1")).unwrap(),
         stderr: std::fs::File::create(file("err1")).unwrap(),
     };
-    let status = vm_relay::run(&channel, 1, &serde_json::to_vec(&missing).unwrap(), io).unwrap();
+    let status = vm_relay::run(&channel, 1, &serde_json::to_vec(&missing).unwrap(), io)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                std::fs::read_to_string(&console).unwrap_or_default()
+            )
+        });
     assert_eq!(status, 127 << 8);
     assert_eq!(
         std::fs::read_to_string(file("err1")).unwrap(),
@@ -130,7 +158,9 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
     );
     // The workload: its user, stdin, stdout, stderr and exit status.
     let process = serde_json::json!({
-        "args": ["sh", "-c", "echo out; echo err >&2; cat; id -u; exit 3"],
+        "args": ["sh", "-c", "echo out; echo err >&2; cat; id -u; hostname; \
+            test -e /proc/self/status && echo proc; wc -c < /proc/version; \
+            touch /tmp/x && echo tmp-rw; touch /x 2>/dev/null || echo root-ro; exit 3"],
         "env": ["PATH=/bin:/usr/bin"],
         "cwd": "/tmp",
         "user": {"uid": 1000, "gid": 1000},
@@ -163,7 +193,11 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
             String::from_utf8_lossy(&stderr).as_ref(),
             status
         ),
-        ("out\npiped\n1000\n", "err\n", 3 << 8),
+        (
+            "out\npiped\n1000\nin-vm\nproc\n0\ntmp-rw\nroot-ro\n",
+            "err\n",
+            3 << 8
+        ),
         "{text}"
     );
     assert!(text.contains("nexcage guest-init: loaded"), "{text}");

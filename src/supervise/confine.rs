@@ -232,7 +232,7 @@ fn flags_and_data(options: &[String]) -> (MsFlags, String) {
 }
 
 /// A filesystem of the spec's over what the manager mounted there, if anything.
-fn mount_fs(m: &FsMount) -> Result<()> {
+pub fn mount_fs(m: &FsMount) -> Result<()> {
     let path = Path::new(&m.destination);
     std::fs::create_dir_all(path)
         .map_err(|e| Error::Usage(format!("mkdir {}: {e}", path.display())))?;

@@ -33,6 +33,11 @@ pub enum Frame {
     Exit { process: u32, status: i32 },
     /// The host has what the guest sent up to and including the exit of `process`.
     Ack { process: u32 },
+    /// Before the first start: how the guest makes the container (JSON, see
+    /// `guest::GuestSetup`).
+    Setup { spec: Vec<u8> },
+    /// The guest cannot go on (its last word before it powers off).
+    Error { text: Vec<u8> },
 }
 
 impl Frame {
@@ -49,6 +54,8 @@ impl Frame {
                 (5, *process, 0, Owned(status.to_be_bytes().to_vec()))
             }
             Frame::Ack { process } => (6, *process, 0, Borrowed(&[])),
+            Frame::Setup { spec } => (7, 0, 0, Borrowed(spec)),
+            Frame::Error { text } => (8, 0, 0, Borrowed(text)),
         }
     }
 
@@ -98,6 +105,12 @@ impl Frame {
                 status: int()?,
             },
             6 => Frame::Ack { process },
+            7 => Frame::Setup {
+                spec: payload.to_vec(),
+            },
+            8 => Frame::Error {
+                text: payload.to_vec(),
+            },
             _ => return Err(bad("unknown frame kind")),
         })
     }
@@ -180,6 +193,12 @@ mod tests {
                 status: 3 << 8,
             },
             Frame::Ack { process: 7 },
+            Frame::Setup {
+                spec: b"{}".to_vec(),
+            },
+            Frame::Error {
+                text: b"no rootfs".to_vec(),
+            },
         ];
         let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
         for piece in [1, 3, 7, wire.len()] {

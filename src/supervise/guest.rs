@@ -10,8 +10,13 @@ use std::path::Path;
 
 use nix::mount::{MsFlags, mount};
 
-use crate::backend::qm::initramfs::MODULE_DIR;
+use super::host::FsMount;
+
 use crate::error::{Error, Result};
+
+/// Where the initramfs holds the modules guest-init loads, in the order of their
+/// names (see `backend::qm::initramfs`).
+pub const MODULE_DIR: &str = "modules";
 
 /// Mounts /proc, /sys and /dev and loads the modules; returns their file names.
 pub fn boot() -> Result<Vec<String>> {
@@ -63,6 +68,52 @@ pub const ROOTFS_TAG: &str = "rootfs";
 /// Where the guest mounts it (in the initramfs's own tree).
 const ROOTFS: &str = "/run/rootfs";
 
+/// How the guest makes the container in the rootfs before the workload starts: what a
+/// container manager does elsewhere (LXC for lxc and pct).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GuestSetup {
+    pub hostname: Option<String>,
+    /// The spec's filesystem mounts, in its order; each destination resolved inside
+    /// the rootfs by the host beforehand (`backend::in_root`), relative.
+    pub mounts: Vec<super::host::FsMount>,
+    /// Masked and read-only paths, read-only root, sysctls: as init does them in a
+    /// supervised container.
+    pub setup: super::host::Setup,
+}
+
+/// Makes the container: the mounts inside the rootfs, the rootfs as `/` (moved over
+/// the initramfs's, which cannot be pivoted away), then the confinements.
+fn make_container(root: &Path, g: &GuestSetup) -> Result<()> {
+    if let Some(name) = g.hostname.as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(name).map_err(|e| Error::Usage(format!("sethostname: {e}")))?;
+    }
+    for m in &g.mounts {
+        let relative = Path::new(&m.destination);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(Error::Usage(format!(
+                "mount destination {:?}: not resolved inside the rootfs",
+                m.destination
+            )));
+        }
+        let at = FsMount {
+            destination: root.join(relative).to_string_lossy().into_owned(),
+            ..m.clone()
+        };
+        super::confine::mount_fs(&at)?;
+    }
+    let fail = |what: &str, e: nix::errno::Errno| Error::Usage(format!("{what}: {e}"));
+    nix::unistd::chdir(root).map_err(|e| fail("chdir to the rootfs", e))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| fail("move the rootfs to /", e))?;
+    nix::unistd::chroot(".").map_err(|e| fail("chroot", e))?;
+    nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))?;
+    super::confine::apply(&g.setup)
+}
+
 /// The device of the port named `name` (no udev here to make /dev/virtio-ports).
 fn find_port(name: &str) -> Result<std::path::PathBuf> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -103,7 +154,15 @@ pub fn serve() -> Result<()> {
         .write(true)
         .open(&port)
         .map_err(|e| Error::io(format!("open {}", port.display()), e))?;
-    relay::Relay::new(channel, Path::new(ROOTFS)).run()
+    let mut last_word = channel
+        .try_clone()
+        .map_err(|e| Error::io(format!("open {}", port.display()), e))?;
+    let served = relay::Relay::new(channel, Path::new(ROOTFS)).run();
+    if let Err(e) = &served {
+        let text = e.to_string().into_bytes();
+        let _ = super::frames::write(&mut last_word, &super::frames::Frame::Error { text });
+    }
+    served
 }
 
 mod relay {
@@ -135,6 +194,8 @@ mod relay {
         procs: Vec<Running>,
         /// The workload's exit was sent; waiting for the holder's ack.
         exited: Option<u32>,
+        /// The container is made (the rootfs is `/`).
+        made: bool,
     }
 
     impl Relay {
@@ -145,6 +206,7 @@ mod relay {
                 decoder: Decoder::default(),
                 procs: Vec::new(),
                 exited: None,
+                made: false,
             }
         }
 
@@ -196,8 +258,16 @@ mod relay {
         /// Acts on one frame from the holder; true once the workload's exit is acked.
         fn handle(&mut self, frame: Frame) -> Result<bool> {
             match frame {
+                Frame::Setup { spec } => {
+                    let setup: super::GuestSetup = serde_json::from_slice(&spec)
+                        .map_err(|e| Error::Usage(format!("setup: {e}")))?;
+                    self.make(&setup)?;
+                }
                 Frame::Start { process, spec } => {
-                    if let Err(e) = self.start(process, &spec) {
+                    let started = self
+                        .make(&super::GuestSetup::default())
+                        .and_then(|()| self.start(process, &spec));
+                    if let Err(e) = started {
                         let text = format!("nexcage: {e}\n").into_bytes();
                         self.send(&Frame::Data {
                             process,
@@ -231,16 +301,25 @@ mod relay {
                     }
                 }
                 Frame::Ack { process } => return Ok(self.exited == Some(process)),
-                Frame::Exit { .. } => {}
+                Frame::Exit { .. } | Frame::Error { .. } => {}
             }
             Ok(false)
+        }
+
+        /// Makes the container once (a start without a setup gets the bare rootfs).
+        fn make(&mut self, setup: &super::GuestSetup) -> Result<()> {
+            if !self.made {
+                super::make_container(&self.root, setup)?;
+                self.made = true;
+            }
+            Ok(())
         }
 
         fn find(&mut self, id: u32) -> Option<&mut Running> {
             self.procs.iter_mut().find(|p| p.id == id)
         }
 
-        /// Forks process `id`, which enters the rootfs and becomes the spec's process
+        /// Forks process `id`, which becomes the spec's process in the container
         /// as a supervised container's does (`init::enter`: cwd, PATH lookup with
         /// runc's words, rlimits, capabilities, no_new_privileges, uid/gid), its stdio
         /// pipes to us.
@@ -262,14 +341,9 @@ mod relay {
                 ForkResult::Child => {
                     let _ = (dup2_stdin(&in_r), dup2_stdout(&out_w), dup2_stderr(&err_w));
                     drop((in_r, in_w, out_r, out_w, err_r, err_w));
-                    let err = match nix::unistd::chroot(&self.root)
-                        .and_then(|()| nix::unistd::chdir("/"))
-                    {
-                        Ok(()) => {
-                            crate::supervise::init::enter(&args, &env, &cwd, identity, None, None)
-                        }
-                        Err(e) => Error::Usage(format!("enter the rootfs: {e}")),
-                    };
+                    // The rootfs is our `/` already (`make`).
+                    let err =
+                        crate::supervise::init::enter(&args, &env, &cwd, identity, None, None);
                     let text = err.to_string();
                     let _ = writeln!(std::io::stderr(), "{text}");
                     let missing = text.contains("not found") || text.contains("no such file");

@@ -90,6 +90,12 @@ pub fn run(channel: &UnixStream, id: u32, process: &[u8], io: Stdio) -> Result<i
             } if process == id => {
                 let _ = stderr.write_all(&bytes);
             }
+            Frame::Error { text } => {
+                return Err(Error::Usage(format!(
+                    "in the VM: {}",
+                    String::from_utf8_lossy(&text)
+                )));
+            }
             Frame::Exit { process, status } if process == id => {
                 send(&Frame::Ack { process: id })?;
                 return Ok(status);
@@ -97,4 +103,11 @@ pub fn run(channel: &UnixStream, id: u32, process: &[u8], io: Stdio) -> Result<i
             _ => {}
         }
     }
+}
+
+/// Tells the guest how to make the container; before the first process starts.
+pub fn setup(channel: &UnixStream, setup: &super::guest::GuestSetup) -> Result<()> {
+    let spec = serde_json::to_vec(setup).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut w = channel;
+    frames::write(&mut w, &Frame::Setup { spec }).map_err(|e| Error::io("write the relay", e))
 }

@@ -19,8 +19,7 @@ pub const GUEST_MODULES: [&str; 4] = [
     "vmw_vsock_virtio_transport",
 ];
 
-/// Where `/init` finds the modules, loaded in the order of their names.
-pub const MODULE_DIR: &str = "modules";
+pub use crate::supervise::guest::MODULE_DIR;
 
 /// The files of `names` and of what they depend on, each after its dependencies,
 /// from `<modules>/modules.dep` (as `depmod` writes it: `path: dep dep...`, paths
