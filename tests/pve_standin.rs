@@ -1,11 +1,15 @@
-//! The Proxmox VE stand-in under hack/pve (`pct`, `pvesh`) against real LXC: the
-//! behaviour nexcage's pct backend will rely on, checked on a machine without Proxmox.
+//! The Proxmox VE stand-in under hack/pve (`pct`, `pvesh`, `qm`) against real LXC and
+//! QEMU: the behaviour nexcage's pct (and a qm) backend will rely on, checked on a
+//! machine without Proxmox.
 //!
 //! Every test gets its own PVE_STANDIN_ROOT (a temporary directory holding /etc/pve/lxc,
 //! /var/lib/vz, /var/lib/lxc, /run/pve) and its own cgroup prefix, so the tests run in
 //! parallel even though each of them gets vmid 100 from `pvesh get /cluster/nextid`.
 //! A guard stops the containers, removes the directories and the cgroups, also when a
 //! test fails.
+//!
+//! The qm tests boot at most twice under TCG (`kvm: 0`): QEMU 10 and the guest kernel in
+//! bundles/vm-kernel (hack/setup.sh, hack/vm/get-kernel.sh).
 //!
 //! Needs root, lxc (hack/setup.sh) and, for unprivileged containers, root's id range
 //! `root:100000:65536` in /etc/subuid and /etc/subgid (as on every PVE host).
@@ -160,6 +164,38 @@ impl Pve {
         self.tool("pvesh", args)
     }
 
+    fn qm(&self, args: &[&str]) -> Out {
+        self.tool("qm", args)
+    }
+
+    fn qemu_dir(&self) -> PathBuf {
+        self.root().join("etc/pve/qemu-server")
+    }
+
+    /// `PVE_STANDIN_QEMU_RUN_DIR`'s default: <vmid>.pid, .qmp, .serialN.
+    fn qemu_run_dir(&self) -> PathBuf {
+        self.root().join("var/run/qemu-server")
+    }
+
+    fn qm_status(&self, vmid: &str) -> String {
+        self.qm(&["status", vmid]).ok("qm status").stdout
+    }
+
+    /// The pid QEMU wrote, if that process still runs with our `-pidfile`.
+    fn qemu_pid(&self, vmid: &str) -> Option<u32> {
+        let pidfile = self.qemu_run_dir().join(format!("{vmid}.pid"));
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let needle = format!("-pidfile\0{}\0", pidfile.display());
+        String::from_utf8_lossy(&cmdline)
+            .contains(&needle)
+            .then_some(pid)
+    }
+
     fn nextid(&self) -> String {
         let out = self.pvesh(&["get", "/cluster/nextid"]).ok("pvesh nextid");
         out.stdout.trim().to_string()
@@ -218,6 +254,18 @@ impl Pve {
 
 impl Drop for Pve {
     fn drop(&mut self) {
+        // VMs still running: SIGKILL QEMU (its pidfile names it).
+        if let Ok(entries) = std::fs::read_dir(self.qemu_run_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(vmid) = name.strip_suffix(".pid") {
+                    if let Some(pid) = self.qemu_pid(vmid) {
+                        eprintln!("cleanup: killing QEMU of VM {vmid} (pid {pid})");
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
         // Kill what is still running, without going through the stand-in.
         for name in self.lxc_ls(true) {
             let mut cmd = Command::new("lxc-stop");
@@ -600,6 +648,31 @@ fn runs_with_an_empty_environment() {
     cmd.env_clear().args(["get", "/cluster/nextid"]);
     let out = run_cmd(cmd).ok("pvesh with an empty environment");
     assert_eq!(out.stdout, "101\n");
+
+    // qm likewise (its qmstandin.py is found next to pvestandin.py under -I).
+    let wrapper = pve.root().join("qm");
+    let script = std::fs::read_to_string(pve.root().join("pvesh"))
+        .unwrap()
+        .replace(
+            &pve_bin("pvesh").display().to_string(),
+            &pve_bin("qm").display().to_string(),
+        );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&wrapper);
+    cmd.env_clear().args(["create", "101", "--name", "envless"]);
+    run_cmd(cmd).ok("qm create with an empty environment");
+    let mut cmd = Command::new(&wrapper);
+    cmd.env_clear().args(["list"]);
+    let out = run_cmd(cmd).ok("qm list with an empty environment");
+    assert_eq!(
+        out.stdout.lines().nth(1),
+        Some(qm_list_line("101", "envless", "stopped", "512", "0").as_str())
+    );
 }
 
 /// A bind-type rootfs, as nexcage uses it (pve-container: `classify_mountpoint` takes
@@ -768,4 +841,409 @@ fn bind_rootfs_in_place() {
         "{out:?}"
     );
     assert!(rootfs.join("bin/busybox").exists());
+}
+
+/// A gzip'd newc initramfs: static busybox and an /init script that writes `marker` to
+/// the first serial port and powers the guest off. An initramfs gets no /dev nodes (the
+/// kernel's devtmpfs automount is for a real root only): mount devtmpfs first.
+fn marker_initrd(dir: &Path, marker: &str) -> PathBuf {
+    let busybox = repo().join("bundles/rootfs/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "{} missing: run hack/setup.sh",
+        busybox.display()
+    );
+    let tree = dir.join("initrd");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("dev")).unwrap();
+    std::fs::copy(&busybox, tree.join("bin/busybox")).unwrap();
+    let init = tree.join("init");
+    std::fs::write(
+        &init,
+        format!(
+            "#!/bin/busybox sh\n/bin/busybox mount -t devtmpfs dev /dev\n\
+             echo {marker} > /dev/ttyS0\n/bin/busybox poweroff -f\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.join("initrd.gz");
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(&tree).arg("-c").arg(format!(
+        "find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        out.display()
+    ));
+    run_cmd(cmd).ok("cpio");
+    out
+}
+
+fn qm_list_line(vmid: &str, name: &str, status: &str, mem: &str, pid: &str) -> String {
+    format!(
+        "{vmid:>10} {name:<20} {status:<10} {mem:<10} {:>12} {pid:<10}",
+        "0.00"
+    )
+}
+
+/// `qm` without booting: config verbs, their formats and PVE's error texts.
+#[test]
+fn qm_config_verbs_and_errors() {
+    let pve = Pve::new();
+    let out = pve.qm(&["list"]).ok("qm list");
+    assert_eq!(out.stdout, "", "no VMs: nothing at all");
+    let vmid = pve.nextid();
+
+    for args in [
+        vec!["status", "999"],
+        vec!["config", "999"],
+        vec!["start", "999"],
+        vec!["stop", "999"],
+        vec!["set", "999", "--cores", "2"],
+        vec!["destroy", "999"],
+    ] {
+        let out = pve.qm(&args);
+        assert_eq!(out.code, Some(255), "{args:?}: {out:?}");
+        assert_eq!(
+            out.stderr, "Configuration file 'nodes/testnode/qemu-server/999.conf' does not exist\n",
+            "{args:?}"
+        );
+    }
+    let out = pve.qm(&["create", &vmid, "--no-such-option", "1"]);
+    assert_eq!(out.code, Some(255));
+    assert!(
+        out.stderr
+            .starts_with("Unknown option: no-such-option\n400 unable to parse option\n"),
+        "{out:?}"
+    );
+    let out = pve.qm(&["create", &vmid, "--cores", "many", "--serial0", "tcp"]);
+    assert_eq!(out.code, Some(255));
+    assert_eq!(
+        out.stderr,
+        "400 Parameter verification failed.\n\
+         cores: type check ('integer') failed - got 'many'\n\
+         serial0: value does not match the regex pattern\n\
+         qm create <vmid> [OPTIONS]\n"
+    );
+    assert!(!pve.qemu_dir().join(format!("{vmid}.conf")).exists());
+
+    pve.qm(&[
+        "create",
+        &vmid,
+        "--name",
+        "vm-one",
+        "--memory",
+        "256",
+        "--cores",
+        "2",
+        "--kvm",
+        "0",
+        "--serial0",
+        "socket",
+        "--tags",
+        "nexcage",
+        "--description",
+        "first: line\nsecond",
+        "--net0",
+        "virtio,bridge=vmbr0",
+        "--args",
+        "-kernel /k -append 'console=ttyS0 quiet'",
+    ])
+    .ok("qm create");
+    let raw = std::fs::read_to_string(pve.qemu_dir().join(format!("{vmid}.conf"))).unwrap();
+    assert!(raw.starts_with("#first%3A line\n#second\n"), "{raw}");
+    let out = pve.qm(&["config", &vmid]).ok("qm config").stdout;
+    let keys: Vec<&str> = out.lines().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "args",
+            "cores",
+            "description",
+            "kvm",
+            "memory",
+            "meta",
+            "name",
+            "net0",
+            "serial0",
+            "smbios1",
+            "tags",
+            "vmgenid"
+        ]
+    );
+    assert!(out.contains("args: -kernel /k -append 'console=ttyS0 quiet'\n"));
+    assert!(
+        out.contains("description: first%3A line%0Asecond%0A\n"),
+        "{out}"
+    );
+    // add_random_macs: Proxmox's prefix BC:24:11
+    assert!(out.contains("net0: virtio=BC:24:11:"), "{out}");
+    assert!(out.contains("smbios1: uuid="), "{out}");
+    assert_eq!(pve.nextid(), "101", "pvesh sees the VM's id as taken");
+
+    let out = pve.qm(&["list"]).ok("qm list").stdout;
+    assert_eq!(
+        out,
+        format!(
+            "{}\n{}\n",
+            format!(
+                "{:>10} {:<20} {:<10} {:<10} {:>12} {:<10}",
+                "VMID", "NAME", "STATUS", "MEM(MB)", "BOOTDISK(GB)", "PID"
+            ),
+            qm_list_line(&vmid, "vm-one", "stopped", "256", "0")
+        )
+    );
+    assert_eq!(pve.qm_status(&vmid), "status: stopped\n");
+    let out = pve
+        .qm(&["status", &vmid, "--verbose"])
+        .ok("status -v")
+        .stdout;
+    assert!(
+        out.contains("maxmem: 268435456\n") && out.contains("serial: 1\n"),
+        "{out}"
+    );
+    assert!(out.contains("ha:\n\tmanaged: 0\n"), "{out}");
+
+    // SIMPLIFIED in the stand-in: no NICs (tap devices, bridges) at start.
+    let out = pve.qm(&["showcmd", &vmid]);
+    assert_eq!(
+        out.code,
+        Some(255),
+        "net0 is not started by the stand-in: {out:?}"
+    );
+    assert_eq!(
+        out.stderr,
+        "net0: not supported by the PVE stand-in (use 'args')\n"
+    );
+    pve.qm(&["set", &vmid, "--delete", "net0,tags", "--memory", "512"])
+        .ok("qm set");
+    let out = pve.qm(&["config", &vmid]).ok("qm config").stdout;
+    assert!(!out.contains("net0:") && !out.contains("tags:"), "{out}");
+    assert!(out.contains("memory: 512\n"), "{out}");
+    // qm showcmd: qemu-server's command line for these keys, `args` split and last.
+    let out = pve
+        .qm(&["showcmd", &vmid, "--pretty"])
+        .ok("qm showcmd")
+        .stdout;
+    let run = pve.qemu_run_dir().display().to_string();
+    for line in [
+        "/usr/bin/qemu-system-x86_64 \\\n".to_string(),
+        "  -no-shutdown \\\n".to_string(),
+        format!("  -chardev 'socket,id=qmp,path={run}/{vmid}.qmp,server=on,wait=off' \\\n"),
+        format!("  -pidfile {run}/{vmid}.pid \\\n"),
+        "  -daemonize \\\n".to_string(),
+        "  -smp '2,sockets=1,cores=2,maxcpus=2' \\\n".to_string(),
+        "  -nodefaults \\\n".to_string(),
+        "  -boot 'menu=on,strict=on,reboot-timeout=1000' \\\n".to_string(),
+        "  -cpu qemu64 \\\n".to_string(),
+        "  -m 512 \\\n".to_string(),
+        format!("  -chardev 'socket,id=serial0,path={run}/{vmid}.serial0,server=on,wait=off' \\\n"),
+        "  -device 'isa-serial,chardev=serial0' \\\n".to_string(),
+        "  -machine 'accel=tcg,type=pc' \\\n  -kernel /k \\\n  -append 'console=ttyS0 quiet'\n"
+            .to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} not in {out}");
+    }
+    let out = pve.qm(&["set", &vmid]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(255), "no options specified\n")
+    );
+
+    // An existing VM or CT id is refused (create_and_lock_config, check_vmid_unused).
+    let out = pve.qm(&["create", &vmid]);
+    assert_eq!(out.code, Some(255));
+    assert_eq!(
+        out.stderr,
+        format!("unable to create VM {vmid} - VM {vmid} already exists on node 'testnode'\n")
+    );
+    std::fs::create_dir_all(pve.conf_dir()).unwrap();
+    std::fs::write(pve.conf_dir().join("150.conf"), "hostname: ct\n").unwrap();
+    let out = pve.qm(&["create", "150"]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            Some(255),
+            "unable to create VM 150 - CT 150 already exists on node 'testnode'\n"
+        )
+    );
+    assert!(!pve.qemu_dir().join("150.conf").exists());
+
+    // kvm defaults to 1: without KVM the start fails before QEMU runs.
+    pve.qm(&["create", "151"]).ok("qm create 151");
+    let mut cmd = Command::new(pve_bin("qm"));
+    cmd.args(["start", "151"])
+        .envs(pve.envs())
+        .env("PVE_STANDIN_KVM_DEVICE", pve.root().join("no-kvm"));
+    let out = run_cmd(cmd);
+    assert_eq!(out.code, Some(255));
+    assert_eq!(
+        out.stderr,
+        "KVM virtualisation configured, but not available. Either disable in VM \
+         configuration or enable in BIOS.\n"
+    );
+    assert_eq!(pve.qm_status("151"), "status: stopped\n");
+
+    let out = pve.qm(&["stop", &vmid]);
+    assert_eq!(
+        (out.code, out.stderr.clone()),
+        (Some(255), format!("VM {vmid} not running\n"))
+    );
+    let out = pve.qm(&["terminal", &vmid]);
+    assert_eq!(out.code, Some(255));
+    assert!(
+        out.stderr.contains("not implemented by the PVE stand-in"),
+        "{out:?}"
+    );
+
+    for id in [vmid.as_str(), "151"] {
+        pve.qm(&["destroy", id, "--purge"]).ok("qm destroy");
+        assert!(!pve.qemu_dir().join(format!("{id}.conf")).exists());
+    }
+    let out = pve.qm(&["list"]).ok("qm list");
+    assert_eq!(out.stdout, "");
+    // The CT config in the way was not touched.
+    assert!(pve.conf_dir().join("150.conf").exists());
+}
+
+/// Two real boots under TCG: a kernel whose init prints a marker on serial0 and powers
+/// off (qmeventd's job: `quit` and cleanup), then firmware only (no kernel: SeaBIOS
+/// keeps retrying) for stop/destroy/wait.
+#[test]
+fn qm_boots_a_guest_and_cleans_up_after_poweroff() {
+    let pve = Pve::new();
+    let kernel = repo().join("bundles/vm-kernel/vmlinuz");
+    assert!(
+        kernel.exists(),
+        "{} missing: run hack/vm/get-kernel.sh",
+        kernel.display()
+    );
+    let marker = "nexcage-qm-marker-42";
+    let initrd = marker_initrd(pve.root(), marker);
+    let vmid = pve.nextid();
+    let args = format!(
+        "-kernel {} -initrd {} -append 'console=ttyS0 quiet panic=-1' -boot menu=off -no-reboot",
+        kernel.display(),
+        initrd.display()
+    );
+    pve.qm(&[
+        "create",
+        &vmid,
+        "--kvm",
+        "0",
+        "--memory",
+        "256",
+        "--serial0",
+        "socket",
+        "--args",
+        &args,
+        "--name",
+        "booter",
+    ])
+    .ok("qm create");
+
+    let out = pve.qm(&["start", &vmid]).ok("qm start");
+    assert_eq!(out.stderr, "", "{out:?}");
+    let serial = pve.qemu_run_dir().join(format!("{vmid}.serial0"));
+    let mut conn = std::os::unix::net::UnixStream::connect(&serial)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", serial.display()));
+    let reader = std::thread::spawn(move || {
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = conn.read_to_end(&mut buf); // EOF when QEMU quits
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let pid = pve.qemu_pid(&vmid).expect("QEMU runs with our -pidfile");
+    assert_ne!(
+        ppid(pid),
+        std::process::id(),
+        "QEMU is not the caller's child"
+    );
+    let out = pve.qm(&["status", &vmid]).ok("qm status").stdout;
+    assert!(
+        out == "status: running\n" || out == "status: shutdown\n",
+        "{out}"
+    );
+    let out = pve.qm(&["list"]).ok("qm list").stdout;
+    let row = out.lines().nth(1).unwrap_or_default().to_string();
+    if pve.qemu_pid(&vmid).is_some() {
+        assert_eq!(
+            row,
+            qm_list_line(&vmid, "booter", "running", "256", &pid.to_string()),
+            "{out}"
+        );
+    }
+
+    // The guest powers off; QEMU (-no-shutdown) stays until qmeventd sends `quit`.
+    let out = pve.qm(&["wait", &vmid, "--timeout", "60"]).ok("qm wait");
+    assert!(
+        out.stdout.is_empty()
+            || out.stdout == format!("waiting until VM {vmid} stops (PID {pid})\n"),
+        "{out:?}"
+    );
+    let console = reader.join().unwrap();
+    assert!(console.contains(marker), "serial0: {console:?}");
+    assert_eq!(pve.qm_status(&vmid), "status: stopped\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(pve.qemu_run_dir())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    while !leftovers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(), Vec::<String>::new(), "run files left");
+    let out = pve.qm(&["list"]).ok("qm list").stdout;
+    assert_eq!(
+        out.lines().nth(1).unwrap(),
+        qm_list_line(&vmid, "booter", "stopped", "256", "0")
+    );
+
+    // Second boot, firmware only: a VM that stays up.
+    pve.qm(&[
+        "set",
+        &vmid,
+        "--delete",
+        "args,serial0",
+        "--memory",
+        "64",
+        "--vga",
+        "none",
+    ])
+    .ok("qm set");
+    pve.qm(&["start", &vmid]).ok("qm start (firmware only)");
+    let out = pve.qm(&["start", &vmid]);
+    assert_eq!(
+        (out.code, out.stderr.clone()),
+        (Some(255), format!("VM {vmid} already running\n"))
+    );
+    assert_eq!(pve.qm_status(&vmid), "status: running\n");
+    let out = pve.qm(&["destroy", &vmid]);
+    assert_eq!(
+        (out.code, out.stderr.clone()),
+        (
+            Some(255),
+            format!("VM {vmid} is running - destroy failed\n")
+        )
+    );
+    let out = pve.qm(&["wait", &vmid, "--timeout", "1"]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(255), "wait failed - got timeout\n")
+    );
+    let pid = pve.qemu_pid(&vmid).unwrap();
+    pve.qm(&["stop", &vmid]).ok("qm stop");
+    assert_eq!(pve.qm_status(&vmid), "status: stopped\n");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || pve.qemu_pid(&vmid).is_none());
+    pve.qm(&["destroy", &vmid, "--purge"]).ok("qm destroy");
+    assert!(!pve.qemu_dir().join(format!("{vmid}.conf")).exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leftovers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(), Vec::<String>::new(), "run files left");
 }

@@ -1,4 +1,5 @@
-"""Stand-in for Proxmox VE's `pct` and `pvesh` (pve-container 6.x / PVE 9.1 CLI).
+"""Stand-in for Proxmox VE's `pct` and `pvesh` (pve-container 6.x / PVE 9.1 CLI); `qm`
+(qemu-server 9.x) is in qmstandin.py, which reuses the helpers here.
 
 Used by nexcage's tests on machines without Proxmox: it follows pct's argv, output
 formats, exit codes and error texts, stores configs in PVE's format and runs the
@@ -9,7 +10,8 @@ Environment (all optional; a test points them at a temporary directory):
 
   PVE_STANDIN_ROOT         prefix of every default path below (default: "", the real paths)
   PVE_STANDIN_CONF_DIR     CT configs, PVE's /etc/pve/lxc = nodes/<node>/lxc  ($ROOT/etc/pve/lxc)
-  PVE_STANDIN_QEMU_DIR     VM configs, only read: their ids count as taken ($ROOT/etc/pve/qemu-server)
+  PVE_STANDIN_QEMU_DIR     VM configs (qm; pct and pvesh only read them: their ids are taken)
+                           ($ROOT/etc/pve/qemu-server)
   PVE_STANDIN_TEMPLATE_DIR storage 'local', content vztmpl          ($ROOT/var/lib/vz/template/cache)
   PVE_STANDIN_IMAGES_DIR   rootfs/mount point volumes               ($ROOT/var/lib/vz/images)
   PVE_STANDIN_LXC_PATH     LXC's lxcpath (generated config, lxc-* -P) ($ROOT/var/lib/lxc)
@@ -2070,6 +2072,12 @@ def main_pct(argv):
     except OSError as err:
         sys.stderr.write(f'{err}\n')
         return 255
+
+
+def main_qm(argv):
+    """qm: implemented in qmstandin.py (it imports this module's helpers)."""
+    import qmstandin
+    return qmstandin.main(argv)
 
 
 # --------------------------------------------------------------------------------------
