@@ -258,11 +258,12 @@ impl Drop for Pve {
         if let Ok(entries) = std::fs::read_dir(self.qemu_run_dir()) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(vmid) = name.strip_suffix(".pid") {
-                    if let Some(pid) = self.qemu_pid(vmid) {
-                        eprintln!("cleanup: killing QEMU of VM {vmid} (pid {pid})");
-                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                    }
+                if let Some(vmid) = name.strip_suffix(".pid")
+                    && let Some(pid) = self.qemu_pid(vmid)
+                {
+                    eprintln!("cleanup: killing QEMU of VM {vmid} (pid {pid})");
+                    // SAFETY: kill(2) on the pid QEMU's pidfile names.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 }
             }
         }
@@ -980,17 +981,12 @@ fn qm_config_verbs_and_errors() {
     assert_eq!(pve.nextid(), "101", "pvesh sees the VM's id as taken");
 
     let out = pve.qm(&["list"]).ok("qm list").stdout;
-    assert_eq!(
-        out,
-        format!(
-            "{}\n{}\n",
-            format!(
-                "{:>10} {:<20} {:<10} {:<10} {:>12} {:<10}",
-                "VMID", "NAME", "STATUS", "MEM(MB)", "BOOTDISK(GB)", "PID"
-            ),
-            qm_list_line(&vmid, "vm-one", "stopped", "256", "0")
-        )
+    let header = format!(
+        "{:>10} {:<20} {:<10} {:<10} {:>12} {:<10}",
+        "VMID", "NAME", "STATUS", "MEM(MB)", "BOOTDISK(GB)", "PID"
     );
+    let row = qm_list_line(&vmid, "vm-one", "stopped", "256", "0");
+    assert_eq!(out, format!("{header}\n{row}\n"));
     assert_eq!(pve.qm_status(&vmid), "status: stopped\n");
     let out = pve
         .qm(&["status", &vmid, "--verbose"])
