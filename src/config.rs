@@ -55,6 +55,49 @@ pub enum BackendConfig {
     Pct(PctConfig),
     /// A plain LXC container made and driven with the `lxc-*` tools (see backend::lxc).
     Lxc(LxcConfig),
+    /// A Proxmox VE VM made and driven with `qm` (see backend::qm).
+    Qm(QmConfig),
+}
+
+/// Settings of a `qm` backend.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QmConfig {
+    #[serde(default = "default_qm")]
+    pub qm: PathBuf,
+    #[serde(default = "default_pvesh")]
+    pub pvesh: PathBuf,
+    /// The guest's RAM in MiB when the spec sets no memory limit.
+    #[serde(default = "default_vm_memory")]
+    pub memory: u64,
+    /// The guest's cores when the spec sets no cpu limit.
+    #[serde(default = "default_vm_cores")]
+    pub cores: u64,
+    /// Hardware virtualisation (`kvm: 1`); off: TCG, slow but anywhere.
+    #[serde(default = "default_true")]
+    pub kvm: bool,
+    /// The guest kernel: a directory with `vmlinuz` and `modules/` (a kernel's
+    /// lib/modules/<version>, depmod'ed); PVE ships none.
+    pub kernel: PathBuf,
+    /// Shares the rootfs into the VM in place (PVE ships /usr/libexec/virtiofsd).
+    #[serde(default = "default_virtiofsd")]
+    pub virtiofsd: PathBuf,
+}
+
+fn default_qm() -> PathBuf {
+    PathBuf::from("qm")
+}
+fn default_vm_memory() -> u64 {
+    512
+}
+fn default_vm_cores() -> u64 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_virtiofsd() -> PathBuf {
+    PathBuf::from("/usr/libexec/virtiofsd")
 }
 
 /// Settings of an `lxc` backend.
@@ -291,6 +334,15 @@ impl Config {
                             "backend {name:?}: {key:?} cannot be overridden (possible: {})",
                             PctConfig::OVERRIDABLE.join(", ")
                         ));
+                    }
+                }
+                BackendConfig::Qm(qm) => {
+                    resolve(name, &mut qm.qm)?;
+                    resolve(name, &mut qm.pvesh)?;
+                    for (what, path) in [("kernel", &qm.kernel), ("virtiofsd", &qm.virtiofsd)] {
+                        if !path.is_absolute() {
+                            return Err(format!("backend {name:?}: {what} must be absolute"));
+                        }
                     }
                 }
                 BackendConfig::Lxc(lxc) => {

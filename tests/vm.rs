@@ -113,7 +113,7 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
         .expect("qemu-system-x86_64 (hack/setup.sh installs it)");
     let mut qemu = Killed(qemu);
     wait_for_socket(&relay);
-    let channel = UnixStream::connect(&relay).unwrap();
+    let channel = vm_relay::Channel::new(UnixStream::connect(&relay).unwrap()).unwrap();
     let file = |name: &str| dir.path().join(name);
     let fs = |dest: &str, fstype: &str| FsMount {
         destination: dest.into(),
@@ -144,13 +144,16 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
         stdout: std::fs::File::create(file("out1")).unwrap(),
         stderr: std::fs::File::create(file("err1")).unwrap(),
     };
-    let status = vm_relay::run(&channel, 1, &serde_json::to_vec(&missing).unwrap(), io)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}: {}",
-                std::fs::read_to_string(&console).unwrap_or_default()
-            )
-        });
+    let as_process = |v: &serde_json::Value| vm_relay::GuestProcess {
+        process: serde_json::from_value(v.clone()).unwrap(),
+        seccomp: None,
+    };
+    let status = vm_relay::run(&channel, 1, &as_process(&missing), io).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        )
+    });
     assert_eq!(status, 127 << 8);
     assert_eq!(
         std::fs::read_to_string(file("err1")).unwrap(),
@@ -171,8 +174,7 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
         stdout: std::fs::File::create(file("stdout")).unwrap(),
         stderr: std::fs::File::create(file("stderr")).unwrap(),
     };
-    let spec = serde_json::to_vec(&process).unwrap();
-    let status = vm_relay::run(&channel, 0, &spec, io).unwrap_or_else(|e| {
+    let status = vm_relay::run(&channel, 0, &as_process(&process), io).unwrap_or_else(|e| {
         panic!(
             "{e}: {}",
             std::fs::read_to_string(&console).unwrap_or_default()

@@ -104,6 +104,7 @@ pub fn open(name: &str, config: &BackendConfig, root: &Root) -> Box<dyn Backend>
             root.backend_root(name),
         )),
         BackendConfig::Pct(cfg) => Box::new(pct::Pct::new(name, cfg, root.backend_root(name))),
+        BackendConfig::Qm(cfg) => Box::new(qm::Qm::new(name, cfg, root.backend_root(name))),
         BackendConfig::Lxc(cfg) => {
             let lxcpath = cfg
                 .lxcpath

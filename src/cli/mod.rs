@@ -121,6 +121,19 @@ pub enum Command {
     /// (internal) PID 1 of a VM guest, run by the kernel from nexcage's initramfs
     #[command(hide = true)]
     GuestInit,
+    /// (internal) the container's process on the host for a container in a VM
+    #[command(hide = true)]
+    VmHolder(VmHolderArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VmHolderArgs {
+    /// The container's runtime directory
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The pipe to say `ready` (or the error) on
+    #[arg(long)]
+    pub ready_fd: i32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -507,6 +520,7 @@ impl Command {
             Command::Route(_) => "route",
             Command::Gc => "gc",
             Command::GuestInit => "guest-init",
+            Command::VmHolder(_) => "vm-holder",
             Command::Holder(_) => "holder",
             Command::Init(_) => "init",
             Command::Enter(_) => "enter",

@@ -106,12 +106,40 @@ fn make_container(root: &Path, g: &GuestSetup) -> Result<()> {
         super::confine::mount_fs(&at)?;
     }
     let fail = |what: &str, e: nix::errno::Errno| Error::Usage(format!("{what}: {e}"));
+    if g.setup.dev_symlinks {
+        default_devices(&root.join("dev"))?;
+    }
     nix::unistd::chdir(root).map_err(|e| fail("chdir to the rootfs", e))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(|e| fail("move the rootfs to /", e))?;
     nix::unistd::chroot(".").map_err(|e| fail("chroot", e))?;
     nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))?;
     super::confine::apply(&g.setup)
+}
+
+/// runc's device nodes of every container with a /dev of its own (a tmpfs: the
+/// VM's devtmpfs would show the container the relay's port too).
+fn default_devices(dev: &Path) -> Result<()> {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = dev.join(name);
+        let mode = Mode::from_bits_truncate(0o666);
+        match mknod(&path, SFlag::S_IFCHR, mode, makedev(major, minor)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(Error::Usage(format!("mknod {}: {e}", path.display()))),
+        }
+        // The umask took some bits.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
+    }
+    Ok(())
 }
 
 /// The device of the port named `name` (no udev here to make /dev/virtio-ports).
@@ -196,6 +224,8 @@ mod relay {
         exited: Option<u32>,
         /// The container is made (the rootfs is `/`).
         made: bool,
+        /// The workload has ended, and with it every other process.
+        ended: bool,
     }
 
     impl Relay {
@@ -207,6 +237,7 @@ mod relay {
                 procs: Vec::new(),
                 exited: None,
                 made: false,
+                ended: false,
             }
         }
 
@@ -262,6 +293,9 @@ mod relay {
                     let setup: super::GuestSetup = serde_json::from_slice(&spec)
                         .map_err(|e| Error::Usage(format!("setup: {e}")))?;
                     self.make(&setup)?;
+                    self.send(&Frame::Ack {
+                        process: crate::supervise::vm_relay::SETUP_DONE,
+                    })?;
                 }
                 Frame::Start { process, spec } => {
                     let started = self
@@ -325,13 +359,19 @@ mod relay {
         /// pipes to us.
         fn start(&mut self, id: u32, spec: &[u8]) -> Result<()> {
             use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe};
-            let process: oci_spec::runtime::Process =
+            let guest: crate::supervise::vm_relay::GuestProcess =
                 serde_json::from_slice(spec).map_err(|e| Error::Usage(format!("process: {e}")))?;
+            let process = guest.process;
             let args: Vec<std::ffi::OsString> =
                 process.args().iter().flatten().map(Into::into).collect();
             let env = process.env().clone().unwrap_or_default();
             let cwd = process.cwd().to_string_lossy().into_owned();
-            let identity = crate::supervise::identity::Identity::from_process(&process);
+            let oom_score_adj = process.oom_score_adj();
+            let mut identity = crate::supervise::identity::Identity::from_process(&process);
+            identity.seccomp = match guest.seccomp.as_deref() {
+                Some(bytes) => Some(crate::supervise::seccomp::Program::from_bytes(bytes)?),
+                None => None,
+            };
             let io = |e: nix::errno::Errno| Error::io("pipe", e.into());
             let (in_r, in_w) = pipe().map_err(io)?;
             let (out_r, out_w) = pipe().map_err(io)?;
@@ -341,6 +381,9 @@ mod relay {
                 ForkResult::Child => {
                     let _ = (dup2_stdin(&in_r), dup2_stdout(&out_w), dup2_stderr(&err_w));
                     drop((in_r, in_w, out_r, out_w, err_r, err_w));
+                    if let Some(adj) = oom_score_adj {
+                        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
+                    }
                     // The rootfs is our `/` already (`make`).
                     let err =
                         crate::supervise::init::enter(&args, &env, &cwd, identity, None, None);
@@ -408,6 +451,13 @@ mod relay {
                 if let Some(p) = self.procs.iter_mut().find(|p| p.pid.as_raw() == pid) {
                     p.status = Some(status);
                 }
+            }
+            // The container ends with its workload, as a pid namespace does with its
+            // init: what is left (a background child holding the stdio) is killed.
+            if !self.ended && self.procs.iter().any(|p| p.id == 0 && p.status.is_some()) {
+                // SAFETY: kill(2): as PID 1, -1 is every process but ourselves.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
+                self.ended = true;
             }
             let mut done = Vec::new();
             for p in &mut self.procs {

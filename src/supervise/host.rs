@@ -877,7 +877,8 @@ pub fn write_pid_note(path: &Path, pid: i32) -> Result<()> {
     fs::write(path, format!("{pid} {start}")).context(|| format!("write {}", path.display()))
 }
 
-fn read_pid_note(path: &Path) -> Option<i32> {
+/// A pid noted with `write_pid_note`, if that process still runs.
+pub fn read_pid_note(path: &Path) -> Option<i32> {
     let text = fs::read_to_string(path).ok()?;
     let (pid, start) = text.trim().split_once(' ')?;
     let pid: i32 = pid.parse().ok()?;
@@ -922,7 +923,7 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 }
 
 /// Writes a new file with `mode` (never through an existing file or link).
-pub(super) fn write_new(path: &Path, body: &[u8], mode: u32) -> Result<()> {
+pub fn write_new(path: &Path, body: &[u8], mode: u32) -> Result<()> {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)

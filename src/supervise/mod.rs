@@ -37,6 +37,7 @@ pub mod ps;
 pub mod seccomp;
 pub mod terminal;
 pub mod update;
+pub mod vm_holder;
 pub mod vm_relay;
 
 /// Where the runtime directory's [`INSIDE`] part appears inside the container.

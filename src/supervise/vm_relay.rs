@@ -1,7 +1,8 @@
-//! The host's end of the framed channel into a VM guest (see `frames`): one process
-//! started there, with the caller's stdin sent to it and its stdout and stderr
-//! written to the caller's, until its exit, which is acknowledged so that the guest
-//! may power off knowing nothing it sent is lost.
+//! The host's end of the framed channel into a VM guest (see `frames`): the
+//! container's setup, acknowledged; then one process started there, with the caller's
+//! stdin sent to it and its stdout and stderr written to the caller's, until its exit,
+//! which is acknowledged so that the guest may power off knowing nothing it sent is
+//! lost. Signals for the process go on the same channel, from another thread.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -11,6 +12,73 @@ use std::sync::{Arc, Mutex};
 use super::frames::{self, Decoder, Frame};
 use crate::error::{Error, Result};
 
+/// The process id the guest acknowledges a setup with.
+pub const SETUP_DONE: u32 = u32::MAX;
+
+/// What `Start` carries: the spec's process, and the seccomp filter compiled on the
+/// host (`seccomp::Program` bytes), which the guest loads last, as runc does.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct GuestProcess {
+    pub process: oci_spec::runtime::Process,
+    #[serde(default)]
+    pub seccomp: Option<Vec<u8>>,
+}
+
+/// One connection to the guest: frames are written whole, from any thread.
+#[derive(Clone)]
+pub struct Channel {
+    writer: Arc<Mutex<UnixStream>>,
+    reader: Arc<Mutex<(UnixStream, Decoder)>>,
+}
+
+impl Channel {
+    pub fn new(stream: UnixStream) -> Result<Channel> {
+        let reader = stream
+            .try_clone()
+            .map_err(|e| Error::io("clone the relay", e))?;
+        Ok(Channel {
+            writer: Arc::new(Mutex::new(stream)),
+            reader: Arc::new(Mutex::new((reader, Decoder::default()))),
+        })
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> Result<()> {
+        let guard = self
+            .reader
+            .lock()
+            .map_err(|_| Error::Usage("relay lock".into()))?;
+        guard
+            .0
+            .set_read_timeout(timeout)
+            .map_err(|e| Error::io("relay timeout", e))
+    }
+
+    pub fn send(&self, frame: &Frame) -> Result<()> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| Error::Usage("relay lock".into()))?;
+        frames::write(&mut *w, frame).map_err(|e| Error::io("write the relay", e))
+    }
+
+    /// The next frame; an error if the guest is gone, or says why it cannot go on.
+    fn next(&self) -> Result<Frame> {
+        let mut guard = self
+            .reader
+            .lock()
+            .map_err(|_| Error::Usage("relay lock".into()))?;
+        let (stream, decoder) = &mut *guard;
+        match frames::read(stream, decoder).map_err(|e| Error::io("read the relay", e))? {
+            Some(Frame::Error { text }) => Err(Error::Usage(format!(
+                "in the VM: {}",
+                String::from_utf8_lossy(&text)
+            ))),
+            Some(frame) => Ok(frame),
+            None => Err(Error::Usage("the VM went away".into())),
+        }
+    }
+}
+
 /// Where a process's streams go on this side.
 pub struct Stdio {
     /// None: the process gets an empty stdin (EOF at once).
@@ -19,28 +87,28 @@ pub struct Stdio {
     pub stderr: File,
 }
 
-/// Starts process `id` (`process` is its `Process` JSON) in the guest and relays its
-/// streams; returns its wait status.
-pub fn run(channel: &UnixStream, id: u32, process: &[u8], io: Stdio) -> Result<i32> {
-    let writer = Arc::new(Mutex::new(
-        channel
-            .try_clone()
-            .map_err(|e| Error::io("clone the relay", e))?,
-    ));
-    let send = |frame: &Frame| -> Result<()> {
-        let mut w = writer
-            .lock()
-            .map_err(|_| Error::Usage("relay lock".into()))?;
-        frames::write(&mut *w, frame).map_err(|e| Error::io("write the relay", e))
-    };
-    send(&Frame::Start {
-        process: id,
-        spec: process.to_vec(),
-    })?;
+/// Tells the guest how to make the container, and waits until it has.
+pub fn setup(channel: &Channel, setup: &super::guest::GuestSetup) -> Result<()> {
+    let spec = serde_json::to_vec(setup).map_err(|e| Error::Usage(e.to_string()))?;
+    channel.send(&Frame::Setup { spec })?;
+    loop {
+        if let Frame::Ack {
+            process: SETUP_DONE,
+        } = channel.next()?
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// Starts process `id` in the guest and relays its streams; returns its wait status.
+pub fn run(channel: &Channel, id: u32, process: &GuestProcess, io: Stdio) -> Result<i32> {
+    let spec = serde_json::to_vec(process).map_err(|e| Error::Usage(e.to_string()))?;
+    channel.send(&Frame::Start { process: id, spec })?;
     match io.stdin {
-        None => send(&Frame::Eof { process: id, fd: 0 })?,
+        None => channel.send(&Frame::Eof { process: id, fd: 0 })?,
         Some(mut stdin) => {
-            let writer = Arc::clone(&writer);
+            let channel = channel.clone();
             // Ends with our stdin, or when the relay goes (the process is gone).
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 32 * 1024];
@@ -54,11 +122,7 @@ pub fn run(channel: &UnixStream, id: u32, process: &[u8], io: Stdio) -> Result<i
                         },
                     };
                     let last = matches!(frame, Frame::Eof { .. });
-                    let sent = writer
-                        .lock()
-                        .map(|mut w| frames::write(&mut *w, &frame).is_ok())
-                        .unwrap_or(false);
-                    if last || !sent {
+                    if channel.send(&frame).is_err() || last {
                         return;
                     }
                 }
@@ -66,15 +130,8 @@ pub fn run(channel: &UnixStream, id: u32, process: &[u8], io: Stdio) -> Result<i
         }
     }
     let (mut stdout, mut stderr) = (io.stdout, io.stderr);
-    let mut reader = channel
-        .try_clone()
-        .map_err(|e| Error::io("clone the relay", e))?;
-    let mut decoder = Decoder::default();
     loop {
-        let frame = frames::read(&mut reader, &mut decoder)
-            .map_err(|e| Error::io("read the relay", e))?
-            .ok_or_else(|| Error::Usage("the VM went away before the process ended".into()))?;
-        match frame {
+        match channel.next()? {
             // A reader that went away loses the rest, as with a pipe.
             Frame::Data {
                 process,
@@ -90,24 +147,11 @@ pub fn run(channel: &UnixStream, id: u32, process: &[u8], io: Stdio) -> Result<i
             } if process == id => {
                 let _ = stderr.write_all(&bytes);
             }
-            Frame::Error { text } => {
-                return Err(Error::Usage(format!(
-                    "in the VM: {}",
-                    String::from_utf8_lossy(&text)
-                )));
-            }
             Frame::Exit { process, status } if process == id => {
-                send(&Frame::Ack { process: id })?;
+                channel.send(&Frame::Ack { process: id })?;
                 return Ok(status);
             }
             _ => {}
         }
     }
-}
-
-/// Tells the guest how to make the container; before the first process starts.
-pub fn setup(channel: &UnixStream, setup: &super::guest::GuestSetup) -> Result<()> {
-    let spec = serde_json::to_vec(setup).map_err(|e| Error::Usage(e.to_string()))?;
-    let mut w = channel;
-    frames::write(&mut w, &Frame::Setup { spec }).map_err(|e| Error::io("write the relay", e))
 }

@@ -267,10 +267,24 @@ impl Env {
         for backend in leftovers(self.root().join("backends")) {
             let inside: Vec<String> = leftovers(PathBuf::from(&backend))
                 .into_iter()
-                // A pct backend's empty archive for `pct create` is its own, not a container's.
+                // A pct backend's empty archive for `pct create` is its own, not a
+                // container's; so are a qm backend's initramfs and (empty) socket dir.
                 .filter(|p| !p.ends_with(".lock") && !p.ends_with("/empty.tar"))
+                .filter(|p| !p.contains("/initramfs-"))
+                .filter(|p| {
+                    !p.ends_with("/@sockets")
+                        || std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some())
+                })
                 .collect();
-            assert_eq!(inside, Vec::<String>::new(), "backend root {backend}");
+            let within: Vec<String> = inside
+                .iter()
+                .flat_map(|p| leftovers(PathBuf::from(p)))
+                .collect();
+            assert_eq!(
+                inside,
+                Vec::<String>::new(),
+                "backend root {backend}: {within:?}"
+            );
         }
     }
 }

@@ -640,7 +640,7 @@ fn is_vmid(text: &str) -> bool {
 }
 
 /// PVE keeps the description %XX-encoded (`PVE::Tools::encode_text`).
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,0 +1,230 @@
+//! The OCI spec as a Proxmox VM (`qm create` options) and what the guest does to
+//! make the container (`GuestSetup`) and run its process (`GuestProcess`). What
+//! cannot be done in a VM yet is refused by the field's name.
+
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+
+use crate::backend::in_root::Tree;
+use crate::config::QmConfig;
+use crate::error::{Error, Result};
+use crate::supervise::guest::GuestSetup;
+use crate::supervise::host::{FsMount, Setup};
+use crate::supervise::vm_relay::GuestProcess;
+
+pub struct Plan {
+    /// `qm create` options, less `--args` (the backend adds its devices).
+    pub options: Vec<String>,
+    pub guest: GuestSetup,
+    pub process: GuestProcess,
+}
+
+fn refused(what: &str) -> Error {
+    Error::Usage(format!("{what} is not supported by the qm backend"))
+}
+
+/// Filesystems the guest mounts itself, as the spec's types map in a VM: the
+/// container's cgroups are the VM's own (cgroup2), everything else as asked.
+const FILESYSTEMS: [&str; 7] = [
+    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
+];
+
+pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan> {
+    crate::spec_check::hostname(spec).map_err(Error::Usage)?;
+    let process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| Error::Usage("config.json has no \"process\"".into()))?;
+    if process.terminal() == Some(true) {
+        return Err(refused("process.terminal (a terminal)"));
+    }
+    if process
+        .apparmor_profile()
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(refused(
+            "process.apparmorProfile (the guest loads no profiles)",
+        ));
+    }
+    if process
+        .selinux_label()
+        .as_deref()
+        .is_some_and(|l| !l.is_empty())
+    {
+        return Err(refused("process.selinuxLabel"));
+    }
+    if spec.hooks().is_some() {
+        return Err(refused("hooks"));
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    if linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+    {
+        return Err(refused("a user namespace (linux.uidMappings)"));
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(refused("linux.devices"));
+    }
+    let mut memory = cfg.memory;
+    let mut cores = cfg.cores;
+    if let Some(r) = linux.resources() {
+        if let Some(limit) = r
+            .memory()
+            .as_ref()
+            .and_then(|m| m.limit())
+            .filter(|l| *l > 0)
+        {
+            memory = (limit as u64).div_ceil(1 << 20).max(64);
+        }
+        if let Some(cpu) = r.cpu()
+            && let (Some(q), Some(p)) = (cpu.quota(), cpu.period())
+            && q > 0
+            && p > 0
+        {
+            cores = (q as u64).div_ceil(p).max(1);
+        }
+        let zero = |v: Option<i64>| v.is_none_or(|v| v <= 0);
+        if r.pids().as_ref().is_some_and(|p| p.limit() > 0) {
+            return Err(refused("linux.resources.pids"));
+        }
+        if r.block_io().as_ref().is_some_and(|b| {
+            b.weight().is_some_and(|w| w > 0)
+                || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
+                || b.throttle_read_bps_device()
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty())
+                || b.throttle_write_bps_device()
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty())
+        }) {
+            return Err(refused("linux.resources.blockIO"));
+        }
+        if r.memory().as_ref().is_some_and(|m| {
+            !zero(m.reservation()) || !zero(m.kernel()) || m.swappiness().is_some_and(|s| s <= 100)
+        }) {
+            return Err(refused("linux.resources.memory (beyond limit)"));
+        }
+        if r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty())
+            || r.rdma().as_ref().is_some_and(|v| !v.is_empty())
+            || r.unified().as_ref().is_some_and(|v| !v.is_empty())
+            || r.network().is_some()
+        {
+            return Err(refused(
+                "linux.resources (hugepages, rdma, unified, network)",
+            ));
+        }
+    }
+    let mut setup = Setup::from_spec(spec);
+    for (key, value) in linux.sysctl().iter().flatten() {
+        setup.sysctls.push((key.clone(), value.clone()));
+    }
+    let mut tree = Tree::new(rootfs);
+    let mut mounts = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let typ = m.typ().as_deref().unwrap_or("");
+        if crate::backend::mount_entry::is_bind(m) {
+            return Err(refused(&format!(
+                "a bind mount ({} on {}: shares into the VM)",
+                m.source()
+                    .as_ref()
+                    .map(|s| s.display().to_string())
+                    .unwrap_or_default(),
+                m.destination().display()
+            )));
+        }
+        if !FILESYSTEMS.contains(&typ) {
+            return Err(refused(&format!(
+                "a {typ:?} mount on {}",
+                m.destination().display()
+            )));
+        }
+        if !m.destination().is_absolute() {
+            return Err(Error::Usage(format!(
+                "mount destination {:?} (not absolute)",
+                m.destination()
+            )));
+        }
+        let target = tree.resolve(m.destination()).map_err(Error::Usage)?;
+        let fstype = if typ == "cgroup" { "cgroup2" } else { typ };
+        let options: Vec<String> = m
+            .options()
+            .iter()
+            .flatten()
+            // cgroup v1 controller lists do not apply to the VM's cgroup2.
+            .filter(|o| typ != "cgroup" || is_flag(o))
+            .cloned()
+            .collect();
+        mounts.push(FsMount {
+            destination: target.to_string_lossy().into_owned(),
+            fstype: fstype.into(),
+            source: fstype.into(),
+            options,
+            staged: false,
+        });
+        tree.mounted(target, None);
+    }
+    // runc's /dev: device nodes and symlinks in a /dev of the container's own.
+    setup.dev_symlinks = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .any(|m| m.destination() == Path::new("/dev"));
+    let seccomp = match linux.seccomp() {
+        Some(s) => Some(crate::supervise::seccomp::compile(s)?.to_bytes()),
+        None => None,
+    };
+    let hostname =
+        crate::backend::pct::translate::hostname(spec.hostname().as_deref().unwrap_or(""), id);
+    let options = vec![
+        "--name".into(),
+        hostname,
+        "--memory".into(),
+        memory.to_string(),
+        "--cores".into(),
+        cores.to_string(),
+        "--kvm".into(),
+        if cfg.kvm { "1" } else { "0" }.into(),
+        "--ostype".into(),
+        "l26".into(),
+        "--tags".into(),
+        "nexcage".into(),
+        "--description".into(),
+        format!("nexcage container {id}"),
+    ];
+    Ok(Plan {
+        options,
+        guest: GuestSetup {
+            hostname: spec.hostname().clone(),
+            mounts,
+            setup,
+        },
+        process: GuestProcess { process, seccomp },
+    })
+}
+
+fn is_flag(o: &str) -> bool {
+    matches!(
+        o,
+        "ro" | "rw" | "nosuid" | "suid" | "nodev" | "dev" | "noexec" | "exec" | "relatime"
+    )
+}
+
+/// One `args:` word: qemu-server splits the value like a shell; a path of ours with
+/// blanks or quotes would come apart there.
+pub fn arg_word(what: &str, word: &str) -> Result<String> {
+    if word.is_empty()
+        || word
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "'\"\\$`".contains(c))
+    {
+        return Err(Error::Usage(format!(
+            "{what} {word:?}: blanks, quotes and backslashes cannot go into a VM's args"
+        )));
+    }
+    Ok(word.to_string())
+}

@@ -1,0 +1,155 @@
+//! The holder of a container in a VM (`nexcage vm-holder`): the process the engine
+//! sees (`state.pid`, `--pid-file`), a child of the caller with the container's stdio.
+//! Fds cannot cross into the VM, so it relays: it connects to the guest's channel,
+//! has the container made, says ready; at `start` it starts the workload there and
+//! passes its stdin, stdout and stderr, and the signals it gets; it ends as the
+//! workload ended (its exit code, or killed by its signal).
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::frames::Frame;
+use super::guest::GuestSetup;
+use super::protocol::{SocketDir, read_line, send_line};
+use super::vm_relay::{self, Channel, GuestProcess};
+use super::{SOCKET, STARTED};
+use crate::error::{Error, IoContext, Result};
+
+/// In the runtime dir: how the guest makes the container, and the process.
+pub const GUEST_SETUP: &str = "guest.json";
+pub const GUEST_PROCESS: &str = "guest-process.json";
+/// In the runtime dir: the guest's channel's socket path (QEMU listens on it).
+pub const RELAY_PATH: &str = "relay";
+
+/// Signals passed on to the workload (SIGKILL and SIGSTOP cannot be caught; a
+/// SIGKILL of the holder leaves the VM to `delete`).
+const FORWARDED: [libc::c_int; 9] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGCONT,
+    libc::SIGWINCH,
+    libc::SIGALRM,
+];
+
+/// How long QEMU may take to listen, and the guest to boot and make the container.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
+    // SAFETY: the creator passed us this pipe's write end.
+    let mut ready = unsafe { File::from_raw_fd(ready_fd) };
+    let prepared = prepare(dir);
+    let (channel, listener) = match prepared {
+        Ok(p) => {
+            std::io::Write::write_all(&mut ready, b"ready\n").context(|| "say ready")?;
+            p
+        }
+        Err(e) => {
+            let _ = std::io::Write::write_all(&mut ready, format!("error: {e}\n").as_bytes());
+            return Ok(1);
+        }
+    };
+    drop(ready);
+    // Until `start`, a signal would kill us with the default action; blocked from
+    // here, each is passed on once the workload runs.
+    let mut mask = nix::sys::signal::SigSet::empty();
+    for s in FORWARDED {
+        if let Ok(sig) = nix::sys::signal::Signal::try_from(s) {
+            mask.add(sig);
+        }
+    }
+    loop {
+        let (mut conn, _) = listener
+            .accept()
+            .context(|| "accept on the holder socket")?;
+        match read_line(&conn)?.as_deref() {
+            Some("start") => {
+                std::fs::write(dir.join(STARTED), "").context(|| "mark started")?;
+                mask.thread_block()
+                    .map_err(|e| Error::io("block signals", e.into()))?;
+                send_line(&mut conn, "ok")?;
+                break;
+            }
+            Some("stop") => return Ok(137),
+            _ => {}
+        }
+    }
+    let forwarder = channel.clone();
+    std::thread::spawn(move || {
+        while let Ok(sig) = mask.wait() {
+            let frame = Frame::Signal {
+                process: 0,
+                signal: sig as i32,
+            };
+            if forwarder.send(&frame).is_err() {
+                return;
+            }
+        }
+    });
+    let process: GuestProcess = read_json(&dir.join(GUEST_PROCESS))?;
+    let dup = |fd: i32| -> Result<File> {
+        let new = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+            .map_err(|e| Error::io("dup stdio", e.into()))?;
+        Ok(File::from(new))
+    };
+    let io = vm_relay::Stdio {
+        stdin: Some(dup(0)?),
+        stdout: dup(1)?,
+        stderr: dup(2)?,
+    };
+    let status = vm_relay::run(&channel, 0, &process, io)?;
+    Ok(end_as(status))
+}
+
+/// Connects to the guest, has the container made, listens for `start`.
+fn prepare(dir: &Path) -> Result<(Channel, std::os::unix::net::UnixListener)> {
+    let relay = std::fs::read_to_string(dir.join(RELAY_PATH)).context(|| "read the relay path")?;
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let stream = loop {
+        match super::protocol::connect_long(Path::new(relay.trim())) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let _ = stream.set_read_timeout(Some(BOOT_TIMEOUT));
+    let channel = Channel::new(stream)?;
+    let setup: GuestSetup = read_json(&dir.join(GUEST_SETUP))?;
+    vm_relay::setup(&channel, &setup)?;
+    // The workload runs as long as it likes.
+    channel.set_read_timeout(None)?;
+    let listener = SocketDir::open(dir)?.bind(SOCKET)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join(SOCKET), std::fs::Permissions::from_mode(0o600))
+        .context(|| "chmod holder socket")?;
+    Ok((channel, listener))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let body = std::fs::read(path).context(|| format!("read {}", path.display()))?;
+    serde_json::from_slice(&body).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+}
+
+/// The workload's end as ours: its exit code, or its signal raised on ourselves (so
+/// the engine sees the container killed by it), 128+n if that does not kill us.
+fn end_as(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        return libc::WEXITSTATUS(status);
+    }
+    let sig = libc::WTERMSIG(status);
+    // SAFETY: resetting a disposition and raising a signal on ourselves.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+    128 + sig
+}
