@@ -146,3 +146,68 @@ fn a_bundle_runs_as_a_vm() {
     node.env.ok(&["delete", &id]);
     node.assert_clean();
 }
+
+/// What the VM backend cannot do yet, and a missing kernel, fail the create with one
+/// line naming it, before any VM, runtime dir or virtiofsd exists.
+#[test]
+fn refusals_leave_nothing() {
+    let node = Node::new();
+    let data = tempfile::tempdir().unwrap();
+    let cases: Vec<(Bundle, &str)> = vec![
+        (
+            Bundle::with(&["true"], |s| {
+                let mut a = s.annotations().clone().unwrap_or_default();
+                a.insert(ON_VM.0.into(), ON_VM.1.into());
+                s.set_annotations(Some(a));
+                let mut mounts = s.mounts().clone().unwrap_or_default();
+                mounts.push(
+                    oci_spec::runtime::MountBuilder::default()
+                        .destination("/data")
+                        .typ("bind")
+                        .source(data.path())
+                        .options(vec!["rbind".into()])
+                        .build()
+                        .unwrap(),
+                );
+                s.set_mounts(Some(mounts));
+            }),
+            "a bind mount",
+        ),
+        (
+            Bundle::with(&["true"], |s| {
+                let mut a = s.annotations().clone().unwrap_or_default();
+                a.insert(ON_VM.0.into(), ON_VM.1.into());
+                s.set_annotations(Some(a));
+                s.process_mut().as_mut().unwrap().set_terminal(Some(true));
+            }),
+            "process.terminal",
+        ),
+    ];
+    for (bundle, words) in &cases {
+        let err = node
+            .env
+            .fails(&["run", "--bundle", bundle.path(), &unique("vm-bad")]);
+        assert!(
+            err.contains(words) && err.contains("not supported by the qm backend"),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    node.assert_clean();
+
+    // A kernel directory that is not there: named, nothing made.
+    let missing = Env::with_config(&format!(
+        r#"{{"default":"vm","backends":{{"vm":{{"type":"qm","qm":"{}","pvesh":"{}",
+            "kernel":"/nonexistent/kernel"}}}}}}"#,
+        node.dir.path().join("qm").display(),
+        node.dir.path().join("pvesh").display(),
+    ));
+    let bundle = Bundle::new(&["true"]);
+    let err = missing.fails(&["run", "--bundle", bundle.path(), &unique("vm-nokernel")]);
+    assert!(
+        err.contains("/nonexistent/kernel/vmlinuz not found"),
+        "{err}"
+    );
+    missing.assert_clean();
+    assert_eq!(node.qm(&["list"]).stdout, "");
+}

@@ -267,6 +267,21 @@ impl Backend for Qm {
         let bundle = Bundle::load(&record.bundle)?;
         let rootfs = bundle.checked_rootfs()?;
         let plan = translate::plan(&bundle.spec, &self.cfg, &record.id, &rootfs)?;
+        for (what, path) in [
+            ("kernel", self.cfg.kernel.join("vmlinuz")),
+            ("kernel", self.cfg.kernel.join("modules/modules.dep")),
+            ("virtiofsd", self.cfg.virtiofsd.clone()),
+        ] {
+            if !path.exists() {
+                return Err(Error::Backend {
+                    backend: self.name.clone(),
+                    reason: format!(
+                        "{} not found (the backend's {what:?} setting)",
+                        path.display()
+                    ),
+                });
+            }
+        }
         let memory = plan
             .options
             .iter()
