@@ -93,19 +93,63 @@ impl Drop for Node {
 }
 
 /// `run`: the workload's stdout, stderr and exit status exact, in a guest that is a
-/// QEMU VM (DMI says so) made and destroyed with qm; then create, start, state, a
-/// signal passed on by the holder, delete.
+/// QEMU VM (DMI says so) made and destroyed with qm, with a directory and a read-only
+/// file bound in from the host; then create, start, state, a signal passed on by the
+/// holder, delete.
 #[test]
 fn a_bundle_runs_as_a_vm() {
     let node = Node::new();
-    let script = "echo out; echo err >&2; cat /sys/class/dmi/id/sys_vendor; hostname; exit 3";
-    let bundle = Bundle::annotated(&["sh", "-c", script], &[ON_VM]);
+    // Bind mounts: a directory read-write, a file read-only (each through a share).
+    let data = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("greeting"), "hello from the host\n").unwrap();
+    let script = "echo out; echo err >&2; cat /sys/class/dmi/id/sys_vendor; hostname; \
+        cat /etc/greeting; echo written > /data/out; \
+        (echo x >> /etc/greeting) 2>/dev/null || echo greeting-ro; exit 3";
+    let bundle = Bundle::with(&["sh", "-c", script], |s| {
+        use oci_spec::runtime::MountBuilder;
+        let mut a = s.annotations().clone().unwrap_or_default();
+        a.insert(ON_VM.0.into(), ON_VM.1.into());
+        s.set_annotations(Some(a));
+        let mut mounts = s.mounts().clone().unwrap_or_default();
+        for (dest, source, ro) in [
+            ("/data", data.path().to_path_buf(), false),
+            ("/etc/greeting", files.path().join("greeting"), true),
+        ] {
+            let mut options = vec!["rbind".to_string()];
+            if ro {
+                options.push("ro".into());
+            }
+            mounts.push(
+                MountBuilder::default()
+                    .destination(dest)
+                    .typ("bind")
+                    .source(source)
+                    .options(options)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        s.set_mounts(Some(mounts));
+    });
     let out = node
         .env
         .out(&["run", "--bundle", bundle.path(), &unique("vm-run")]);
     assert_eq!(
         (out.code, out.stdout.as_str(), out.stderr.as_str()),
-        (Some(3), "out\nQEMU\nnexcage\n", "err\n")
+        (
+            Some(3),
+            "out\nQEMU\nnexcage\nhello from the host\ngreeting-ro\n",
+            "err\n"
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("out")).unwrap(),
+        "written\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.path().join("greeting")).unwrap(),
+        "hello from the host\n"
     );
     node.assert_clean();
 
@@ -165,13 +209,13 @@ fn refusals_leave_nothing() {
                         .destination("/data")
                         .typ("bind")
                         .source(data.path())
-                        .options(vec!["rbind".into()])
+                        .options(vec!["rbind".into(), "rshared".into()])
                         .build()
                         .unwrap(),
                 );
                 s.set_mounts(Some(mounts));
             }),
-            "a bind mount",
+            "bind mount option \"rshared\"",
         ),
         (
             Bundle::with(&["true"], |s| {

@@ -268,7 +268,7 @@ pub fn mount_fs(m: &FsMount) -> Result<()> {
 
 /// The spec's `ro`, `nosuid`, `nodev` and `noexec` added to a mount the manager made,
 /// keeping what it has.
-fn restrict(path: &Path, options: &[String]) -> Result<()> {
+pub fn restrict(path: &Path, options: &[String]) -> Result<()> {
     let (wanted, _) = flags_and_data(options);
     let wanted =
         wanted & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);

@@ -79,13 +79,39 @@ pub struct GuestSetup {
     /// Masked and read-only paths, read-only root, sysctls: as init does them in a
     /// supervised container.
     pub setup: super::host::Setup,
+    /// How many host directories are shared besides the rootfs (virtiofs tags
+    /// `nxshare<N>`): the sources of bind mounts (`fstype` "bind", `source`
+    /// `<N>/<path in the share>`).
+    #[serde(default)]
+    pub shares: usize,
 }
+
+/// The virtiofs tag of the `n`th share of bind sources.
+pub fn share_tag(n: usize) -> String {
+    format!("nxshare{n}")
+}
+
+/// Where the guest mounts the shares, out of the container's reach once it is made.
+const SHARES: &str = "/run/shares";
 
 /// Makes the container: the mounts inside the rootfs, the rootfs as `/` (moved over
 /// the initramfs's, which cannot be pivoted away), then the confinements.
 fn make_container(root: &Path, g: &GuestSetup) -> Result<()> {
     if let Some(name) = g.hostname.as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(name).map_err(|e| Error::Usage(format!("sethostname: {e}")))?;
+    }
+    for n in 0..g.shares {
+        let at = Path::new(SHARES).join(n.to_string());
+        std::fs::create_dir_all(&at)
+            .map_err(|e| Error::io(format!("mkdir {}", at.display()), e))?;
+        mount(
+            Some(share_tag(n).as_str()),
+            &at,
+            Some("virtiofs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| Error::Usage(format!("mount share {n}: {e}")))?;
     }
     for m in &g.mounts {
         let relative = Path::new(&m.destination);
@@ -99,11 +125,20 @@ fn make_container(root: &Path, g: &GuestSetup) -> Result<()> {
                 m.destination
             )));
         }
+        if m.fstype == "bind" {
+            bind_from_share(&Path::new(SHARES).join(&m.source), &root.join(relative), m)?;
+            continue;
+        }
         let at = FsMount {
             destination: root.join(relative).to_string_lossy().into_owned(),
             ..m.clone()
         };
         super::confine::mount_fs(&at)?;
+    }
+    // Reachable only through the binds from here on.
+    for n in 0..g.shares {
+        let at = Path::new(SHARES).join(n.to_string());
+        let _ = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH);
     }
     let fail = |what: &str, e: nix::errno::Errno| Error::Usage(format!("{what}: {e}"));
     if g.setup.dev_symlinks {
@@ -115,6 +150,40 @@ fn make_container(root: &Path, g: &GuestSetup) -> Result<()> {
     nix::unistd::chroot(".").map_err(|e| fail("chroot", e))?;
     nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))?;
     super::confine::apply(&g.setup)
+}
+
+/// A bind mount of the spec's, from a share: the target made as the source is (a
+/// file or a directory), then the spec's restricting options.
+fn bind_from_share(source: &Path, target: &Path, m: &FsMount) -> Result<()> {
+    if m.source.split('/').any(|c| c == "..") {
+        return Err(Error::Usage(format!("bind source {:?}", m.source)));
+    }
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", target.display()), e);
+    if source.is_dir() {
+        std::fs::create_dir_all(target).map_err(|e| io("mkdir", e))?;
+    } else {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io("mkdir", e))?;
+        }
+        if std::fs::symlink_metadata(target).is_err() {
+            std::fs::File::create(target).map_err(|e| io("create", e))?;
+        }
+    }
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::Usage(format!(
+            "bind {} on {}: {e}",
+            source.display(),
+            target.display()
+        ))
+    })?;
+    super::confine::restrict(target, &m.options)
 }
 
 /// runc's device nodes of every container with a /dev of its own (a tmpfs: the

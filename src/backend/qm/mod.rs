@@ -143,18 +143,27 @@ impl Qm {
 
     /// virtiofsd sharing `rootfs` on `socket`, in a session of its own (it ends when
     /// QEMU goes).
-    fn start_virtiofsd(&self, dir: &Path, socket: &Path, rootfs: &Path) -> Result<()> {
+    fn start_virtiofsd(
+        &self,
+        dir: &Path,
+        what: &str,
+        socket: &Path,
+        shared: &Path,
+        readonly: bool,
+    ) -> Result<()> {
         use std::os::unix::process::CommandExt;
-        let log = fs::File::create(dir.join("virtiofsd.log")).context(|| "virtiofsd log")?;
+        let log = fs::File::create(dir.join(format!("virtiofsd-{what}.log")))
+            .context(|| "virtiofsd log")?;
         let mut cmd = Command::new(&self.cfg.virtiofsd);
         cmd.arg("--socket-path")
             .arg(socket)
             .arg("--shared-dir")
-            .arg(rootfs)
-            .args(["--cache", "never", "--sandbox", "chroot"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+            .arg(shared)
+            .args(["--cache", "never", "--sandbox", "chroot"]);
+        if readonly {
+            cmd.arg("--readonly");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         // SAFETY: setsid(2) between fork and exec.
         unsafe {
             cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
@@ -162,7 +171,10 @@ impl Qm {
         let child = cmd
             .spawn()
             .context(|| format!("run {}", self.cfg.virtiofsd.display()))?;
-        host::write_pid_note(&dir.join(VIRTIOFSD_PID), child.id() as i32)?;
+        host::write_pid_note(
+            &dir.join(format!("{what}.{VIRTIOFSD_PID}")),
+            child.id() as i32,
+        )?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !socket.exists() {
             if std::time::Instant::now() > deadline {
@@ -178,7 +190,14 @@ impl Qm {
 
     /// QEMU's arguments for the guest nexcage boots (`args:`, appended last by
     /// qemu-server), in pci.2 slots qemu-server never assigns.
-    fn args(&self, dir: &Path, vmid: &str, memory: &str, initramfs: &Path) -> Result<String> {
+    fn args(
+        &self,
+        dir: &Path,
+        vmid: &str,
+        memory: &str,
+        initramfs: &Path,
+        shares: usize,
+    ) -> Result<String> {
         let word = |what: &str, p: &Path| translate::arg_word(what, &p.to_string_lossy());
         let console = word("runtime dir", &dir.join(CONSOLE_LOG))?;
         let kernel = word("kernel", &self.cfg.kernel.join("vmlinuz"))?;
@@ -187,6 +206,17 @@ impl Qm {
         let relay = word("socket", &self.socket(vmid, "relay"))?;
         let port = crate::supervise::guest::RELAY_PORT;
         let tag = crate::supervise::guest::ROOTFS_TAG;
+        let mut devices = Vec::new();
+        for n in 0..shares {
+            let what = format!("share{n}");
+            let socket = word("socket", &self.socket(vmid, &what))?;
+            let tag = crate::supervise::guest::share_tag(n);
+            devices.push(format!("-chardev socket,id=nx{what},path={socket}"));
+            devices.push(format!(
+                "-device vhost-user-fs-pci,chardev=nx{what},tag={tag},bus=pci.2,addr={:#x}",
+                0x1b + n
+            ));
+        }
         Ok([
             format!("-kernel {kernel} -initrd {initrd}"),
             "-append 'console=ttyS0 quiet panic=-1 -- guest-init'".into(),
@@ -201,6 +231,9 @@ impl Qm {
             format!("-chardev socket,id=nxrelay,path={relay},server=on,wait=off"),
             format!("-device virtserialport,bus=nxvs.0,chardev=nxrelay,name={port}"),
         ]
+        .into_iter()
+        .chain(devices)
+        .collect::<Vec<_>>()
         .join(" "))
     }
 
@@ -308,8 +341,12 @@ impl Backend for Qm {
         let relay = self.socket(&vmid, "relay");
         fs::write(dir.join(RELAY_PATH), relay.to_string_lossy().as_bytes())
             .context(|| "write the relay path")?;
-        self.start_virtiofsd(&dir, &self.socket(&vmid, "fs"), &rootfs)?;
-        let args = self.args(&dir, &vmid, &memory, &initramfs)?;
+        self.start_virtiofsd(&dir, "fs", &self.socket(&vmid, "fs"), &rootfs, false)?;
+        for (n, (share, ro)) in plan.shares.iter().enumerate() {
+            let what = format!("share{n}");
+            self.start_virtiofsd(&dir, &what, &self.socket(&vmid, &what), share, *ro)?;
+        }
+        let args = self.args(&dir, &vmid, &memory, &initramfs, plan.shares.len())?;
         let mut argv: Vec<&str> = vec!["create", &vmid];
         argv.extend(plan.options.iter().map(String::as_str));
         argv.extend(["--args", &args]);
@@ -388,14 +425,32 @@ impl Backend for Qm {
                     return Err(self.failed("qm destroy", &out));
                 }
             }
-            // virtiofsd leaves a pid file beside its socket.
-            for what in ["relay", "fs", "fs.pid"] {
-                let _ = fs::remove_file(self.socket(&vmid, what));
+            let mut names = vec!["relay".to_string()];
+            for n in 0..=translate::MAX_SHARES {
+                let what = if n == 0 {
+                    "fs".to_string()
+                } else {
+                    format!("share{}", n - 1)
+                };
+                // virtiofsd leaves a pid file beside its socket.
+                names.push(format!("{what}.pid"));
+                names.push(what);
+            }
+            for name in names {
+                let _ = fs::remove_file(self.socket(&vmid, &name));
             }
         }
-        if let Some(pid) = host::read_pid_note(&self.sup.dir(id).join(VIRTIOFSD_PID)) {
-            // SAFETY: kill(2) on the virtiofsd we started (its start time checked).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        for entry in fs::read_dir(self.sup.dir(id))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().ends_with(VIRTIOFSD_PID)
+                && let Some(pid) = host::read_pid_note(&entry.path())
+            {
+                // SAFETY: kill(2) on a virtiofsd we started (its start time checked).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
         self.sup.remove_dir(id)
     }

@@ -16,6 +16,10 @@ use crate::supervise::vm_relay::GuestProcess;
 pub struct Plan {
     /// `qm create` options, less `--args` (the backend adds its devices).
     pub options: Vec<String>,
+    /// Host directories shared into the guest for the spec's bind mounts, each with
+    /// whether it is read-only (its virtiofsd is then `--readonly`: the guest is
+    /// not trusted to keep a read-only bind read-only).
+    pub shares: Vec<(std::path::PathBuf, bool)>,
     pub guest: GuestSetup,
     pub process: GuestProcess,
 }
@@ -125,17 +129,27 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
     }
     let mut tree = Tree::new(rootfs);
     let mut mounts = Vec::new();
+    let mut shares: Vec<(std::path::PathBuf, bool)> = Vec::new();
     for m in spec.mounts().iter().flatten() {
         let typ = m.typ().as_deref().unwrap_or("");
         if crate::backend::mount_entry::is_bind(m) {
-            return Err(refused(&format!(
-                "a bind mount ({} on {}: shares into the VM)",
-                m.source()
-                    .as_ref()
-                    .map(|s| s.display().to_string())
-                    .unwrap_or_default(),
-                m.destination().display()
-            )));
+            if !m.destination().is_absolute() {
+                return Err(Error::Usage(format!(
+                    "mount destination {:?} (not absolute)",
+                    m.destination()
+                )));
+            }
+            let target = tree.resolve(m.destination()).map_err(Error::Usage)?;
+            let (share, source, options) = bind_share(m, &mut shares)?;
+            mounts.push(FsMount {
+                destination: target.to_string_lossy().into_owned(),
+                fstype: "bind".into(),
+                source: format!("{share}/{source}"),
+                options,
+                staged: false,
+            });
+            tree.mounted(target, None);
+            continue;
         }
         if !FILESYSTEMS.contains(&typ) {
             return Err(refused(&format!(
@@ -202,9 +216,68 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
             hostname: spec.hostname().clone(),
             mounts,
             setup,
+            shares: shares.len(),
         },
+        shares,
         process: GuestProcess { process, seccomp },
     })
+}
+
+/// The most shares the backend gives a VM: the free pci.2 slots after its own.
+pub const MAX_SHARES: usize = 4;
+
+/// Which share a bind's source is in (its directory, or a file's parent directory;
+/// read-only and read-write ones apart), added if new; the path inside the share, and
+/// the options the guest applies to the bind.
+fn bind_share(
+    m: &oci_spec::runtime::Mount,
+    shares: &mut Vec<(std::path::PathBuf, bool)>,
+) -> Result<(usize, String, Vec<String>)> {
+    let source = m.source().clone().ok_or_else(|| {
+        Error::Usage(format!(
+            "bind mount on {:?} without a source",
+            m.destination()
+        ))
+    })?;
+    let real = std::fs::canonicalize(&source).map_err(|e| {
+        Error::Usage(format!(
+            "mount source {} of {}: {e}",
+            source.display(),
+            m.destination().display()
+        ))
+    })?;
+    let (dir, inside) = if real.is_dir() {
+        (real.clone(), String::new())
+    } else {
+        let name = real
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (real.parent().unwrap_or(Path::new("/")).to_path_buf(), name)
+    };
+    let options: Vec<String> = m.options().iter().flatten().cloned().collect();
+    for o in &options {
+        if !matches!(
+            o.as_str(),
+            "bind" | "rbind" | "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "private" | "rprivate"
+        ) {
+            return Err(refused(&format!("bind mount option {o:?}")));
+        }
+    }
+    let ro = options.iter().any(|o| o == "ro");
+    let index = match shares.iter().position(|(d, r)| *d == dir && *r == ro) {
+        Some(i) => i,
+        None if shares.len() < MAX_SHARES => {
+            shares.push((dir, ro));
+            shares.len() - 1
+        }
+        None => {
+            return Err(refused(&format!(
+                "more than {MAX_SHARES} directories of bind sources"
+            )));
+        }
+    };
+    Ok((index, inside, options))
 }
 
 fn is_flag(o: &str) -> bool {
