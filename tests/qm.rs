@@ -105,7 +105,8 @@ fn a_bundle_runs_as_a_vm() {
     std::fs::write(files.path().join("greeting"), "hello from the host\n").unwrap();
     let script = "echo out; echo err >&2; cat /sys/class/dmi/id/sys_vendor; hostname; \
         cat /etc/greeting; echo written > /data/out; \
-        (echo x >> /etc/greeting) 2>/dev/null || echo greeting-ro; exit 3";
+        (echo x >> /etc/greeting) 2>/dev/null || echo greeting-ro; \
+        cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/pids.max; exit 3";
     let bundle = Bundle::with(&["sh", "-c", script], |s| {
         use oci_spec::runtime::MountBuilder;
         let mut a = s.annotations().clone().unwrap_or_default();
@@ -131,6 +132,18 @@ fn a_bundle_runs_as_a_vm() {
             );
         }
         s.set_mounts(Some(mounts));
+        let pids = oci_spec::runtime::LinuxPidsBuilder::default()
+            .limit(77i64)
+            .build()
+            .unwrap();
+        let resources = oci_spec::runtime::LinuxResourcesBuilder::default()
+            .pids(pids)
+            .build()
+            .unwrap();
+        s.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_resources(Some(resources));
     });
     let out = node
         .env
@@ -139,7 +152,7 @@ fn a_bundle_runs_as_a_vm() {
         (out.code, out.stdout.as_str(), out.stderr.as_str()),
         (
             Some(3),
-            "out\nQEMU\nnexcage\nhello from the host\ngreeting-ro\n",
+            "out\nQEMU\nnexcage\nhello from the host\ngreeting-ro\n77\n",
             "err\n"
         )
     );

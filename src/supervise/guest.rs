@@ -84,6 +84,10 @@ pub struct GuestSetup {
     /// `<N>/<path in the share>`).
     #[serde(default)]
     pub shares: usize,
+    /// `linux.resources.pids.limit`: the container's processes go into a cgroup of
+    /// the guest's with this `pids.max`.
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
 }
 
 /// The virtiofs tag of the `n`th share of bind sources.
@@ -93,6 +97,37 @@ pub fn share_tag(n: usize) -> String {
 
 /// Where the guest mounts the shares, out of the container's reach once it is made.
 const SHARES: &str = "/run/shares";
+
+/// Where the guest keeps its own cgroup2 (out of the container's reach).
+const CGROUPS: &str = "/run/cgroup";
+
+/// The container's cgroup in the guest, with the spec's limits; returns its
+/// `cgroup.procs`, open, for each process to move itself into.
+fn container_cgroup(g: &GuestSetup) -> Result<std::fs::File> {
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} in {CGROUPS}"), e);
+    std::fs::create_dir_all(CGROUPS).map_err(|e| io("mkdir", e))?;
+    mount(
+        Some("cgroup2"),
+        CGROUPS,
+        Some("cgroup2"),
+        MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(|e| Error::Usage(format!("mount cgroup2: {e}")))?;
+    let top = Path::new(CGROUPS);
+    std::fs::write(top.join("cgroup.subtree_control"), "+pids")
+        .map_err(|e| io("enable pids", e))?;
+    let dir = top.join("container");
+    std::fs::create_dir_all(&dir).map_err(|e| io("mkdir", e))?;
+    if let Some(limit) = g.pids_limit {
+        std::fs::write(dir.join("pids.max"), limit.to_string())
+            .map_err(|e| io("write pids.max", e))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+        .map_err(|e| io("open cgroup.procs", e))
+}
 
 /// Makes the container: the mounts inside the rootfs, the rootfs as `/` (moved over
 /// the initramfs's, which cannot be pivoted away), then the confinements.
@@ -295,6 +330,8 @@ mod relay {
         made: bool,
         /// The workload has ended, and with it every other process.
         ended: bool,
+        /// The container's `cgroup.procs` (see `container_cgroup`).
+        cgroup: Option<File>,
     }
 
     impl Relay {
@@ -307,6 +344,7 @@ mod relay {
                 exited: None,
                 made: false,
                 ended: false,
+                cgroup: None,
             }
         }
 
@@ -412,6 +450,7 @@ mod relay {
         /// Makes the container once (a start without a setup gets the bare rootfs).
         fn make(&mut self, setup: &super::GuestSetup) -> Result<()> {
             if !self.made {
+                self.cgroup = Some(super::container_cgroup(setup)?);
                 super::make_container(&self.root, setup)?;
                 self.made = true;
             }
@@ -450,6 +489,9 @@ mod relay {
                 ForkResult::Child => {
                     let _ = (dup2_stdin(&in_r), dup2_stdout(&out_w), dup2_stderr(&err_w));
                     drop((in_r, in_w, out_r, out_w, err_r, err_w));
+                    if let Some(procs) = &mut self.cgroup {
+                        let _ = procs.write_all(b"0");
+                    }
                     if let Some(adj) = oom_score_adj {
                         let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
                     }

@@ -76,6 +76,7 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
     }
     let mut memory = cfg.memory;
     let mut cores = cfg.cores;
+    let mut pids_limit = None;
     if let Some(r) = linux.resources() {
         if let Some(limit) = r
             .memory()
@@ -93,9 +94,7 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
             cores = (q as u64).div_ceil(p).max(1);
         }
         let zero = |v: Option<i64>| v.is_none_or(|v| v <= 0);
-        if r.pids().as_ref().is_some_and(|p| p.limit() > 0) {
-            return Err(refused("linux.resources.pids"));
-        }
+        pids_limit = r.pids().as_ref().map(|p| p.limit()).filter(|l| *l > 0);
         if r.block_io().as_ref().is_some_and(|b| {
             b.weight().is_some_and(|w| w > 0)
                 || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
@@ -217,6 +216,7 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
             mounts,
             setup,
             shares: shares.len(),
+            pids_limit,
         },
         shares,
         process: GuestProcess { process, seccomp },
