@@ -268,3 +268,39 @@ fn refusals_leave_nothing() {
     missing.assert_clean();
     assert_eq!(node.qm(&["list"]).stdout, "");
 }
+
+/// podman on qm: `run --rm` output and exit status, stderr apart, with podman's own
+/// spec (its /etc/hosts, resolv.conf and shm binds, its pids limit, seccomp profile
+/// and network namespace), the VM gone afterwards.
+#[test]
+fn podman_run_on_qm() {
+    let node = Node::new();
+    let name = unique("nxc-vm");
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("podman")
+                .args(["rm", "--force", "--time", "0", &self.0])
+                .output();
+        }
+    }
+    let _gone = Gone(name.clone());
+    let mut cmd = Command::new("podman");
+    cmd.arg("--runtime")
+        .arg(common::nexcage())
+        .arg("--runtime-flag")
+        .arg(format!("config={}", node.env.config.as_ref().unwrap().display()))
+        .args(["run", "--rm", "--name", &name, "--annotation", "org.nexcage.backend=vm"])
+        .arg("localhost/nexcage-busybox:latest")
+        .args([
+            "sh",
+            "-c",
+            "echo hi; echo err >&2; grep -c localhost /etc/hosts; cat /sys/class/dmi/id/sys_vendor; exit 4",
+        ]);
+    let out = run_cmd(cmd, None);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (Some(4), "hi\n1\nQEMU\n", "err\n")
+    );
+    assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
+}
