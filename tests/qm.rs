@@ -304,3 +304,31 @@ fn podman_run_on_qm() {
     );
     assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
 }
+
+/// `hack/pve/node.sh DIR`, the way to try nexcage without Proxmox: its config loads
+/// and routes to every backend by annotation.
+#[test]
+fn node_script_makes_a_config_with_every_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_cmd(
+        common::command(&[
+            repo().join("hack/pve/node.sh").to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ]),
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let config = out.stdout.trim().to_string();
+    for backend in ["crun", "runc", "lxc", "pve", "vm"] {
+        let bundle = Bundle::annotated(&["true"], &[("org.nexcage.backend", backend)]);
+        let mut cmd = Command::new(common::nexcage());
+        cmd.args(["--config", &config, "route", "--bundle", bundle.path(), "x"]);
+        let out = run_cmd(cmd, None);
+        assert!(
+            out.stdout.starts_with(&format!("{backend} ")),
+            "{}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
