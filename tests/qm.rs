@@ -202,6 +202,27 @@ fn a_bundle_runs_as_a_vm() {
     );
     node.env.ok(&["delete", &id]);
     node.assert_clean();
+
+    // A wiped state (holder killed, record and runtime dir gone): `gc` finds the VM
+    // by its description and destroys it.
+    let id = unique("vm-lost");
+    node.env
+        .detached(&["create", "--bundle", bundle.path(), &id]);
+    let holder = node.env.state(&id)["pid"].as_i64().unwrap();
+    let vmid = std::fs::read_to_string(node.env.root().join("backends/vm").join(&id).join("vmid"))
+        .unwrap();
+    // SAFETY: kill(2) on the holder's pid.
+    unsafe { libc::kill(holder as i32, libc::SIGKILL) };
+    for dir in ["containers", "backends/vm"] {
+        std::fs::remove_dir_all(node.env.root().join(dir).join(&id)).unwrap();
+    }
+    let out = node.env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!("vm: Proxmox VM {vmid} of container {id}")),
+        "{out}"
+    );
+    assert_ne!(node.qm(&["status", &vmid]).code, Some(0), "the VM is left");
+    node.assert_clean();
 }
 
 /// What the VM backend cannot do yet, and a missing kernel, fail the create with one

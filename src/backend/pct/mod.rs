@@ -25,7 +25,7 @@ use translate::Owner;
 /// `pvesh get /cluster/nextid` does not reserve: another create may take the id first.
 const CREATE_ATTEMPTS: usize = 5;
 /// The runtime dir's owner token (see `translate::description`).
-const OWNER: &str = "owner";
+pub(crate) const OWNER: &str = "owner";
 /// In the backend's dir: what `pct create` unpacks (see `empty_archive`).
 const EMPTY_ARCHIVE: &str = "empty.tar";
 /// How long `delete` waits for a `pct create` left running by a killed nexcage.
@@ -625,7 +625,7 @@ fn empty_archive(base: &Path) -> Result<String> {
 }
 
 /// 128 random bits, hex.
-fn new_owner_token() -> Result<String> {
+pub(crate) fn new_owner_token() -> Result<String> {
     let mut bytes = [0u8; 16];
     // SAFETY: getrandom(2) writes at most the buffer's length.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };

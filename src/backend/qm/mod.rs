@@ -18,6 +18,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use super::pct::{self, translate::Owner};
 use super::{Backend, Exit, Invocation, Observed};
 use crate::bundle::Bundle;
 use crate::cli;
@@ -82,6 +83,67 @@ impl Qm {
 
     fn qm(&self, args: &[&str]) -> Result<Output> {
         self.run_tool(&self.cfg.qm, args)
+    }
+
+    /// The owner of a container whose runtime dir we have (see pct's `Owner`: the
+    /// description names the token and this backend's place, so that another root's
+    /// VM is never taken for ours, and a wiped state's are found).
+    fn owner(&self, id: &str) -> Option<Owner> {
+        let token = fs::read_to_string(self.sup.dir(id).join(pct::OWNER)).ok()?;
+        Some(Owner {
+            token: token.trim().to_string(),
+            place: self.place(),
+        })
+    }
+
+    fn place(&self) -> String {
+        let node = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{node}:{}", self.sup.base.display())
+    }
+
+    /// The description of VM `vmid` (decoded), if it has a config.
+    fn description(&self, vmid: &str) -> Result<Option<String>> {
+        let out = self.qm(&["config", vmid])?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("description: "))
+                .map(|d| pct::percent_decode(d).trim_end().to_string())
+                .next()
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Stops and destroys VM `vmid` (virtiofsd ends with its QEMU).
+    fn destroy_vm(&self, vmid: &str) -> Result<()> {
+        let _ = self.qm(&["stop", vmid]);
+        let out = self.qm(&["destroy", vmid, "--purge"])?;
+        if !out.status.success() {
+            return Err(self.failed("qm destroy", &out));
+        }
+        Ok(())
+    }
+
+    fn remove_sockets(&self, vmid: &str) {
+        let mut names = vec!["relay".to_string()];
+        for n in 0..=translate::MAX_SHARES {
+            let what = if n == 0 {
+                "fs".to_string()
+            } else {
+                format!("share{}", n - 1)
+            };
+            // virtiofsd leaves a pid file beside its socket.
+            names.push(format!("{what}.pid"));
+            names.push(what);
+        }
+        for name in names {
+            let _ = fs::remove_file(self.socket(vmid, &name));
+        }
     }
 
     fn vmid(&self, id: &str) -> Option<String> {
@@ -322,6 +384,10 @@ impl Backend for Qm {
             .nth(1)
             .cloned()
             .unwrap_or_else(|| self.cfg.memory.to_string());
+        // The first create since the state was made: a wiped state's VMs go.
+        if !self.sup.base.join(SOCKETS).exists() {
+            self.collect_strays();
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
@@ -336,6 +402,12 @@ impl Backend for Qm {
         host::write_new(&dir.join(GUEST_SETUP), &to_json(&plan.guest)?, 0o600)?;
         // The environment may hold secrets: only root reads it.
         host::write_new(&dir.join(GUEST_PROCESS), &to_json(&plan.process)?, 0o600)?;
+        let owner = Owner {
+            token: pct::new_owner_token()?,
+            place: self.place(),
+        };
+        fs::write(dir.join(pct::OWNER), &owner.token).context(|| "write the owner token")?;
+        let description = pct::translate::description(&record.id, &owner);
         let vmid = self.next_vmid()?;
         fs::write(dir.join("vmid"), &vmid).context(|| "write vmid")?;
         let relay = self.socket(&vmid, "relay");
@@ -349,7 +421,7 @@ impl Backend for Qm {
         let args = self.args(&dir, &vmid, &memory, &initramfs, plan.shares.len())?;
         let mut argv: Vec<&str> = vec!["create", &vmid];
         argv.extend(plan.options.iter().map(String::as_str));
-        argv.extend(["--args", &args]);
+        argv.extend(["--description", &description, "--args", &args]);
         let out = self.qm(&argv)?;
         if !out.status.success() {
             // Taken meanwhile, or refused: what exists under that vmid is not ours.
@@ -410,35 +482,16 @@ impl Backend for Qm {
     fn remove(&self, _inv: &Invocation, id: &str) -> Result<()> {
         self.sup.kill_holder(id);
         if let Some(vmid) = self.vmid(id) {
-            let out = self.qm(&["config", &vmid])?;
-            let ours = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.strip_prefix("description: "))
-                .any(|d| {
-                    crate::backend::pct::percent_decode(d).trim_end()
-                        == format!("nexcage container {id}")
-                });
-            if out.status.success() && ours {
-                let _ = self.qm(&["stop", &vmid]);
-                let out = self.qm(&["destroy", &vmid, "--purge"])?;
-                if !out.status.success() {
-                    return Err(self.failed("qm destroy", &out));
+            let ours = match self.owner(id) {
+                Some(owner) => {
+                    self.description(&vmid)? == Some(pct::translate::description(id, &owner))
                 }
+                None => false,
+            };
+            if ours {
+                self.destroy_vm(&vmid)?;
             }
-            let mut names = vec!["relay".to_string()];
-            for n in 0..=translate::MAX_SHARES {
-                let what = if n == 0 {
-                    "fs".to_string()
-                } else {
-                    format!("share{}", n - 1)
-                };
-                // virtiofsd leaves a pid file beside its socket.
-                names.push(format!("{what}.pid"));
-                names.push(what);
-            }
-            for name in names {
-                let _ = fs::remove_file(self.socket(&vmid, &name));
-            }
+            self.remove_sockets(&vmid);
         }
         for entry in fs::read_dir(self.sup.dir(id))
             .into_iter()
@@ -459,9 +512,40 @@ impl Backend for Qm {
         crate::ids::dirs_in(&self.sup.base)
     }
 
-    /// VMs of a wiped state are not found yet (issue 12): none.
+    /// VMs this backend made before its state was wiped: ours by place, with a token
+    /// no runtime dir holds.
     fn collect_strays(&self) -> Vec<String> {
-        Vec::new()
+        let mut done = Vec::new();
+        let Ok(list) = self.qm(&["list"]) else {
+            return done;
+        };
+        let place = self.place();
+        for vmid in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let Ok(Some(text)) = self.description(vmid) else {
+                continue;
+            };
+            let Some((id, owner)) = pct::translate::parse_description(&text) else {
+                continue;
+            };
+            if owner.place != place || self.owner(&id).is_some_and(|o| o.token == owner.token) {
+                continue;
+            }
+            match self.destroy_vm(vmid) {
+                Ok(()) => {
+                    self.remove_sockets(vmid);
+                    done.push(format!(
+                        "Proxmox VM {vmid} of container {id}, whose state is gone"
+                    ));
+                }
+                Err(e) => log::warn!("gc: VM {vmid}: {e}"),
+            }
+        }
+        done
     }
 
     fn operate(&self, inv: &Invocation, _record: &Record) -> Result<Exit> {

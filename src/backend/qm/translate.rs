@@ -206,8 +206,6 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
         "l26".into(),
         "--tags".into(),
         "nexcage".into(),
-        "--description".into(),
-        format!("nexcage container {id}"),
     ];
     Ok(Plan {
         options,
