@@ -291,17 +291,29 @@ def pct_section(runner, a, tag):
            os.path.join(a.work, "lxc.json")]
     pvesh = json.load(open(a.pct_config))["backends"]["pve"]["pvesh"]
 
+    # The same bundle as a VM (qm backend, picked by annotation): a copy of its
+    # config.json with the annotation, beside it.
+    vm_bundle = os.path.join(a.work, "bundle-vm")
+    os.makedirs(vm_bundle, exist_ok=True)
+    with open(os.path.join(bundles[0][1], "config.json")) as f:
+        vm_spec = json.load(f)
+    vm_spec.setdefault("annotations", {})["org.nexcage.backend"] = "vm"
+    with open(os.path.join(vm_bundle, "config.json"), "w") as f:
+        json.dump(vm_spec, f)
+
     def side(kind, i):
         os.sync()
         if kind == "lxc":
             ns = runner.timed(lxc + ["run", "--bundle", bundles[0][1], f"{tag}-pctlxc-{i}"])
+        elif kind == "vm":
+            ns = runner.timed(nx + ["run", "--bundle", vm_bundle, f"{tag}-vm-{i}"])
         else:
             ns = runner.timed([pvesh, "get", "/cluster/nextid"])
         reap_orphans()
         return ns
 
     variants = [(mib, bundle, phased) for mib, bundle in bundles for phased in (False, True)]
-    variants += [(kind, None, None) for kind in ("lxc", "pvesh")]
+    variants += [(kind, None, None) for kind in ("lxc", "pvesh", "vm")]
     samples = {}
     log(f"pct: {a.pct_runs} rounds of {len(variants)} samples (+{len(bundles)} warm-up)")
     for i in range(a.pct_runs):
@@ -329,6 +341,8 @@ def pct_section(runner, a, tag):
     print(row(f"`nexcage run` → lxc, {bundles[0][0]} MiB rootfs", samples[("lxc", "run")]))
     print(row("one stand-in call doing nothing (`pvesh get /cluster/nextid`)",
               samples[("pvesh", "run")]))
+    print(row(f"`nexcage run` → qm (a VM, TCG, 256 MiB), {bundles[0][0]} MiB rootfs",
+              samples[("vm", "run")]))
     print()
     med = {k: statistics.median(v) / 1e6 for k, v in samples.items()}
     small_mib = bundles[0][0]

@@ -150,15 +150,23 @@ if (( pct_runs > 0 )); then
         die "the pct section needs ${need} MiB free in /var/tmp, has ${avail} (--pct-runs 0 skips it)"
     wrapper='#!/bin/sh\nexport PVE_STANDIN_ROOT=%q PVE_STANDIN_NODE=benchnode'
     wrapper+=' PVE_STANDIN_CGROUP_PREFIX=%q\nexec %q "$@"\n'
-    for tool in pct pvesh; do
+    for tool in pct pvesh qm; do
         # shellcheck disable=SC2059 # the format is ours
         printf "$wrapper" "$pct_node" "$pct_cgroup/" "$NEXCAGE_ROOT/hack/pve/$tool" >"$pct_dir/$tool"
         chmod 0755 "$pct_dir/$tool"
     done
-    jq -nc --arg pct "$pct_dir/pct" --arg pvesh "$pct_dir/pvesh" \
+    virtiofsd=/usr/libexec/virtiofsd
+    [[ -x "$virtiofsd" ]] || virtiofsd="$(command -v virtiofsd)"
+    # The qm backend beside it (TCG: this machine's /dev/kvm boots no guest kernel),
+    # picked by annotation.
+    jq -nc --arg pct "$pct_dir/pct" --arg pvesh "$pct_dir/pvesh" --arg qm "$pct_dir/qm" \
         --arg conf "$pct_node/etc/pve/lxc" --arg lock "$pct_node/run/lock/lxc" \
+        --arg kernel "$NEXCAGE_VM_KERNEL" --arg virtiofsd "$virtiofsd" \
         '{default: "pve", backends: {pve: {type: "pct", pct: $pct, pvesh: $pvesh,
-          config_dir: $conf, lock_dir: $lock}}}' >"$pct_config"
+          config_dir: $conf, lock_dir: $lock},
+          vm: {type: "qm", qm: $qm, pvesh: $pvesh, kvm: false, memory: 256,
+               kernel: $kernel, virtiofsd: $virtiofsd}},
+          annotation_backends: ["pve", "vm"]}' >"$pct_config"
     # Rootfs copies of ~50 and ~500 MiB: the busybox rootfs plus one file of random
     # (incompressible) data making up the rest, on the node's filesystem.
     rootfs_bytes="$(du -sb "$NEXCAGE_ROOTFS" | cut -f1)"
@@ -247,8 +255,14 @@ if (( pct_runs > 0 )); then
     mapfile -t lxcs < <(lxc-ls -P "$pct_lxc" -1)
     wait "$!"
     mapfile -t confs < <(find "$pct_node/etc/pve/lxc" -mindepth 1 -maxdepth 1 2>/dev/null)
-    # The backend's empty archive for `pct create` is its own, not a container's.
-    mapfile -t runtime < <(find "$pct_root/backends" -mindepth 2 -maxdepth 2 ! -name empty.tar 2>/dev/null)
+    # The backend's empty archive for `pct create` is its own, not a container's; so
+    # are the qm backend's initramfs and socket dir (which must be empty).
+    mapfile -t runtime < <(find "$pct_root/backends" -mindepth 2 -maxdepth 2 ! -name empty.tar \
+        ! -name 'initramfs-*.cpio' ! -name '@sockets' 2>/dev/null)
+    mapfile -t sockets < <(find "$pct_root/backends" -path '*/@sockets/*' 2>/dev/null)
+    runtime+=(${sockets[@]+"${sockets[@]}"})
+    mapfile -t vms < <("$pct_dir/qm" list)
+    wait "$!"
     mapfile -t temps < <(find "$pct_node/var/lib/vz" \( -type f -o -name 'subvol-*' \) 2>/dev/null)
     cgs=()
     for cg in /sys/fs/cgroup/*/"$pct_cgroup" /sys/fs/cgroup/"$pct_cgroup"; do
@@ -260,11 +274,11 @@ if (( pct_runs > 0 )); then
     fi
     printf -- '- pct: nexcage records of finished runs before "nexcage list": %s; %s: %s; %s: %s\n' \
         "$pct_before" "listed by it" "${#pct_listed[@]}" "after" "$pct_after"
-    printf -- '- pct: containers in "pct list": %s; CT configs: %s; LXC containers: %s; ' \
-        "${#cts[@]}" "${#confs[@]}" "${#lxcs[@]}"
+    printf -- '- pct: containers in "pct list": %s; VMs in "qm list": %s; CT configs: %s; LXC containers: %s; ' \
+        "${#cts[@]}" "${#vms[@]}" "${#confs[@]}" "${#lxcs[@]}"
     printf -- 'nexcage runtime dirs: %s; volumes or templates in the storage: %s; %s: %s\n' \
         "${#runtime[@]}" "${#temps[@]}" "processes in the stand-in cgroups" "${#procs[@]}"
-    pct_left=(${pct_listed[@]+"${pct_listed[@]}"} ${cts[@]+"${cts[@]}"} ${confs[@]+"${confs[@]}"}
+    pct_left=(${pct_listed[@]+"${pct_listed[@]}"} ${cts[@]+"${cts[@]}"} ${vms[@]+"${vms[@]}"} ${confs[@]+"${confs[@]}"}
         ${lxcs[@]+"${lxcs[@]}"} ${runtime[@]+"${runtime[@]}"} ${temps[@]+"${temps[@]}"}
         ${procs[@]+"${procs[@]}"})
     (( pct_after == 0 )) || pct_left+=("$pct_after records")
