@@ -94,8 +94,8 @@ impl Drop for Node {
 
 /// `run`: the workload's stdout, stderr and exit status exact, in a guest that is a
 /// QEMU VM (DMI says so) made and destroyed with qm, with a directory and a read-only
-/// file bound in from the host; then create, start, state, a signal passed on by the
-/// holder, delete.
+/// file bound in from the host; then create, start, state, exec, a signal passed on by
+/// the holder, delete; then gc of a wiped state's VM.
 #[test]
 fn a_bundle_runs_as_a_vm() {
     let node = Node::new();
@@ -194,6 +194,31 @@ fn a_bundle_runs_as_a_vm() {
         assert!(std::time::Instant::now() < deadline, "no output");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // exec: a process of its own in the guest, its stdio and exit status ours.
+    let out = node.env.out(&[
+        "exec",
+        "--user",
+        "1000",
+        "--env",
+        "X=1",
+        &id,
+        "sh",
+        "-c",
+        "echo in-exec $X $(id -u); echo e >&2; exit 5",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (Some(5), "in-exec 1 1000\n", "e\n")
+    );
+    let out = node.env.out(&["exec", &id, "nosuchcmd"]);
+    assert_eq!(out.code, Some(127), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("executable file not found"),
+        "{}",
+        out.stderr
+    );
+    let err = node.env.fails(&["exec", "--tty", &id, "true"]);
+    assert!(err.contains("not supported"), "{err}");
     node.env.ok(&["kill", &id, "TERM"]);
     node.env.wait_status(&id, "stopped");
     assert_eq!(

@@ -116,3 +116,30 @@ pub fn send_pidfd(path: &std::path::Path, pid: i32) -> Result<()> {
     let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) };
     send_fds(&connect_long(path)?, &[pidfd.as_raw_fd()])
 }
+
+/// Receives up to `N` fds sent with [`send_fds`] (one message).
+pub fn recv_fds<const N: usize>(stream: &UnixStream) -> Result<Vec<std::os::fd::OwnedFd>> {
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; N]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .context(|| "receive fds")?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().context(|| "receive fds")? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just gave us these fds.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(fds)
+}

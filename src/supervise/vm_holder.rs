@@ -79,6 +79,11 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
             _ => {}
         }
     }
+    channel.dispatch();
+    // `exec`s come on the holder's socket from here on, each a process of its own.
+    let execs = channel.clone();
+    let exec_dir = dir.to_path_buf();
+    std::thread::spawn(move || serve_execs(&listener, &execs, &exec_dir));
     let forwarder = channel.clone();
     std::thread::spawn(move || {
         while let Ok(sig) = mask.wait() {
@@ -104,6 +109,65 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
     };
     let status = vm_relay::run(&channel, 0, &process, io)?;
     Ok(end_as(status))
+}
+
+/// In the runtime dir: an `exec`'s process (`exec-<pid>.json`), read and removed by
+/// the holder.
+pub const EXEC_PREFIX: &str = "exec-";
+
+/// `exec NAME` with the caller's stdin, stdout and stderr passed along: the process
+/// in `NAME` (see [`EXEC_PREFIX`]) runs in the guest; `exit STATUS` is the answer.
+fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, dir: &Path) {
+    let mut next_id = 1u32;
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let Ok(Some(line)) = read_line(&conn) else {
+            continue;
+        };
+        let Some(name) = line.strip_prefix("exec ") else {
+            continue;
+        };
+        let id = next_id;
+        next_id = next_id.wrapping_add(1).max(1);
+        let channel = channel.clone();
+        let name = name.to_string();
+        let path = dir.join(&name);
+        std::thread::spawn(move || {
+            let answer = (|| -> Result<i32> {
+                if !name_is_an_exec(&name) {
+                    return Err(Error::Usage("not an exec's process".into()));
+                }
+                let process: GuestProcess = read_json(&path)?;
+                let _ = std::fs::remove_file(&path);
+                let mut fds = super::protocol::recv_fds::<3>(&conn)?
+                    .into_iter()
+                    .map(File::from);
+                let (Some(stdin), Some(stdout), Some(stderr)) =
+                    (fds.next(), fds.next(), fds.next())
+                else {
+                    return Err(Error::Usage(
+                        "exec: stdin, stdout and stderr expected".into(),
+                    ));
+                };
+                let io = vm_relay::Stdio {
+                    stdin: Some(stdin),
+                    stdout,
+                    stderr,
+                };
+                vm_relay::run(&channel, id, &process, io)
+            })();
+            let reply = match answer {
+                Ok(status) => format!("exit {status}"),
+                Err(e) => format!("error: {e}"),
+            };
+            let _ = send_line(&mut conn, &reply);
+        });
+    }
+}
+
+/// Only files named like an exec's, in the runtime dir itself.
+fn name_is_an_exec(name: &str) -> bool {
+    name.starts_with(EXEC_PREFIX) && !name.contains('/') && !name.contains("..")
 }
 
 /// Connects to the guest, has the container made, listens for `start`.

@@ -4,9 +4,11 @@
 //! which is acknowledged so that the guest may power off knowing nothing it sent is
 //! lost. Signals for the process go on the same channel, from another thread.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use super::frames::{self, Decoder, Frame};
@@ -24,11 +26,17 @@ pub struct GuestProcess {
     pub seccomp: Option<Vec<u8>>,
 }
 
-/// One connection to the guest: frames are written whole, from any thread.
+type Routes = Arc<Mutex<Option<HashMap<u32, Sender<Result<Frame>>>>>>;
+
+/// One connection to the guest: frames are written whole, from any thread; once
+/// `dispatch` runs, what the guest sends goes to the process it names.
 #[derive(Clone)]
 pub struct Channel {
     writer: Arc<Mutex<UnixStream>>,
     reader: Arc<Mutex<(UnixStream, Decoder)>>,
+    /// None once the guest has gone: nothing more will come.
+    routes: Routes,
+    dispatching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Channel {
@@ -39,7 +47,62 @@ impl Channel {
         Ok(Channel {
             writer: Arc::new(Mutex::new(stream)),
             reader: Arc::new(Mutex::new((reader, Decoder::default()))),
+            routes: Arc::new(Mutex::new(Some(HashMap::new()))),
+            dispatching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
+    }
+
+    /// Reads frames from here on in a thread of its own, each to its process's
+    /// `run`; when the guest goes (or says why it cannot go on), every one hears it.
+    pub fn dispatch(&self) {
+        self.dispatching
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let channel = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                let next = channel.next();
+                let Ok(mut routes) = channel.routes.lock() else {
+                    return;
+                };
+                match next {
+                    Ok(frame) => {
+                        let id = match &frame {
+                            Frame::Data { process, .. }
+                            | Frame::Exit { process, .. }
+                            | Frame::Eof { process, .. } => *process,
+                            _ => continue,
+                        };
+                        if let Some(tx) = routes.as_ref().and_then(|r| r.get(&id)) {
+                            let _ = tx.send(Ok(frame));
+                        }
+                    }
+                    Err(e) => {
+                        for (_, tx) in routes.take().into_iter().flatten() {
+                            let _ = tx.send(Err(Error::Usage(e.to_string())));
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Where frames of process `id` come to, once `dispatch` runs.
+    fn route(&self, id: u32) -> Result<Receiver<Result<Frame>>> {
+        let (tx, rx) = channel();
+        let mut routes = self
+            .routes
+            .lock()
+            .map_err(|_| Error::Usage("relay lock".into()))?;
+        routes
+            .as_mut()
+            .ok_or_else(|| Error::Usage("the VM went away".into()))?
+            .insert(id, tx);
+        Ok(rx)
+    }
+
+    fn dispatching(&self) -> bool {
+        self.dispatching.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> Result<()> {
@@ -102,8 +165,23 @@ pub fn setup(channel: &Channel, setup: &super::guest::GuestSetup) -> Result<()> 
 }
 
 /// Starts process `id` in the guest and relays its streams; returns its wait status.
+/// Frames come through `dispatch` (running already), or, if it does not run, straight
+/// from the channel (one process at a time).
 pub fn run(channel: &Channel, id: u32, process: &GuestProcess, io: Stdio) -> Result<i32> {
     let spec = serde_json::to_vec(process).map_err(|e| Error::Usage(e.to_string()))?;
+    let routed = if channel.dispatching() {
+        Some(channel.route(id)?)
+    } else {
+        None
+    };
+    let next = || -> Result<Frame> {
+        match &routed {
+            Some(rx) => rx
+                .recv()
+                .map_err(|_| Error::Usage("the VM went away".into()))?,
+            None => channel.next(),
+        }
+    };
     channel.send(&Frame::Start { process: id, spec })?;
     match io.stdin {
         None => channel.send(&Frame::Eof { process: id, fd: 0 })?,
@@ -131,7 +209,7 @@ pub fn run(channel: &Channel, id: u32, process: &GuestProcess, io: Stdio) -> Res
     }
     let (mut stdout, mut stderr) = (io.stdout, io.stderr);
     loop {
-        match channel.next()? {
+        match next()? {
             // A reader that went away loses the rest, as with a pipe.
             Frame::Data {
                 process,
@@ -149,6 +227,11 @@ pub fn run(channel: &Channel, id: u32, process: &GuestProcess, io: Stdio) -> Res
             }
             Frame::Exit { process, status } if process == id => {
                 channel.send(&Frame::Ack { process: id })?;
+                if let Ok(mut routes) = channel.routes.lock()
+                    && let Some(r) = routes.as_mut()
+                {
+                    r.remove(&id);
+                }
                 return Ok(status);
             }
             _ => {}

@@ -27,6 +27,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::state::Record;
 use crate::supervise::host::{self, Supervisor};
 use crate::supervise::vm_holder::{GUEST_PROCESS, GUEST_SETUP, RELAY_PATH};
+use crate::supervise::vm_relay::GuestProcess;
 
 /// In the backend's dir: the sockets QEMU and virtiofsd listen on, by vmid (short
 /// paths: `sun_path` holds 107 bytes, and QEMU takes a path). Not a valid id.
@@ -338,6 +339,114 @@ impl Qm {
     }
 }
 
+impl Qm {
+    /// runc's `exec`: the process (`--process`, or the container's changed by the
+    /// flags) runs in the guest, its stdio ours, passed to the holder, which relays;
+    /// we end as it ended.
+    fn exec(&self, a: &cli::ExecArgs, id: &str) -> Result<Exit> {
+        for (set, what) in [
+            (a.tty, "exec --tty (a terminal)"),
+            (a.detach, "exec --detach"),
+            (a.console_socket.is_some(), "exec --console-socket"),
+            (a.preserve_fds.is_some_and(|n| n > 0), "exec --preserve-fds"),
+            (!a.cgroup.is_empty(), "exec --cgroup"),
+            (a.apparmor.is_some(), "exec --apparmor"),
+            (a.process_label.is_some(), "exec --process-label"),
+        ] {
+            if set {
+                return Err(self.unsupported(what));
+            }
+        }
+        if !self.sup.running(id) {
+            return Err(Error::Usage("container not running".into()));
+        }
+        let dir = self.sup.dir(id);
+        let base: GuestProcess = {
+            let body = fs::read(dir.join(GUEST_PROCESS)).context(|| "read the process")?;
+            serde_json::from_slice(&body).map_err(|e| Error::Usage(e.to_string()))?
+        };
+        let process = match &a.process {
+            Some(path) => {
+                let body = fs::read(path).context(|| format!("read {}", path.display()))?;
+                let p: oci_spec::runtime::Process = serde_json::from_slice(&body)
+                    .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+                if p.terminal() == Some(true) {
+                    return Err(self.unsupported("exec of a process with a terminal"));
+                }
+                p
+            }
+            None => {
+                let mut p = base.process.clone();
+                let args: Vec<String> = a
+                    .command
+                    .iter()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .collect();
+                if args.is_empty() {
+                    return Err(Error::Usage("exec needs a command".into()));
+                }
+                p.set_args(Some(args));
+                let mut env = p.env().clone().unwrap_or_default();
+                env.extend(a.env.iter().cloned());
+                p.set_env(Some(env));
+                if let Some(cwd) = &a.cwd {
+                    p.set_cwd(cwd.into());
+                }
+                if let Some(u) = &a.user {
+                    let (uid, gid) = crate::supervise::identity::Identity::parse_user(u)
+                        .ok_or_else(|| Error::Usage(format!("invalid --user {u:?}")))?;
+                    let mut user = p.user().clone();
+                    user.set_uid(uid);
+                    user.set_gid(gid);
+                    p.set_user(user);
+                }
+                if a.no_new_privs {
+                    p.set_no_new_privileges(Some(true));
+                }
+                p
+            }
+        };
+        let name = format!(
+            "{}{}.json",
+            crate::supervise::vm_holder::EXEC_PREFIX,
+            std::process::id()
+        );
+        let guest = GuestProcess {
+            process,
+            seccomp: base.seccomp,
+        };
+        host::write_new(&dir.join(&name), &to_json(&guest)?, 0o600)?;
+        let answer = (|| -> Result<String> {
+            let mut conn = crate::supervise::protocol::SocketDir::open(&dir)?
+                .connect(crate::supervise::SOCKET)
+                .context(|| "connect to the holder")?;
+            crate::supervise::protocol::send_line(&mut conn, &format!("exec {name}"))?;
+            crate::supervise::protocol::send_fds(&conn, &[0, 1, 2])?;
+            crate::supervise::protocol::read_line(&conn)?
+                .ok_or_else(|| Error::Usage("the holder went away".into()))
+        })();
+        let _ = fs::remove_file(dir.join(&name));
+        let answer = answer?;
+        if let Some(reason) = answer.strip_prefix("error: ") {
+            return Err(Error::Backend {
+                backend: self.name.clone(),
+                reason: reason.to_string(),
+            });
+        }
+        let status: i32 = answer
+            .strip_prefix("exit ")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                Error::Usage(format!("unexpected answer from the holder: {answer:?}"))
+            })?;
+        Ok(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        })
+    }
+}
+
 impl Backend for Qm {
     fn name(&self) -> &str {
         &self.name
@@ -345,7 +454,7 @@ impl Backend for Qm {
 
     fn check(&self, inv: &Invocation) -> Result<()> {
         match inv.command {
-            cli::Command::Checkpoint(_) | cli::Command::Restore(_) | cli::Command::Exec(_) => {
+            cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
                 Err(self.unsupported(inv.command.name()))
             }
             _ => Ok(()),
@@ -548,8 +657,11 @@ impl Backend for Qm {
         done
     }
 
-    fn operate(&self, inv: &Invocation, _record: &Record) -> Result<Exit> {
-        Err(self.unsupported(inv.command.name()))
+    fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
+        match inv.command {
+            cli::Command::Exec(a) => self.exec(a, &record.id),
+            other => Err(self.unsupported(other.name())),
+        }
     }
 }
 
