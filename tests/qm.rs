@@ -317,7 +317,7 @@ fn refusals_leave_nothing() {
 
 /// podman on qm: `run --rm` output and exit status, stderr apart, with podman's own
 /// spec (its /etc/hosts, resolv.conf and shm binds, its pids limit, seccomp profile
-/// and network namespace), the VM gone afterwards.
+/// and network namespace), the VM gone afterwards; `-d`, `logs`, `exec`, `stop`, `rm`.
 #[test]
 fn podman_run_on_qm() {
     let node = Node::new();
@@ -348,6 +348,54 @@ fn podman_run_on_qm() {
         (out.code, out.stdout.as_str(), out.stderr.as_str()),
         (Some(4), "hi\n1\nQEMU\n", "err\n")
     );
+    assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
+
+    // -d, logs, exec (conmon's `exec --detach --pid-file --process`), stop, rm.
+    let podman = |args: &[&str]| {
+        let mut cmd = Command::new("podman");
+        cmd.arg("--runtime")
+            .arg(common::nexcage())
+            .arg("--runtime-flag")
+            .arg(format!(
+                "config={}",
+                node.env.config.as_ref().unwrap().display()
+            ))
+            .args(args);
+        run_cmd(cmd, None)
+    };
+    let name = unique("nxc-vm-d");
+    let _gone = Gone(name.clone());
+    let out = podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--annotation",
+        "org.nexcage.backend=vm",
+        "localhost/nexcage-busybox:latest",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; echo started; sleep 1000 & wait",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while podman(&["logs", &name]).stdout != "started\n" {
+        assert!(std::time::Instant::now() < deadline, "no log");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = podman(&["exec", &name, "sh", "-c", "echo in-exec; exit 5"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(5), "in-exec\n"),
+        "{}",
+        out.stderr
+    );
+    let out = podman(&["stop", "--time", "10", &name]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let code = podman(&["inspect", "--format", "{{.State.ExitCode}}", &name]);
+    assert_eq!(code.stdout.trim(), "0");
+    let out = podman(&["rm", &name]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
 }
 

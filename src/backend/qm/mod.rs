@@ -346,7 +346,6 @@ impl Qm {
     fn exec(&self, a: &cli::ExecArgs, id: &str) -> Result<Exit> {
         for (set, what) in [
             (a.tty, "exec --tty (a terminal)"),
-            (a.detach, "exec --detach"),
             (a.console_socket.is_some(), "exec --console-socket"),
             (a.preserve_fds.is_some_and(|n| n > 0), "exec --preserve-fds"),
             (!a.cgroup.is_empty(), "exec --cgroup"),
@@ -416,12 +415,67 @@ impl Qm {
             seccomp: base.seccomp,
         };
         host::write_new(&dir.join(&name), &to_json(&guest)?, 0o600)?;
+        if a.detach {
+            return self.exec_detached(a, &dir, &name);
+        }
+        self.exec_via_holder(&dir, &name, None)
+    }
+
+    /// `exec --detach`: a child of ours does the exec and ends as the process ends
+    /// (engines reap it; its pid goes to `--pid-file`); we return once it has handed
+    /// the process to the holder.
+    fn exec_detached(&self, a: &cli::ExecArgs, dir: &Path, name: &str) -> Result<Exit> {
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::io("pipe", e.into()))?;
+        // SAFETY: nexcage is single-threaded here; the child only talks to the holder.
+        match unsafe { nix::unistd::fork() }.map_err(|e| Error::io("fork", e.into()))? {
+            nix::unistd::ForkResult::Child => {
+                drop(read_end);
+                let code = match self.exec_via_holder(dir, name, Some(write_end)) {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("nexcage: {e}");
+                        255
+                    }
+                };
+                std::process::exit(code)
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(write_end);
+                let mut said = String::new();
+                let _ = fs::File::from(read_end).read_to_string(&mut said);
+                if said.trim() != "sent" {
+                    let _ = fs::remove_file(dir.join(name));
+                    return Err(Error::Backend {
+                        backend: self.name.clone(),
+                        reason: "exec: the process did not reach the holder".into(),
+                    });
+                }
+                if let Some(path) = &a.pid_file {
+                    host::write_pid_file(path, child.as_raw())?;
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    /// Hands the process in `name` and our stdio to the holder; its exit code.
+    /// `sent`: told once the holder has them.
+    fn exec_via_holder(
+        &self,
+        dir: &Path,
+        name: &str,
+        sent: Option<std::os::fd::OwnedFd>,
+    ) -> Result<Exit> {
         let answer = (|| -> Result<String> {
             let mut conn = crate::supervise::protocol::SocketDir::open(&dir)?
                 .connect(crate::supervise::SOCKET)
                 .context(|| "connect to the holder")?;
             crate::supervise::protocol::send_line(&mut conn, &format!("exec {name}"))?;
             crate::supervise::protocol::send_fds(&conn, &[0, 1, 2])?;
+            if let Some(fd) = sent {
+                let _ = std::io::Write::write_all(&mut fs::File::from(fd), b"sent\n");
+            }
             crate::supervise::protocol::read_line(&conn)?
                 .ok_or_else(|| Error::Usage("the holder went away".into()))
         })();
