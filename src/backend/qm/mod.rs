@@ -468,7 +468,7 @@ impl Qm {
         sent: Option<std::os::fd::OwnedFd>,
     ) -> Result<Exit> {
         let answer = (|| -> Result<String> {
-            let mut conn = crate::supervise::protocol::SocketDir::open(&dir)?
+            let mut conn = crate::supervise::protocol::SocketDir::open(dir)?
                 .connect(crate::supervise::SOCKET)
                 .context(|| "connect to the holder")?;
             crate::supervise::protocol::send_line(&mut conn, &format!("exec {name}"))?;
@@ -479,7 +479,7 @@ impl Qm {
             crate::supervise::protocol::read_line(&conn)?
                 .ok_or_else(|| Error::Usage("the holder went away".into()))
         })();
-        let _ = fs::remove_file(dir.join(&name));
+        let _ = fs::remove_file(dir.join(name));
         let answer = answer?;
         if let Some(reason) = answer.strip_prefix("error: ") {
             return Err(Error::Backend {
