@@ -102,6 +102,7 @@ fn a_bundle_runs_as_a_vm() {
     // Bind mounts: a directory read-write, a file read-only (each through a share).
     let data = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
+    let hooks_dir = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("greeting"), "hello from the host\n").unwrap();
     let script = "echo out; echo err >&2; cat /sys/class/dmi/id/sys_vendor; hostname; \
         cat /etc/greeting; echo written > /data/out; \
@@ -144,10 +145,30 @@ fn a_bundle_runs_as_a_vm() {
             .as_mut()
             .unwrap()
             .set_resources(Some(resources));
+        // The runtime's hooks run on the host, each with the state on stdin.
+        let hook = |kind: &str| {
+            oci_spec::runtime::HookBuilder::default()
+                .path("/bin/sh")
+                .args(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("cat > {}/{kind}.json", hooks_dir.path().display()),
+                ])
+                .build()
+                .unwrap()
+        };
+        s.set_hooks(Some(
+            oci_spec::runtime::HooksBuilder::default()
+                .prestart(vec![hook("prestart")])
+                .create_runtime(vec![hook("createRuntime")])
+                .poststart(vec![hook("poststart")])
+                .poststop(vec![hook("poststop")])
+                .build()
+                .unwrap(),
+        ));
     });
-    let out = node
-        .env
-        .out(&["run", "--bundle", bundle.path(), &unique("vm-run")]);
+    let run_id = unique("vm-run");
+    let out = node.env.out(&["run", "--bundle", bundle.path(), &run_id]);
     assert_eq!(
         (out.code, out.stdout.as_str(), out.stderr.as_str()),
         (
@@ -164,6 +185,12 @@ fn a_bundle_runs_as_a_vm() {
         std::fs::read_to_string(files.path().join("greeting")).unwrap(),
         "hello from the host\n"
     );
+    for kind in ["prestart", "createRuntime", "poststart", "poststop"] {
+        let state = std::fs::read_to_string(hooks_dir.path().join(format!("{kind}.json")))
+            .unwrap_or_else(|_| panic!("{kind} did not run"));
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        assert_eq!(state["id"], run_id.as_str(), "{kind}: {state}");
+    }
     node.assert_clean();
 
     let id = unique("vm-life");

@@ -598,6 +598,14 @@ impl Backend for Qm {
         let mut holder = self.spawn_holder(&dir)?;
         let pid = holder.id() as i32;
         host::write_pid_note(&dir.join(crate::supervise::HOLDER_PID), pid)?;
+        // The runtime's hooks (prestart: Docker's libnetwork-setkey), on the host, with
+        // the holder's pid; poststart and poststop run from `start` and `delete`.
+        use crate::supervise::hooks::{Hooks, Kind};
+        if let Some(hooks) = Hooks::from_spec(&bundle.spec, &record.id, &record.bundle) {
+            hooks.save(&dir)?;
+            hooks.run(Kind::Prestart, "creating", pid, None)?;
+            hooks.run(Kind::CreateRuntime, "creating", pid, None)?;
+        }
         if let Some(path) = &create.pid_file {
             host::write_pid_file(path, pid)?;
         }

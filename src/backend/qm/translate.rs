@@ -59,8 +59,15 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
     {
         return Err(refused("process.selinuxLabel"));
     }
-    if spec.hooks().is_some() {
-        return Err(refused("hooks"));
+    // Hooks in the runtime's namespaces run on the host (see the backend); the
+    // container's namespaces are a VM's, where no host program can run.
+    if let Some(h) = spec.hooks() {
+        if h.create_container().as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(refused("hooks.createContainer (in the container: a VM)"));
+        }
+        if h.start_container().as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(refused("hooks.startContainer (in the container: a VM)"));
+        }
     }
     let linux = spec.linux().clone().unwrap_or_default();
     if linux
