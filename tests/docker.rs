@@ -384,3 +384,52 @@ fn assert_no_runtime_dirs(dir: &Path) {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Docker on the VM backend (Docker cannot annotate: `vm` is the default): its
+/// prestart hook, binds and seccomp profile; output and exit status, `-d`, `exec`,
+/// `stop`, `rm`; no VM left.
+#[test]
+#[serial(docker)]
+fn docker_on_qm() {
+    let node = common::qm::Node::with_default("vm");
+    let config = std::fs::read_to_string(node.env.config.as_ref().unwrap()).unwrap();
+    let d = Docker::start(&config);
+    let rt = "--runtime=nx";
+    let out = d.run(&[
+        "run",
+        "--rm",
+        rt,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; cat /sys/class/dmi/id/sys_vendor; exit 3",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (Some(3), "out\nQEMU\n", "err\n")
+    );
+    let name = unique("nxvm");
+    d.ok(&[
+        "run",
+        "-d",
+        rt,
+        "--name",
+        &name,
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; echo started; sleep 1000 & wait",
+    ]);
+    wait_for("the log", || d.ok(&["logs", &name]).contains("started"));
+    let out = d.run(&["exec", &name, "sh", "-c", "echo inside; exit 4"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(4), "inside\n"),
+        "{}",
+        out.stderr
+    );
+    d.ok(&["stop", "-t", "10", &name]);
+    d.ok(&["rm", &name]);
+    d.assert_clean();
+    assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
+}

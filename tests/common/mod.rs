@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod pve;
+pub mod qm;
 
 use oci_spec::runtime::{RootBuilder, Spec};
 use tempfile::TempDir;

@@ -300,9 +300,21 @@ impl Qm {
         .join(" "))
     }
 
-    /// Starts the holder with our stdio; returns it once it says the container is made.
-    fn spawn_holder(&self, dir: &Path) -> Result<std::process::Child> {
+    /// Starts the holder with our stdio, in the network namespace the spec asks for;
+    /// returns it once it says the container is made.
+    fn spawn_holder(&self, dir: &Path, netns: &translate::NetNs) -> Result<std::process::Child> {
+        use std::os::fd::{AsRawFd, OwnedFd};
         use std::os::unix::process::CommandExt;
+        let join: Option<OwnedFd> = match netns {
+            translate::NetNs::Path(path) => Some(
+                fs::File::open(path)
+                    .context(|| format!("open network namespace {}", path.display()))?
+                    .into(),
+            ),
+            _ => None,
+        };
+        let new_netns = matches!(netns, translate::NetNs::New);
+        let join_fd = join.as_ref().map(AsRawFd::as_raw_fd);
         // Close-on-exec: only the dup at fd 3 reaches the holder, so its EOF is ours.
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("pipe", e.into()))?;
@@ -316,6 +328,14 @@ impl Qm {
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = join_fd
+                    && libc::setns(fd, libc::CLONE_NEWNET) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if new_netns && libc::unshare(libc::CLONE_NEWNET) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -595,7 +615,7 @@ impl Backend for Qm {
         if !out.status.success() {
             return Err(self.failed("qm start", &out));
         }
-        let mut holder = self.spawn_holder(&dir)?;
+        let mut holder = self.spawn_holder(&dir, &plan.netns)?;
         let pid = holder.id() as i32;
         host::write_pid_note(&dir.join(crate::supervise::HOLDER_PID), pid)?;
         // The runtime's hooks (prestart: Docker's libnetwork-setkey), on the host, with

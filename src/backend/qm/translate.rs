@@ -13,7 +13,17 @@ use crate::supervise::guest::GuestSetup;
 use crate::supervise::host::{FsMount, Setup};
 use crate::supervise::vm_relay::GuestProcess;
 
+/// Which network namespace the holder is in: what the engine configures (hooks, CNI
+/// and Docker's libnetwork go to `/proc/<state.pid>/ns/net`), never the host's unless
+/// the spec has no network namespace at all. The VM has no NIC in it yet.
+pub enum NetNs {
+    Host,
+    New,
+    Path(std::path::PathBuf),
+}
+
 pub struct Plan {
+    pub netns: NetNs,
     /// `qm create` options, less `--args` (the backend adds its devices).
     pub options: Vec<String>,
     /// Host directories shared into the guest for the spec's bind mounts, each with
@@ -214,7 +224,20 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
         "--tags".into(),
         "nexcage".into(),
     ];
+    let netns = match linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+    {
+        None => NetNs::Host,
+        Some(n) => match n.path() {
+            Some(p) => NetNs::Path(p.clone()),
+            None => NetNs::New,
+        },
+    };
     Ok(Plan {
+        netns,
         options,
         guest: GuestSetup {
             hostname: spec.hostname().clone(),
