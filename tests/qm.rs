@@ -371,3 +371,75 @@ fn node_script_makes_a_config_with_every_backend() {
         );
     }
 }
+
+/// containerd (`ctr run --runc-binary`, as its runc shim drives a runtime) on a VM:
+/// output and exit status.
+#[test]
+fn containerd_on_qm() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::with_default("vm");
+    let dir = tempfile::Builder::new()
+        .prefix("nxq")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let script = |name: &str| repo().join("hack/containerd").join(name);
+    let start = run_cmd(
+        common::command(&[
+            script("start.sh").to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ]),
+        None,
+    );
+    assert_eq!(start.code, Some(0), "{}", start.stderr);
+    let sock = start.stdout.trim().to_string();
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(repo().join("hack/containerd/stop.sh"))
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _stop = Stop(dir.path().to_path_buf());
+    let import = run_cmd(
+        common::command(&[script("import-images.sh").to_str().unwrap(), &sock]),
+        None,
+    );
+    assert_eq!(import.code, Some(0), "{}", import.stderr);
+    // ctr takes a binary, not flags: a wrapper adds the config.
+    let wrapper = node.dir.path().join("nexcage-vm");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{}' --config '{}' \"$@\"\n",
+            common::nexcage(),
+            node.env.config.as_ref().unwrap().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run_cmd(
+        common::command(&[
+            "ctr",
+            "--address",
+            &sock,
+            "run",
+            "--rm",
+            "--runc-binary",
+            wrapper.to_str().unwrap(),
+            "localhost/nexcage-busybox:latest",
+            &unique("vm-ctr"),
+            "sh",
+            "-c",
+            "echo hi; exit 9",
+        ]),
+        None,
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(9), "hi\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
+}
