@@ -443,3 +443,33 @@ fn containerd_on_qm() {
     );
     assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
 }
+
+/// kill -9 of the holder while the workload runs (the VM keeps running: nothing in
+/// it knows), then `delete --force`: no VM, config, socket, virtiofsd or runtime dir.
+#[test]
+fn killed_holder_then_forced_delete() {
+    let node = Node::new();
+    let bundle = Bundle::annotated(&["sleep", "1000"], &[ON_VM]);
+    let id = unique("vm-k9");
+    node.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let holder = node.env.state(&id)["pid"].as_i64().unwrap();
+    let vmid = std::fs::read_to_string(node.env.root().join("backends/vm").join(&id).join("vmid"))
+        .unwrap();
+    // SAFETY: kill(2) on the holder's pid.
+    unsafe { libc::kill(holder as i32, libc::SIGKILL) };
+    node.env.wait_status(&id, "stopped");
+    assert_eq!(node.qm(&["status", &vmid]).stdout, "status: running\n");
+    node.env.ok(&["delete", "--force", &id]);
+    assert_ne!(node.qm(&["status", &vmid]).code, Some(0), "the VM is left");
+    let virtiofsd = Command::new("pgrep")
+        .args(["-f", &format!("{}/backends/vm", node.env.root().display())])
+        .output()
+        .unwrap();
+    assert!(
+        virtiofsd.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&virtiofsd.stdout)
+    );
+    node.assert_clean();
+}
