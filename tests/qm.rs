@@ -226,9 +226,18 @@ fn refusals_leave_nothing() {
                 let mut a = s.annotations().clone().unwrap_or_default();
                 a.insert(ON_VM.0.into(), ON_VM.1.into());
                 s.set_annotations(Some(a));
-                s.process_mut().as_mut().unwrap().set_terminal(Some(true));
+                let hook = oci_spec::runtime::HookBuilder::default()
+                    .path("/bin/true")
+                    .build()
+                    .unwrap();
+                s.set_hooks(Some(
+                    oci_spec::runtime::HooksBuilder::default()
+                        .create_container(vec![hook])
+                        .build()
+                        .unwrap(),
+                ));
             }),
-            "process.terminal",
+            "hooks.createContainer",
         ),
     ];
     for (bundle, words) in &cases {
@@ -472,4 +481,31 @@ fn killed_holder_then_forced_delete() {
         String::from_utf8_lossy(&virtiofsd.stdout)
     );
     node.assert_clean();
+}
+
+/// A terminal: `podman run -it` on a VM (the master of a host pty to podman, a pty
+/// of the container's devpts in the guest): the process has a tty, typed input
+/// reaches it, its exit status is podman's.
+#[test]
+fn podman_terminal_on_qm() {
+    let node = Node::new();
+    let name = unique("nxc-vm-t");
+    let line = format!(
+        "podman --runtime {} --runtime-flag config={} run --rm -it --name {name} \
+         --annotation org.nexcage.backend=vm localhost/nexcage-busybox:latest \
+         sh -c 'test -t 0 && echo tty; stty size; read x; echo got:$x; exit 4'",
+        common::nexcage(),
+        node.env.config.as_ref().unwrap().display()
+    );
+    let out = run_cmd(
+        common::command(&["script", "-qec", &line, "/dev/null"]),
+        Some("typed\n"),
+    );
+    assert_eq!(out.code, Some(4), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("tty\r\n") && out.stdout.contains("got:typed"),
+        "{:?}",
+        out.stdout
+    );
+    assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
 }

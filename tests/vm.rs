@@ -147,6 +147,7 @@ fn guest_runs_a_process_from_the_rootfs_in_place() {
     let as_process = |v: &serde_json::Value| vm_relay::GuestProcess {
         process: serde_json::from_value(v.clone()).unwrap(),
         seccomp: None,
+        window: None,
     };
     let status = vm_relay::run(&channel, 1, &as_process(&missing), io).unwrap_or_else(|e| {
         panic!(

@@ -38,6 +38,8 @@ pub enum Frame {
     Setup { spec: Vec<u8> },
     /// The guest cannot go on (its last word before it powers off).
     Error { text: Vec<u8> },
+    /// The terminal of a process with one has a new size.
+    Resize { process: u32, rows: u16, cols: u16 },
 }
 
 impl Frame {
@@ -56,6 +58,15 @@ impl Frame {
             Frame::Ack { process } => (6, *process, 0, Borrowed(&[])),
             Frame::Setup { spec } => (7, 0, 0, Borrowed(spec)),
             Frame::Error { text } => (8, 0, 0, Borrowed(text)),
+            Frame::Resize {
+                process,
+                rows,
+                cols,
+            } => {
+                let mut size = rows.to_be_bytes().to_vec();
+                size.extend_from_slice(&cols.to_be_bytes());
+                (9, *process, 0, Owned(size))
+            }
         }
     }
 
@@ -111,6 +122,14 @@ impl Frame {
             8 => Frame::Error {
                 text: payload.to_vec(),
             },
+            9 => {
+                let size: [u8; 4] = payload.try_into().map_err(|_| bad("bad size"))?;
+                Frame::Resize {
+                    process,
+                    rows: u16::from_be_bytes([size[0], size[1]]),
+                    cols: u16::from_be_bytes([size[2], size[3]]),
+                }
+            }
             _ => return Err(bad("unknown frame kind")),
         })
     }
@@ -198,6 +217,11 @@ mod tests {
             },
             Frame::Error {
                 text: b"no rootfs".to_vec(),
+            },
+            Frame::Resize {
+                process: 3,
+                rows: 24,
+                cols: 80,
             },
         ];
         let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();

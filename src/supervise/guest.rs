@@ -310,9 +310,20 @@ mod relay {
     use crate::error::{Error, Result};
     use crate::supervise::frames::{self, Decoder, Frame};
 
+    /// What a process becomes (see `init::enter`).
+    struct Launch {
+        args: Vec<std::ffi::OsString>,
+        env: Vec<String>,
+        cwd: String,
+        identity: crate::supervise::identity::Identity,
+        oom_score_adj: Option<i32>,
+    }
+
     struct Running {
         id: u32,
         pid: nix::unistd::Pid,
+        /// The pty master of a process with a terminal (its size is set there).
+        tty: Option<std::os::fd::OwnedFd>,
         stdin: Option<File>,
         /// stdout, stderr while open.
         outputs: [Option<File>; 2],
@@ -442,6 +453,28 @@ mod relay {
                     }
                 }
                 Frame::Ack { process } => return Ok(self.exited == Some(process)),
+                Frame::Resize {
+                    process,
+                    rows,
+                    cols,
+                } => {
+                    if let Some(tty) = self.find(process).and_then(|p| p.tty.as_ref()) {
+                        let size = libc::winsize {
+                            ws_row: rows,
+                            ws_col: cols,
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        // SAFETY: TIOCSWINSZ on a pty master we hold, from a local.
+                        unsafe {
+                            libc::ioctl(
+                                std::os::fd::AsRawFd::as_raw_fd(tty),
+                                libc::TIOCSWINSZ,
+                                &size,
+                            )
+                        };
+                    }
+                }
                 Frame::Exit { .. } | Frame::Error { .. } => {}
             }
             Ok(false)
@@ -481,6 +514,17 @@ mod relay {
                 None => None,
             };
             let io = |e: nix::errno::Errno| Error::io("pipe", e.into());
+            if process.terminal() == Some(true) {
+                let window = guest.window;
+                let launch = Launch {
+                    args,
+                    env,
+                    cwd,
+                    identity,
+                    oom_score_adj,
+                };
+                return self.start_with_terminal(id, launch, window);
+            }
             let (in_r, in_w) = pipe().map_err(io)?;
             let (out_r, out_w) = pipe().map_err(io)?;
             let (err_r, err_w) = pipe().map_err(io)?;
@@ -509,8 +553,79 @@ mod relay {
                     self.procs.push(Running {
                         id,
                         pid: child,
+                        tty: None,
                         stdin: Some(File::from(in_w)),
                         outputs: [Some(File::from(out_r)), Some(File::from(err_r))],
+                        status: None,
+                    });
+                    Ok(())
+                }
+            }
+        }
+
+        /// As `start`, on a pty of the container's devpts (made as runc makes one:
+        /// the process's session and controlling terminal); its output is fd 1.
+        fn start_with_terminal(
+            &mut self,
+            id: u32,
+            launch: Launch,
+            window: Option<(u16, u16)>,
+        ) -> Result<()> {
+            let Launch {
+                args,
+                env,
+                cwd,
+                identity,
+                oom_score_adj,
+            } = launch;
+            use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork};
+            let size = window.map(|(rows, cols)| nix::pty::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            });
+            let pty = nix::pty::openpty(size.as_ref(), None)
+                .map_err(|e| Error::Usage(format!("open a pty in the container: {e}")))?;
+            let io = |e: nix::errno::Errno| Error::io("pty", e.into());
+            // SAFETY: guest-init has one thread; the child only sets up and execs.
+            match unsafe { fork() }.map_err(io)? {
+                ForkResult::Child => {
+                    let _ = nix::unistd::setsid();
+                    let _ = (
+                        dup2_stdin(&pty.slave),
+                        dup2_stdout(&pty.slave),
+                        dup2_stderr(&pty.slave),
+                    );
+                    drop(pty);
+                    // SAFETY: TIOCSCTTY on our new stdin.
+                    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+                    if let Some(procs) = &mut self.cgroup {
+                        let _ = procs.write_all(b"0");
+                    }
+                    if let Some(adj) = oom_score_adj {
+                        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
+                    }
+                    let err =
+                        crate::supervise::init::enter(&args, &env, &cwd, identity, None, None);
+                    let text = err.to_string();
+                    let _ = writeln!(std::io::stderr(), "{text}");
+                    let missing = text.contains("not found") || text.contains("no such file");
+                    // SAFETY: leaving the forked child without running our destructors.
+                    unsafe { libc::_exit(if missing { 127 } else { 126 }) }
+                }
+                ForkResult::Parent { child } => {
+                    drop(pty.slave);
+                    let dup =
+                        |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(|e| Error::io("dup", e));
+                    let input = dup(&pty.master)?;
+                    let output = dup(&pty.master)?;
+                    self.procs.push(Running {
+                        id,
+                        pid: child,
+                        tty: Some(pty.master),
+                        stdin: Some(File::from(input)),
+                        outputs: [Some(File::from(output)), None],
                         status: None,
                     });
                     Ok(())

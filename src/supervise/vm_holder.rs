@@ -84,19 +84,28 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
     let execs = channel.clone();
     let exec_dir = dir.to_path_buf();
     std::thread::spawn(move || serve_execs(&listener, &execs, &exec_dir));
+    let process: GuestProcess = read_json(&dir.join(GUEST_PROCESS))?;
+    let terminal = process.process.terminal() == Some(true);
     let forwarder = channel.clone();
     std::thread::spawn(move || {
         while let Ok(sig) = mask.wait() {
-            let frame = Frame::Signal {
-                process: 0,
-                signal: sig as i32,
+            // A resize of our terminal is the guest's pty's.
+            let frame = match window_size().filter(|_| terminal && sig as i32 == libc::SIGWINCH) {
+                Some((rows, cols)) => Frame::Resize {
+                    process: 0,
+                    rows,
+                    cols,
+                },
+                None => Frame::Signal {
+                    process: 0,
+                    signal: sig as i32,
+                },
             };
             if forwarder.send(&frame).is_err() {
                 return;
             }
         }
     });
-    let process: GuestProcess = read_json(&dir.join(GUEST_PROCESS))?;
     let dup = |fd: i32| -> Result<File> {
         let new = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
             .map_err(|e| Error::io("dup stdio", e.into()))?;
@@ -107,6 +116,11 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
         stdout: dup(1)?,
         stderr: dup(2)?,
     };
+    let mut process = process;
+    if terminal {
+        // The process's terminal starts at ours's size.
+        process.window = window_size();
+    }
     let status = vm_relay::run(&channel, 0, &process, io)?;
     Ok(end_as(status))
 }
@@ -216,4 +230,12 @@ fn end_as(status: i32) -> i32 {
         libc::raise(sig);
     }
     128 + sig
+}
+
+/// Our terminal's size (stdin), if it is one.
+fn window_size() -> Option<(u16, u16)> {
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ into a local.
+    (unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0)
+        .then_some((size.ws_row, size.ws_col))
 }

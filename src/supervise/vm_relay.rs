@@ -24,6 +24,9 @@ pub struct GuestProcess {
     pub process: oci_spec::runtime::Process,
     #[serde(default)]
     pub seccomp: Option<Vec<u8>>,
+    /// With a terminal: its size (rows, columns) to start with.
+    #[serde(default)]
+    pub window: Option<(u16, u16)>,
 }
 
 type Routes = Arc<Mutex<Option<HashMap<u32, Sender<Result<Frame>>>>>>;

@@ -33,6 +33,8 @@ use crate::supervise::vm_relay::GuestProcess;
 /// paths: `sun_path` holds 107 bytes, and QEMU takes a path). Not a valid id.
 const SOCKETS: &str = "@sockets";
 const VIRTIOFSD_PID: &str = "virtiofsd.pid";
+/// In the runtime dir: how the VM's sockets are named (see `Qm::socket`).
+const SOCKET_KEY: &str = "sockets";
 /// In the runtime dir: the guest's serial console.
 const CONSOLE_LOG: &str = "console.log";
 
@@ -61,13 +63,16 @@ impl Qm {
         }
     }
 
+    /// A qm run that failed, in its words: the error (stderr) after the task's log
+    /// (stdout), where qm puts what QEMU said.
     fn failed(&self, what: &str, out: &Output) -> Error {
-        let text = String::from_utf8_lossy(&out.stderr);
-        let text = if text.trim().is_empty() {
-            String::from_utf8_lossy(&out.stdout)
-        } else {
-            text
-        };
+        let log = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let text = [log.trim(), err.trim()]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" / ");
         Error::Backend {
             backend: self.name.clone(),
             reason: format!("{what} failed: {}", text.trim().replace('\n', " / ")),
@@ -130,7 +135,7 @@ impl Qm {
         Ok(())
     }
 
-    fn remove_sockets(&self, vmid: &str) {
+    fn remove_sockets(&self, key: &str) {
         let mut names = vec!["relay".to_string()];
         for n in 0..=translate::MAX_SHARES {
             let what = if n == 0 {
@@ -143,7 +148,7 @@ impl Qm {
             names.push(what);
         }
         for name in names {
-            let _ = fs::remove_file(self.socket(vmid, &name));
+            let _ = fs::remove_file(self.socket(key, &name));
         }
     }
 
@@ -154,8 +159,17 @@ impl Qm {
             .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
     }
 
-    fn socket(&self, vmid: &str, what: &str) -> PathBuf {
-        self.sup.base.join(SOCKETS).join(format!("{vmid}.{what}"))
+    /// A socket of the VM whose sockets are named by `key` (`<vmid>-<creator pid>`:
+    /// stand-in nodes in tests share vmids, and a vmid is reused once destroyed).
+    fn socket(&self, key: &str, what: &str) -> PathBuf {
+        self.sup.base.join(SOCKETS).join(format!("{key}.{what}"))
+    }
+
+    fn socket_key(&self, id: &str) -> Option<String> {
+        fs::read_to_string(self.sup.dir(id).join(SOCKET_KEY))
+            .ok()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty() && !k.contains('/'))
     }
 
     /// The initramfs for this nexcage binary and kernel, made once (by name: the
@@ -256,7 +270,7 @@ impl Qm {
     fn args(
         &self,
         dir: &Path,
-        vmid: &str,
+        key: &str,
         memory: &str,
         initramfs: &Path,
         shares: usize,
@@ -265,14 +279,14 @@ impl Qm {
         let console = word("runtime dir", &dir.join(CONSOLE_LOG))?;
         let kernel = word("kernel", &self.cfg.kernel.join("vmlinuz"))?;
         let initrd = word("initramfs", initramfs)?;
-        let fs = word("socket", &self.socket(vmid, "fs"))?;
-        let relay = word("socket", &self.socket(vmid, "relay"))?;
+        let fs = word("socket", &self.socket(key, "fs"))?;
+        let relay = word("socket", &self.socket(key, "relay"))?;
         let port = crate::supervise::guest::RELAY_PORT;
         let tag = crate::supervise::guest::ROOTFS_TAG;
         let mut devices = Vec::new();
         for n in 0..shares {
             let what = format!("share{n}");
-            let socket = word("socket", &self.socket(vmid, &what))?;
+            let socket = word("socket", &self.socket(key, &what))?;
             let tag = crate::supervise::guest::share_tag(n);
             devices.push(format!("-chardev socket,id=nx{what},path={socket}"));
             devices.push(format!(
@@ -302,9 +316,34 @@ impl Qm {
 
     /// Starts the holder with our stdio, in the network namespace the spec asks for;
     /// returns it once it says the container is made.
-    fn spawn_holder(&self, dir: &Path, netns: &translate::NetNs) -> Result<std::process::Child> {
+    fn spawn_holder(
+        &self,
+        dir: &Path,
+        netns: &translate::NetNs,
+        console: Option<&std::os::unix::net::UnixStream>,
+    ) -> Result<std::process::Child> {
         use std::os::fd::{AsRawFd, OwnedFd};
         use std::os::unix::process::CommandExt;
+        // A terminal: a pty of ours whose master goes to the engine's console socket,
+        // its slave the holder's stdio and controlling terminal (so it hears resizes);
+        // raw, as the guest's pty does the line discipline.
+        let slave = match console {
+            Some(socket) => {
+                let pty = nix::pty::openpty(None, None).context(|| "open a pty")?;
+                if let Ok(mut t) = nix::sys::termios::tcgetattr(&pty.slave) {
+                    nix::sys::termios::cfmakeraw(&mut t);
+                    let _ = nix::sys::termios::tcsetattr(
+                        &pty.slave,
+                        nix::sys::termios::SetArg::TCSANOW,
+                        &t,
+                    );
+                }
+                crate::supervise::protocol::send_fds(socket, &[pty.master.as_raw_fd()])?;
+                Some(pty.slave)
+            }
+            None => None,
+        };
+        let slave_fd = slave.as_ref().map(AsRawFd::as_raw_fd);
         let join: Option<OwnedFd> = match netns {
             translate::NetNs::Path(path) => Some(
                 fs::File::open(path)
@@ -337,6 +376,17 @@ impl Qm {
                 }
                 if new_netns && libc::unshare(libc::CLONE_NEWNET) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = slave_fd {
+                    libc::setsid();
+                    for to in 0..3 {
+                        if libc::dup2(fd, to) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -433,6 +483,7 @@ impl Qm {
         let guest = GuestProcess {
             process,
             seccomp: base.seccomp,
+            window: None,
         };
         host::write_new(&dir.join(&name), &to_json(&guest)?, 0o600)?;
         if a.detach {
@@ -539,10 +590,8 @@ impl Backend for Qm {
         let (create, run) =
             host::create_args(inv.command).ok_or_else(|| self.unsupported(inv.command.name()))?;
         host::refuse_unsupported_flags(create, &self.name)?;
-        if create.console_socket.is_some() {
-            return Err(self.unsupported("--console-socket (a terminal)"));
-        }
         let bundle = Bundle::load(&record.bundle)?;
+        let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let rootfs = bundle.checked_rootfs()?;
         let plan = translate::plan(&bundle.spec, &self.cfg, &record.id, &rootfs)?;
         for (what, path) in [
@@ -593,15 +642,17 @@ impl Backend for Qm {
         let description = pct::translate::description(&record.id, &owner);
         let vmid = self.next_vmid()?;
         fs::write(dir.join("vmid"), &vmid).context(|| "write vmid")?;
-        let relay = self.socket(&vmid, "relay");
+        let key = format!("{vmid}-{}", std::process::id());
+        fs::write(dir.join(SOCKET_KEY), &key).context(|| "write the socket key")?;
+        let relay = self.socket(&key, "relay");
         fs::write(dir.join(RELAY_PATH), relay.to_string_lossy().as_bytes())
             .context(|| "write the relay path")?;
-        self.start_virtiofsd(&dir, "fs", &self.socket(&vmid, "fs"), &rootfs, false)?;
+        self.start_virtiofsd(&dir, "fs", &self.socket(&key, "fs"), &rootfs, false)?;
         for (n, (share, ro)) in plan.shares.iter().enumerate() {
             let what = format!("share{n}");
-            self.start_virtiofsd(&dir, &what, &self.socket(&vmid, &what), share, *ro)?;
+            self.start_virtiofsd(&dir, &what, &self.socket(&key, &what), share, *ro)?;
         }
-        let args = self.args(&dir, &vmid, &memory, &initramfs, plan.shares.len())?;
+        let args = self.args(&dir, &key, &memory, &initramfs, plan.shares.len())?;
         let mut argv: Vec<&str> = vec!["create", &vmid];
         argv.extend(plan.options.iter().map(String::as_str));
         argv.extend(["--description", &description, "--args", &args]);
@@ -615,7 +666,7 @@ impl Backend for Qm {
         if !out.status.success() {
             return Err(self.failed("qm start", &out));
         }
-        let mut holder = self.spawn_holder(&dir, &plan.netns)?;
+        let mut holder = self.spawn_holder(&dir, &plan.netns, console.as_ref())?;
         let pid = holder.id() as i32;
         host::write_pid_note(&dir.join(crate::supervise::HOLDER_PID), pid)?;
         // The runtime's hooks (prestart: Docker's libnetwork-setkey), on the host, with
@@ -682,7 +733,9 @@ impl Backend for Qm {
             if ours {
                 self.destroy_vm(&vmid)?;
             }
-            self.remove_sockets(&vmid);
+        }
+        if let Some(key) = self.socket_key(id) {
+            self.remove_sockets(&key);
         }
         for entry in fs::read_dir(self.sup.dir(id))
             .into_iter()
@@ -728,7 +781,16 @@ impl Backend for Qm {
             }
             match self.destroy_vm(vmid) {
                 Ok(()) => {
-                    self.remove_sockets(vmid);
+                    let prefix = format!("{vmid}-");
+                    for entry in fs::read_dir(self.sup.base.join(SOCKETS))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                            let _ = fs::remove_file(entry.path());
+                        }
+                    }
                     done.push(format!(
                         "Proxmox VM {vmid} of container {id}, whose state is gone"
                     ));

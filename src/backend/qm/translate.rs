@@ -50,9 +50,6 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
         .process()
         .clone()
         .ok_or_else(|| Error::Usage("config.json has no \"process\"".into()))?;
-    if process.terminal() == Some(true) {
-        return Err(refused("process.terminal (a terminal)"));
-    }
     if process
         .apparmor_profile()
         .as_deref()
@@ -247,7 +244,11 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
             pids_limit,
         },
         shares,
-        process: GuestProcess { process, seccomp },
+        process: GuestProcess {
+            process,
+            seccomp,
+            window: None,
+        },
     })
 }
 
