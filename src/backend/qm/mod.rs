@@ -196,6 +196,13 @@ impl Qm {
                 .join(format!(".{name}.{}", std::process::id()));
             initramfs::build(&temp, &exe, &modules)?;
             fs::rename(&temp, &path).context(|| format!("rename into {}", path.display()))?;
+            // Those of other binaries or kernels: QEMU reads one only as it boots.
+            for entry in fs::read_dir(&self.sup.base).into_iter().flatten().flatten() {
+                let other = entry.file_name().to_string_lossy().into_owned();
+                if other.starts_with("initramfs-") && other != name {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
         }
         Ok(path)
     }
