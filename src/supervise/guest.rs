@@ -513,18 +513,17 @@ mod relay {
                 Some(bytes) => Some(crate::supervise::seccomp::Program::from_bytes(bytes)?),
                 None => None,
             };
-            let io = |e: nix::errno::Errno| Error::io("pipe", e.into());
+            let launch = Launch {
+                args,
+                env,
+                cwd,
+                identity,
+                oom_score_adj,
+            };
             if process.terminal() == Some(true) {
-                let window = guest.window;
-                let launch = Launch {
-                    args,
-                    env,
-                    cwd,
-                    identity,
-                    oom_score_adj,
-                };
-                return self.start_with_terminal(id, launch, window);
+                return self.start_with_terminal(id, launch, guest.window);
             }
+            let io = |e: nix::errno::Errno| Error::io("pipe", e.into());
             let (in_r, in_w) = pipe().map_err(io)?;
             let (out_r, out_w) = pipe().map_err(io)?;
             let (err_r, err_w) = pipe().map_err(io)?;
@@ -533,20 +532,7 @@ mod relay {
                 ForkResult::Child => {
                     let _ = (dup2_stdin(&in_r), dup2_stdout(&out_w), dup2_stderr(&err_w));
                     drop((in_r, in_w, out_r, out_w, err_r, err_w));
-                    if let Some(procs) = &mut self.cgroup {
-                        let _ = procs.write_all(b"0");
-                    }
-                    if let Some(adj) = oom_score_adj {
-                        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
-                    }
-                    // The rootfs is our `/` already (`make`).
-                    let err =
-                        crate::supervise::init::enter(&args, &env, &cwd, identity, None, None);
-                    let text = err.to_string();
-                    let _ = writeln!(std::io::stderr(), "{text}");
-                    let missing = text.contains("not found") || text.contains("no such file");
-                    // SAFETY: leaving the forked child without running our destructors.
-                    unsafe { libc::_exit(if missing { 127 } else { 126 }) }
+                    self.become_process(launch)
                 }
                 ForkResult::Parent { child } => {
                     drop((in_r, out_w, err_w));
@@ -563,6 +549,31 @@ mod relay {
             }
         }
 
+        /// The forked child's end, its stdio in place: into the container's cgroup,
+        /// then the process (the rootfs is our `/` already, see `make`); if that
+        /// fails, runc's words and 127 (not found) or 126.
+        fn become_process(&mut self, launch: Launch) -> ! {
+            if let Some(procs) = &mut self.cgroup {
+                let _ = procs.write_all(b"0");
+            }
+            if let Some(adj) = launch.oom_score_adj {
+                let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
+            }
+            let err = crate::supervise::init::enter(
+                &launch.args,
+                &launch.env,
+                &launch.cwd,
+                launch.identity,
+                None,
+                None,
+            );
+            let text = err.to_string();
+            let _ = writeln!(std::io::stderr(), "{text}");
+            let missing = text.contains("not found") || text.contains("no such file");
+            // SAFETY: leaving the forked child without running our destructors.
+            unsafe { libc::_exit(if missing { 127 } else { 126 }) }
+        }
+
         /// As `start`, on a pty of the container's devpts (made as runc makes one:
         /// the process's session and controlling terminal); its output is fd 1.
         fn start_with_terminal(
@@ -571,13 +582,6 @@ mod relay {
             launch: Launch,
             window: Option<(u16, u16)>,
         ) -> Result<()> {
-            let Launch {
-                args,
-                env,
-                cwd,
-                identity,
-                oom_score_adj,
-            } = launch;
             use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork};
             let size = window.map(|(rows, cols)| nix::pty::Winsize {
                 ws_row: rows,
@@ -600,19 +604,7 @@ mod relay {
                     drop(pty);
                     // SAFETY: TIOCSCTTY on our new stdin.
                     unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-                    if let Some(procs) = &mut self.cgroup {
-                        let _ = procs.write_all(b"0");
-                    }
-                    if let Some(adj) = oom_score_adj {
-                        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
-                    }
-                    let err =
-                        crate::supervise::init::enter(&args, &env, &cwd, identity, None, None);
-                    let text = err.to_string();
-                    let _ = writeln!(std::io::stderr(), "{text}");
-                    let missing = text.contains("not found") || text.contains("no such file");
-                    // SAFETY: leaving the forked child without running our destructors.
-                    unsafe { libc::_exit(if missing { 127 } else { 126 }) }
+                    self.become_process(launch)
                 }
                 ForkResult::Parent { child } => {
                     drop(pty.slave);
