@@ -116,24 +116,31 @@ fn readonly(path: &Path) -> Result<()> {
 /// A read-only bind remount keeps the flags already there: in a user namespace the
 /// kernel refuses to clear locked ones (nosuid, nodev, noexec).
 fn remount_readonly(path: &Path) -> Result<()> {
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    if let Ok(st) = statvfs(path) {
-        let have = st.flags();
-        for (fs, ms) in [
-            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-        ] {
-            if have.contains(fs) {
-                flags |= ms;
-            }
-        }
-    }
+    let kept = kept_flags(path).unwrap_or(MsFlags::empty());
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
     mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
         .map_err(|e| failed("remount read-only", path, e))
+}
+
+/// The per-mount flags `path`'s mount has now, as mount(2) takes them: a bind
+/// remount that leaves one out would clear it (or, in a user namespace, be refused).
+fn kept_flags(path: &Path) -> nix::Result<MsFlags> {
+    let have = statvfs(path)?.flags();
+    let mut flags = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(fs) {
+            flags |= ms;
+        }
+    }
+    Ok(flags)
 }
 
 /// The container's cgroups at `path` as its cgroup namespace shows them: cgroup2
@@ -275,22 +282,8 @@ pub fn restrict(path: &Path, options: &[String]) -> Result<()> {
     if wanted.is_empty() {
         return Ok(());
     }
-    let st = statvfs(path).map_err(|e| failed("statvfs", path, e))?;
-    let have = st.flags();
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | wanted;
-    for (fs, ms) in [
-        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if have.contains(fs) {
-            flags |= ms;
-        }
-    }
+    let kept = kept_flags(path).map_err(|e| failed("statvfs", path, e))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | wanted | kept;
     mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
         .map_err(|e| failed("remount", path, e))
 }
