@@ -920,7 +920,7 @@ proptest! {
             let runtime_dir = tmp.path().join(runtime);
             let _ = &settings;
             let rootfs = tmp.path().join("rootfs");
-            let owner = nexcage::backend::pct::translate::Owner {
+            let owner = nexcage::backend::proxmox::Owner {
                 token: "0123456789abcdef0123456789abcdef".into(),
                 place: "node:/run/nexcage/backends/pve".into(),
             };

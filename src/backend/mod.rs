@@ -10,6 +10,7 @@ pub mod lxc;
 pub mod mount_entry;
 pub mod oci;
 pub mod pct;
+pub mod proxmox;
 pub mod qm;
 
 use std::collections::HashMap;

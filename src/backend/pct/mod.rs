@@ -13,6 +13,9 @@ use std::process::{Command, Output, Stdio};
 
 use super::{Backend, Exit, Invocation, Observed};
 use crate::backend::genconf::PctOptions;
+use crate::backend::proxmox::{
+    OWNER, Owner, description, new_owner_token, parse_description, percent_decode,
+};
 use crate::bundle::Bundle;
 use crate::cli;
 use crate::config::PctConfig;
@@ -20,12 +23,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::state::Record;
 use crate::supervise::MOUNT_POINT;
 use crate::supervise::host::{self, Setup, Supervisor};
-use translate::Owner;
 
 /// `pvesh get /cluster/nextid` does not reserve: another create may take the id first.
 const CREATE_ATTEMPTS: usize = 5;
 /// The runtime dir's owner token (see `translate::description`).
-pub(crate) const OWNER: &str = "owner";
 /// In the backend's dir: what `pct create` unpacks (see `empty_archive`).
 const EMPTY_ARCHIVE: &str = "empty.tar";
 /// How long `delete` waits for a `pct create` left running by a killed nexcage.
@@ -114,10 +115,7 @@ impl Pct {
 
     /// Where this backend's state is: `<node>:<backend dir>`.
     fn place(&self) -> String {
-        let node = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!("{node}:{}", self.sup.base.display())
+        crate::backend::proxmox::place(&self.sup.base)
     }
 
     /// Proxmox containers this backend made before its state was wiped (a reboot
@@ -143,7 +141,7 @@ impl Pct {
             let Ok(Some(config)) = self.ct_config(vmid) else {
                 continue;
             };
-            let orphan = translate::parse_description(&config.description).filter(|(id, owner)| {
+            let orphan = parse_description(&config.description).filter(|(id, owner)| {
                 owner.place == place && self.token(id).as_ref() != Some(&owner.token)
             });
             let Some((id, _)) = orphan else { continue };
@@ -210,7 +208,7 @@ impl Pct {
         };
         // (`owner` names this backend's place too: see `collect_orphans`.)
         Ok(
-            if config.description.trim_end() == translate::description(id, &owner) {
+            if config.description.trim_end() == description(id, &owner) {
                 Ct::Ours
             } else if config.lock.as_deref() == Some("create") {
                 Ct::Creating
@@ -624,40 +622,6 @@ fn empty_archive(base: &Path) -> Result<String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
-/// 128 random bits, hex.
-pub(crate) fn new_owner_token() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    // SAFETY: getrandom(2) writes at most the buffer's length.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        return Err(Error::io("getrandom", std::io::Error::last_os_error()));
-    }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn is_vmid(text: &str) -> bool {
     !text.is_empty() && text.len() <= 9 && text.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// PVE keeps the description %XX-encoded (`PVE::Tools::encode_text`).
-pub(crate) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

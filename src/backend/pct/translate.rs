@@ -6,6 +6,7 @@ use oci_spec::runtime::Spec;
 
 use crate::backend::genconf::{self, PctOptions};
 use crate::backend::in_root::Tree;
+use crate::backend::proxmox::{Owner, description, hostname};
 use crate::config::PctConfig;
 use crate::error::{Error, Result};
 use crate::supervise::MOUNT_POINT;
@@ -384,40 +385,6 @@ fn cgroupfs(spec: &Spec) -> Option<(String, bool)> {
     })
 }
 
-/// Who made a Proxmox container: the random token its runtime directory holds, and
-/// where the nexcage root that made it is (`<node>:<backend dir>`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Owner {
-    pub token: String,
-    pub place: String,
-}
-
-/// The description marking a Proxmox container as this OCI container's: the token,
-/// so that another nexcage root (on this node or another) with a container of the
-/// same id never takes it for its own; the place, so that a root whose state was wiped
-/// (a reboot clears /run) finds what it left (see `parse_description`).
-pub fn description(id: &str, owner: &Owner) -> String {
-    format!(
-        "nexcage container {id} (owner {}, at {})",
-        owner.token, owner.place
-    )
-}
-
-/// The id and owner a description says, if it is one of ours.
-pub fn parse_description(text: &str) -> Option<(String, Owner)> {
-    let rest = text.trim_end().strip_prefix("nexcage container ")?;
-    let (id, rest) = rest.split_once(" (owner ")?;
-    let (token, place) = rest.strip_suffix(')')?.split_once(", at ")?;
-    crate::ids::validate(id).ok()?;
-    Some((
-        id.to_string(),
-        Owner {
-            token: token.to_string(),
-            place: place.to_string(),
-        },
-    ))
-}
-
 /// An absolute path inside a Proxmox property string; no `..`, which would climb out
 /// of the container's root before Proxmox's own checks see the path.
 fn property(field: &str, path: &Path) -> Result<String> {
@@ -437,38 +404,6 @@ fn property(field: &str, path: &Path) -> Result<String> {
     genconf::property(field, text).map_err(Error::Usage)
 }
 
-/// A valid hostname (one DNS label, <= 63 chars) from the spec's, else from the id.
-pub fn hostname(wanted: &str, id: &str) -> String {
-    let clean = |s: &str| -> String {
-        let mut out: String = s
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .take(63)
-            .collect();
-        while out.ends_with('-') {
-            out.pop();
-        }
-        out.trim_start_matches('-').to_string()
-    };
-    let name = clean(wanted);
-    if name.is_empty() {
-        let fallback = clean(&format!("nexcage-{id}"));
-        if fallback.is_empty() {
-            "nexcage".into()
-        } else {
-            fallback
-        }
-    } else {
-        name
-    }
-}
-
 /// `0-3,6` -> 5; saturating, as the list is the spec's (`0-18446744073709551615`).
 fn count_cpus(list: &str) -> usize {
     list.split(',')
@@ -485,29 +420,6 @@ fn count_cpus(list: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostnames_are_dns_labels() {
-        assert_eq!(hostname("Web_1", "x"), "web-1");
-        assert_eq!(
-            hostname("", &"a".repeat(64)),
-            format!("nexcage-{}", "a".repeat(55))
-        );
-        assert_eq!(hostname("--", "x"), "nexcage-x");
-        assert!(hostname(&"h".repeat(100), "x").len() <= 63);
-    }
-
-    #[test]
-    fn descriptions_read_back() {
-        let owner = Owner {
-            token: "0123456789abcdef0123456789abcdef".into(),
-            place: "pve1:/run/nexcage/backends/pve".into(),
-        };
-        let text = description("web-1", &owner);
-        assert_eq!(parse_description(&text), Some(("web-1".into(), owner)));
-        assert_eq!(parse_description("nexcage container x"), None);
-        assert_eq!(parse_description("someone's notes"), None);
-    }
 
     #[test]
     fn cpu_lists() {

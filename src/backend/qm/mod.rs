@@ -18,7 +18,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use super::pct::{self, translate::Owner};
+use super::proxmox::{self, OWNER, Owner};
 use super::{Backend, Exit, Invocation, Observed};
 use crate::bundle::Bundle;
 use crate::cli;
@@ -95,7 +95,7 @@ impl Qm {
     /// description names the token and this backend's place, so that another root's
     /// VM is never taken for ours, and a wiped state's are found).
     fn owner(&self, id: &str) -> Option<Owner> {
-        let token = fs::read_to_string(self.sup.dir(id).join(pct::OWNER)).ok()?;
+        let token = fs::read_to_string(self.sup.dir(id).join(OWNER)).ok()?;
         Some(Owner {
             token: token.trim().to_string(),
             place: self.place(),
@@ -103,10 +103,7 @@ impl Qm {
     }
 
     fn place(&self) -> String {
-        let node = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!("{node}:{}", self.sup.base.display())
+        crate::backend::proxmox::place(&self.sup.base)
     }
 
     /// The description of VM `vmid` (decoded), if it has a config.
@@ -119,7 +116,7 @@ impl Qm {
             String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter_map(|l| l.strip_prefix("description: "))
-                .map(|d| pct::percent_decode(d).trim_end().to_string())
+                .map(|d| proxmox::percent_decode(d).trim_end().to_string())
                 .next()
                 .unwrap_or_default(),
         ))
@@ -642,11 +639,11 @@ impl Backend for Qm {
         // The environment may hold secrets: only root reads it.
         host::write_new(&dir.join(GUEST_PROCESS), &to_json(&plan.process)?, 0o600)?;
         let owner = Owner {
-            token: pct::new_owner_token()?,
+            token: proxmox::new_owner_token()?,
             place: self.place(),
         };
-        fs::write(dir.join(pct::OWNER), &owner.token).context(|| "write the owner token")?;
-        let description = pct::translate::description(&record.id, &owner);
+        fs::write(dir.join(OWNER), &owner.token).context(|| "write the owner token")?;
+        let description = proxmox::description(&record.id, &owner);
         let vmid = self.next_vmid()?;
         fs::write(dir.join("vmid"), &vmid).context(|| "write vmid")?;
         let key = format!("{vmid}-{}", std::process::id());
@@ -732,9 +729,7 @@ impl Backend for Qm {
         self.sup.kill_holder(id);
         if let Some(vmid) = self.vmid(id) {
             let ours = match self.owner(id) {
-                Some(owner) => {
-                    self.description(&vmid)? == Some(pct::translate::description(id, &owner))
-                }
+                Some(owner) => self.description(&vmid)? == Some(proxmox::description(id, &owner)),
                 None => false,
             };
             if ours {
@@ -780,7 +775,7 @@ impl Backend for Qm {
             let Ok(Some(text)) = self.description(vmid) else {
                 continue;
             };
-            let Some((id, owner)) = pct::translate::parse_description(&text) else {
+            let Some((id, owner)) = proxmox::parse_description(&text) else {
                 continue;
             };
             if owner.place != place || self.owner(&id).is_some_and(|o| o.token == owner.token) {

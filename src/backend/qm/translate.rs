@@ -205,8 +205,7 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
         Some(s) => Some(crate::supervise::seccomp::compile(s)?.to_bytes()),
         None => None,
     };
-    let hostname =
-        crate::backend::pct::translate::hostname(spec.hostname().as_deref().unwrap_or(""), id);
+    let hostname = crate::backend::proxmox::hostname(spec.hostname().as_deref().unwrap_or(""), id);
     let options = vec![
         "--name".into(),
         hostname,
