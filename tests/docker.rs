@@ -408,19 +408,50 @@ fn docker_on_qm() {
         (out.code, out.stdout.as_str(), out.stderr.as_str()),
         (Some(3), "out\nQEMU\n", "err\n")
     );
+    // -d with -p: Docker's network (made by its prestart hook) is the VM's.
     let name = unique("nxvm");
+    let port = 18_000 + (std::process::id() % 1000) as u16;
     d.ok(&[
         "run",
         "-d",
         rt,
         "--name",
         &name,
+        "-p",
+        &format!("{port}:80"),
         IMAGE,
         "sh",
         "-c",
-        "trap 'exit 0' TERM; echo started; sleep 1000 & wait",
+        "trap 'exit 0' TERM; httpd -p 80; echo started; sleep 1000 & wait",
     ]);
     wait_for("the log", || d.ok(&["logs", &name]).contains("started"));
+    let url = format!("http://127.0.0.1:{port}/");
+    wait_for("httpd in the VM", || {
+        Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "2",
+                &url,
+            ])
+            .output()
+            .is_ok_and(|o| o.stdout == b"404")
+    });
+    let ip = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.IPAddress}}",
+        &name,
+    ]);
+    let out = d.run(&["exec", &name, "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(
+        out.stdout.contains(&format!(" {}/", ip.trim())),
+        "{ip:?} {out:?}"
+    );
     let out = d.run(&["exec", &name, "sh", "-c", "echo inside; exit 4"]);
     assert_eq!(
         (out.code, out.stdout.as_str()),

@@ -111,14 +111,35 @@ fn a_bundle_runs_as_a_vm() {
     }
     node.assert_clean();
 
+    // CPU resources as the VM's: shares its cpuunits, a cpuset QEMU's affinity, a
+    // quota its cores and cpulimit.
     let id = unique("vm-life");
-    let bundle = Bundle::annotated(
+    let bundle = Bundle::with(
         &[
             "sh",
             "-c",
             "trap 'echo got-term; exit 7' TERM; echo started; sleep 1000 & wait",
         ],
-        &[ON_VM],
+        |s| {
+            let mut a = s.annotations().clone().unwrap_or_default();
+            a.insert(ON_VM.0.into(), ON_VM.1.into());
+            s.set_annotations(Some(a));
+            let cpu = oci_spec::runtime::LinuxCpuBuilder::default()
+                .shares(2048u64)
+                .cpus("0")
+                .quota(50_000i64)
+                .period(100_000u64)
+                .build()
+                .unwrap();
+            let resources = oci_spec::runtime::LinuxResourcesBuilder::default()
+                .cpu(cpu)
+                .build()
+                .unwrap();
+            s.linux_mut()
+                .as_mut()
+                .unwrap()
+                .set_resources(Some(resources));
+        },
     );
     let log = bundle.dir.path().join("log");
     node.env
@@ -128,7 +149,27 @@ fn a_bundle_runs_as_a_vm() {
         .unwrap();
     assert_eq!(node.qm(&["status", &vmid]).stdout, "status: running\n");
     let config = node.qm(&["config", &vmid]).stdout;
-    assert!(config.contains("tags: nexcage"), "{config}");
+    for line in [
+        "tags: nexcage",
+        "cores: 1",
+        "cpulimit: 0.50",
+        "cpuunits: 79",
+        "affinity: 0",
+    ] {
+        assert!(config.contains(line), "{line}: {config}");
+    }
+    let qemu = std::fs::read_to_string(
+        node.dir
+            .path()
+            .join("node/var/run/qemu-server")
+            .join(format!("{vmid}.pid")),
+    )
+    .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", qemu.trim())).unwrap();
+    assert!(
+        status.contains("Cpus_allowed_list:\t0\n"),
+        "QEMU's affinity: {status}"
+    );
     node.env.ok(&["start", &id]);
     assert_eq!(node.env.status(&id), "running");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -239,6 +280,43 @@ fn refusals_leave_nothing() {
             }),
             "hooks.createContainer",
         ),
+        (
+            Bundle::with(&["true"], |s| {
+                let mut a = s.annotations().clone().unwrap_or_default();
+                a.insert(ON_VM.0.into(), ON_VM.1.into());
+                s.set_annotations(Some(a));
+                let linux = s.linux_mut().as_mut().unwrap();
+                let namespaces = linux
+                    .namespaces()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network)
+                    .collect();
+                linux.set_namespaces(Some(namespaces));
+            }),
+            "without a network namespace",
+        ),
+        (
+            Bundle::with(&["true"], |s| {
+                let mut a = s.annotations().clone().unwrap_or_default();
+                a.insert(ON_VM.0.into(), ON_VM.1.into());
+                s.set_annotations(Some(a));
+                let cpu = oci_spec::runtime::LinuxCpuBuilder::default()
+                    .mems("0")
+                    .build()
+                    .unwrap();
+                let resources = oci_spec::runtime::LinuxResourcesBuilder::default()
+                    .cpu(cpu)
+                    .build()
+                    .unwrap();
+                s.linux_mut()
+                    .as_mut()
+                    .unwrap()
+                    .set_resources(Some(resources));
+            }),
+            "linux.resources.cpu.mems",
+        ),
     ];
     for (bundle, words) in &cases {
         let err = node
@@ -317,19 +395,23 @@ fn podman_run_on_qm() {
             .args(args);
         run_cmd(cmd, None)
     };
+    // With -p: the VM's NIC is joined to podman's veth, and has its address.
     let name = unique("nxc-vm-d");
     let _gone = Gone(name.clone());
+    let port = 20_000 + (std::process::id() % 1000) as u16;
     let out = podman(&[
         "run",
         "-d",
         "--name",
         &name,
+        "-p",
+        &format!("{port}:80"),
         "--annotation",
         "org.nexcage.backend=vm",
         "localhost/nexcage-busybox:latest",
         "sh",
         "-c",
-        "trap 'exit 0' TERM; echo started; sleep 1000 & wait",
+        "trap 'exit 0' TERM; httpd -p 80; echo started; sleep 1000 & wait",
     ]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -337,6 +419,42 @@ fn podman_run_on_qm() {
         assert!(std::time::Instant::now() < deadline, "no log");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "2",
+            &url,
+        ]);
+        let code = run_cmd(curl, None).stdout;
+        if code == "404" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "httpd not reached: {code:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ip = podman(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.IPAddress}}",
+        &name,
+    ])
+    .stdout;
+    let out = podman(&["exec", &name, "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(
+        out.stdout.contains(&format!(" {}/", ip.trim())),
+        "{ip:?} {out:?}"
+    );
     let out = podman(&["exec", &name, "sh", "-c", "echo in-exec; exit 5"]);
     assert_eq!(
         (out.code, out.stdout.as_str()),

@@ -432,8 +432,11 @@ def config_to_command(vmid, conf):
     graphic = vga_type != 'none' and not re.fullmatch(r'serial\d+', vga_type)
 
     name = conf.get('name') or f'vm{vmid}'
+    cmd = []
+    if conf.get('affinity'):
+        cmd += ['/usr/bin/taskset', '--cpu-list', '--all-tasks', conf.get('affinity')]
     # SIMPLIFIED: no `-id VMID` (a pve-qemu option; stock QEMU: "-id: invalid option")
-    cmd = [Q.binary, '-name', f'{name},debug-threads=on', '-no-shutdown']
+    cmd += [Q.binary, '-name', f'{name},debug-threads=on', '-no-shutdown']
     cmd += ['-chardev', f"socket,id=qmp,path={run_file(vmid, 'qmp')},server=on,wait=off",
             '-mon', 'chardev=qmp,mode=control']
     cmd += ['-chardev', f"socket,id=qmp-event,path={run_file(vmid, 'qmeventd')},"
@@ -588,8 +591,9 @@ def vm_start(vmid):
         remove_run_files(vmid)
         watcher = start_qmeventd(vmid)
         sys.stdout.flush()
-        # SIMPLIFIED: PVE runs QEMU in the systemd scope <vmid>.scope (qemu.slice); here
-        # -daemonize alone detaches it (QEMU double-forks and calls setsid), so it is
+        # SIMPLIFIED: PVE runs QEMU in the systemd scope <vmid>.scope (qemu.slice), with
+        # cpulimit and cpuunits as its CPUQuota and CPUWeight; here there is no scope
+        # (those two are not applied), and -daemonize alone detaches QEMU (QEMU double-forks and calls setsid), so it is
         # re-parented to init or the nearest child subreaper.
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, cwd='/',

@@ -40,6 +40,9 @@ pub enum Frame {
     Error { text: Vec<u8> },
     /// The terminal of a process with one has a new size.
     Resize { process: u32, rows: u16, cols: u16 },
+    /// At start, before the workload: what the guest's NICs become (JSON, see
+    /// `vm_net::NetSetup`).
+    Network { spec: Vec<u8> },
 }
 
 impl Frame {
@@ -67,6 +70,7 @@ impl Frame {
                 size.extend_from_slice(&cols.to_be_bytes());
                 (9, *process, 0, Owned(size))
             }
+            Frame::Network { spec } => (10, 0, 0, Borrowed(spec)),
         }
     }
 
@@ -130,6 +134,9 @@ impl Frame {
                     cols: u16::from_be_bytes([size[2], size[3]]),
                 }
             }
+            10 => Frame::Network {
+                spec: payload.to_vec(),
+            },
             _ => return Err(bad("unknown frame kind")),
         })
     }
@@ -222,6 +229,9 @@ mod tests {
                 process: 3,
                 rows: 24,
                 cols: 80,
+            },
+            Frame::Network {
+                spec: br#"{"links":[]}"#.to_vec(),
             },
         ];
         let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();

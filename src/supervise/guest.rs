@@ -135,6 +135,7 @@ fn make_container(root: &Path, g: &GuestSetup) -> Result<()> {
     if let Some(name) = g.hostname.as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(name).map_err(|e| Error::Usage(format!("sethostname: {e}")))?;
     }
+    super::vm_net::loopback_up()?;
     for n in 0..g.shares {
         let at = Path::new(SHARES).join(n.to_string());
         std::fs::create_dir_all(&at)
@@ -413,6 +414,14 @@ mod relay {
                     self.make(&setup)?;
                     self.send(&Frame::Ack {
                         process: crate::supervise::vm_relay::SETUP_DONE,
+                    })?;
+                }
+                Frame::Network { spec } => {
+                    let net: crate::supervise::vm_net::NetSetup = serde_json::from_slice(&spec)
+                        .map_err(|e| Error::Usage(format!("network: {e}")))?;
+                    crate::supervise::vm_net::apply(&net)?;
+                    self.send(&Frame::Ack {
+                        process: crate::supervise::vm_relay::NETWORK_DONE,
                     })?;
                 }
                 Frame::Start { process, spec } => {

@@ -32,12 +32,14 @@ pub mod host;
 pub mod identity;
 pub mod init;
 pub mod join;
+pub mod netlink;
 pub mod protocol;
 pub mod ps;
 pub mod seccomp;
 pub mod terminal;
 pub mod update;
 pub mod vm_holder;
+pub mod vm_net;
 pub mod vm_relay;
 
 /// Where the runtime directory's [`INSIDE`] part appears inside the container.

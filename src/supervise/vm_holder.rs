@@ -22,6 +22,9 @@ pub const GUEST_SETUP: &str = "guest.json";
 pub const GUEST_PROCESS: &str = "guest-process.json";
 /// In the runtime dir: the guest's channel's socket path (QEMU listens on it).
 pub const RELAY_PATH: &str = "relay";
+/// In the runtime dir: the name of the VM's tap in the container's network
+/// namespace (none: the VM has no NIC there).
+pub const TAP: &str = "tap";
 
 /// Signals passed on to the workload (SIGKILL and SIGSTOP cannot be caught; a
 /// SIGKILL of the holder leaves the VM to `delete`).
@@ -69,6 +72,12 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
             .context(|| "accept on the holder socket")?;
         match read_line(&conn)?.as_deref() {
             Some("start") => {
+                // The engine's network is in place by now (Docker's is made by a
+                // prestart hook).
+                if let Err(e) = connect_network(dir, &channel) {
+                    send_line(&mut conn, &format!("error: {e}"))?;
+                    return Ok(1);
+                }
                 std::fs::write(dir.join(STARTED), "").context(|| "mark started")?;
                 mask.thread_block()
                     .map_err(|e| Error::io("block signals", e.into()))?;
@@ -177,6 +186,16 @@ fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, d
             let _ = send_line(&mut conn, &reply);
         });
     }
+}
+
+/// Joins the VM's tap to the engine's interface in our network namespace, and has
+/// the guest's NIC take its place.
+fn connect_network(dir: &Path, channel: &Channel) -> Result<()> {
+    let Ok(tap) = std::fs::read_to_string(dir.join(TAP)) else {
+        return Ok(());
+    };
+    let net = super::vm_net::connect(tap.trim())?;
+    vm_relay::network(channel, &net)
 }
 
 /// Only files named like an exec's, in the runtime dir itself.

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use super::frames::{self, Decoder, Frame};
 use crate::error::{Error, Result};
 
-/// The process id the guest acknowledges a setup with.
+/// The process ids the guest acknowledges a setup and a network with.
 pub const SETUP_DONE: u32 = u32::MAX;
+pub const NETWORK_DONE: u32 = u32::MAX - 1;
 
 /// What `Start` carries: the spec's process, and the seccomp filter compiled on the
 /// host (`seccomp::Program` bytes), which the guest loads last, as runc does.
@@ -156,11 +157,21 @@ pub struct Stdio {
 /// Tells the guest how to make the container, and waits until it has.
 pub fn setup(channel: &Channel, setup: &super::guest::GuestSetup) -> Result<()> {
     let spec = serde_json::to_vec(setup).map_err(|e| Error::Usage(e.to_string()))?;
-    channel.send(&Frame::Setup { spec })?;
+    handshake(channel, &Frame::Setup { spec }, SETUP_DONE)
+}
+
+/// Tells the guest what its NICs become, and waits until they are.
+pub fn network(channel: &Channel, net: &super::vm_net::NetSetup) -> Result<()> {
+    let spec = serde_json::to_vec(net).map_err(|e| Error::Usage(e.to_string()))?;
+    handshake(channel, &Frame::Network { spec }, NETWORK_DONE)
+}
+
+/// Sends `frame` (before `dispatch` runs) and waits for the guest's ack `done`.
+fn handshake(channel: &Channel, frame: &Frame, done: u32) -> Result<()> {
+    channel.send(frame)?;
     loop {
-        if let Frame::Ack {
-            process: SETUP_DONE,
-        } = channel.next()?
+        if let Frame::Ack { process } = channel.next()?
+            && process == done
         {
             return Ok(());
         }

@@ -329,6 +329,7 @@ pub fn stderr(out: &Output) -> String {
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A finished command: exit code (None if killed by a signal) and its output.
+#[derive(Debug)]
 pub struct Out {
     pub code: Option<i32>,
     pub stdout: String,

@@ -12,10 +12,11 @@ use crate::error::{Error, IoContext, Result};
 
 /// What a guest needs: the console and the relay's port (virtio-serial), the rootfs
 /// in place (virtiofs), and vsock.
-pub const GUEST_MODULES: [&str; 4] = [
+pub const GUEST_MODULES: [&str; 5] = [
     "virtio_pci",
     "virtio_console",
     "virtiofs",
+    "virtio_net",
     "vmw_vsock_virtio_transport",
 ];
 

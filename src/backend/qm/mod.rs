@@ -3,10 +3,8 @@
 //! one, its init nexcage itself (`guest-init`, from an initramfs nexcage builds), its
 //! root the bundle's rootfs in place (virtiofs). The engine's pid is a holder on the
 //! host (`vm-holder`) that relays the process's stdio, exit status and signals over
-//! one virtio-serial port (see `supervise::frames`).
-//!
-//! Being built (issue 12): `create`/`start`/`run`/`state`/`kill`/`delete` work;
-//! `exec`, terminals, bind mounts and the engines' networks are refused by name.
+//! one virtio-serial port (see `supervise::frames`). The VM's NIC is joined to the
+//! engine's interface in the container's network namespace (`supervise::vm_net`).
 
 pub mod initramfs;
 pub mod translate;
@@ -26,7 +24,7 @@ use crate::config::QmConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::state::Record;
 use crate::supervise::host::{self, Supervisor};
-use crate::supervise::vm_holder::{GUEST_PROCESS, GUEST_SETUP, RELAY_PATH};
+use crate::supervise::vm_holder::{GUEST_PROCESS, GUEST_SETUP, RELAY_PATH, TAP};
 use crate::supervise::vm_relay::GuestProcess;
 
 /// In the backend's dir: the sockets QEMU and virtiofsd listen on, by vmid (short
@@ -278,6 +276,7 @@ impl Qm {
         memory: &str,
         initramfs: &Path,
         shares: usize,
+        tap: &str,
     ) -> Result<String> {
         let word = |what: &str, p: &Path| translate::arg_word(what, &p.to_string_lossy());
         let console = word("runtime dir", &dir.join(CONSOLE_LOG))?;
@@ -298,6 +297,12 @@ impl Qm {
                 0x1b + n
             ));
         }
+        // QEMU makes the tap on the host; create moves it into the container's network
+        // namespace (see `supervise::vm_net`).
+        devices.push(format!(
+            "-netdev tap,id=nxnet0,ifname={tap},script=no,downscript=no \
+             -device virtio-net-pci,netdev=nxnet0,bus=pci.2,addr=0x1f"
+        ));
         Ok([
             format!("-kernel {kernel} -initrd {initrd}"),
             "-append 'console=ttyS0 quiet panic=-1 -- guest-init'".into(),
@@ -656,7 +661,8 @@ impl Backend for Qm {
             let what = format!("share{n}");
             self.start_virtiofsd(&dir, &what, &self.socket(&key, &what), share, *ro)?;
         }
-        let args = self.args(&dir, &key, &memory, &initramfs, plan.shares.len())?;
+        let tap = crate::supervise::vm_net::tap_name(&key);
+        let args = self.args(&dir, &key, &memory, &initramfs, plan.shares.len(), &tap)?;
         let mut argv: Vec<&str> = vec!["create", &vmid];
         argv.extend(plan.options.iter().map(String::as_str));
         argv.extend(["--description", &description, "--args", &args]);
@@ -673,6 +679,10 @@ impl Backend for Qm {
         let mut holder = self.spawn_holder(&dir, &plan.netns, console.as_ref())?;
         let pid = holder.id() as i32;
         host::write_pid_note(&dir.join(crate::supervise::HOLDER_PID), pid)?;
+        let netns = fs::File::open(format!("/proc/{pid}/ns/net"))
+            .context(|| "open the holder's network namespace")?;
+        crate::supervise::vm_net::move_tap(&tap, std::os::fd::AsFd::as_fd(&netns))?;
+        fs::write(dir.join(TAP), &tap).context(|| "write the tap's name")?;
         // The runtime's hooks (prestart: Docker's libnetwork-setkey), on the host, with
         // the holder's pid; poststart and poststop run from `start` and `delete`.
         use crate::supervise::hooks::{Hooks, Kind};

@@ -14,10 +14,9 @@ use crate::supervise::host::{FsMount, Setup};
 use crate::supervise::vm_relay::GuestProcess;
 
 /// Which network namespace the holder is in: what the engine configures (hooks, CNI
-/// and Docker's libnetwork go to `/proc/<state.pid>/ns/net`), never the host's unless
-/// the spec has no network namespace at all. The VM has no NIC in it yet.
+/// and Docker's libnetwork go to `/proc/<state.pid>/ns/net`), and where the VM's NIC
+/// is joined to the engine's interface (see `supervise::vm_net`).
 pub enum NetNs {
-    Host,
     New,
     Path(std::path::PathBuf),
 }
@@ -90,6 +89,7 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
     }
     let mut memory = cfg.memory;
     let mut cores = cfg.cores;
+    let mut cpu_opts = Vec::new();
     let mut pids_limit = None;
     if let Some(r) = linux.resources() {
         if let Some(limit) = r
@@ -101,11 +101,9 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
             memory = (limit as u64).div_ceil(1 << 20).max(64);
         }
         if let Some(cpu) = r.cpu()
-            && let (Some(q), Some(p)) = (cpu.quota(), cpu.period())
-            && q > 0
-            && p > 0
+            && let Some(n) = cpu_options(cpu, &mut cpu_opts)?
         {
-            cores = (q as u64).div_ceil(p).max(1);
+            cores = n;
         }
         let zero = |v: Option<i64>| v.is_none_or(|v| v <= 0);
         pids_limit = r.pids().as_ref().map(|p| p.limit()).filter(|l| *l > 0);
@@ -206,7 +204,7 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
         None => None,
     };
     let hostname = crate::backend::proxmox::hostname(spec.hostname().as_deref().unwrap_or(""), id);
-    let options = vec![
+    let mut options = vec![
         "--name".into(),
         hostname,
         "--memory".into(),
@@ -220,13 +218,19 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
         "--tags".into(),
         "nexcage".into(),
     ];
+    options.extend(cpu_opts);
     let netns = match linux
         .namespaces()
         .iter()
         .flatten()
         .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
     {
-        None => NetNs::Host,
+        // A VM cannot share the host's network stack.
+        None => {
+            return Err(refused(
+                "a container without a network namespace (the host's network)",
+            ));
+        }
         Some(n) => match n.path() {
             Some(p) => NetNs::Path(p.clone()),
             None => NetNs::New,
@@ -249,6 +253,48 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
             window: None,
         },
     })
+}
+
+/// `linux.resources.cpu` as a VM's: a quota is so many cores (rounded up) and
+/// `cpulimit`, shares are `cpuunits` (a cgroup v2 weight, as runc converts), a cpuset
+/// is `affinity` (the host CPUs QEMU runs on); the rest has no VM equivalent.
+/// Returns the cores a quota asks for.
+fn cpu_options(cpu: &oci_spec::runtime::LinuxCpu, opts: &mut Vec<String>) -> Result<Option<u64>> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+    if set(cpu.mems()) {
+        return Err(refused("linux.resources.cpu.mems"));
+    }
+    if cpu.realtime_runtime().is_some_and(|v| v != 0)
+        || cpu.realtime_period().is_some_and(|v| v != 0)
+    {
+        return Err(refused("linux.resources.cpu realtime"));
+    }
+    if cpu.idle().is_some_and(|v| v != 0) {
+        return Err(refused("linux.resources.cpu.idle"));
+    }
+    if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
+        let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+        opts.extend(["--cpuunits".to_string(), weight.to_string()]);
+    }
+    if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.trim().is_empty()) {
+        if !cpus
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+        {
+            return Err(Error::Usage(format!(
+                "linux.resources.cpu.cpus {cpus:?}: not a CPU list"
+            )));
+        }
+        opts.extend(["--affinity".to_string(), cpus.to_string()]);
+    }
+    match (cpu.quota(), cpu.period()) {
+        (Some(q), Some(p)) if q > 0 && p > 0 => {
+            let limit = q as f64 / p as f64;
+            opts.extend(["--cpulimit".to_string(), format!("{limit:.2}")]);
+            Ok(Some((q as u64).div_ceil(p).max(1)))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The most shares the backend gives a VM: the free pci.2 slots after its own.

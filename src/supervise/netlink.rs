@@ -1,0 +1,287 @@
+//! The few rtnetlink requests nexcage makes (rust-netlink's message types over a
+//! blocking socket): list a namespace's links, addresses and routes; configure a
+//! link; add addresses and routes; redirect one link's ingress to another's egress
+//! (an ingress qdisc with a u32 match-all and a mirred redirect, as Kata Containers
+//! connects a VM's tap to the engine's veth). The socket works in the network
+//! namespace of the thread that opened it.
+
+use std::io;
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use netlink_packet_route::tc::{
+    TcAction, TcActionAttribute, TcActionGeneric, TcActionMirrorOption, TcActionOption,
+    TcActionType, TcAttribute, TcFilterU32Option, TcHandle, TcMessage, TcMirror,
+    TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::error::{Error, Result};
+
+/// `ETH_P_ALL` in network order, as tc's filters take their protocol.
+const ALL_PROTOCOLS: u16 = 0x0003u16.to_be();
+
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+}
+
+fn failed(what: &str, e: io::Error) -> Error {
+    Error::io(format!("netlink: {what}"), e)
+}
+
+impl Netlink {
+    pub fn open() -> Result<Netlink> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| failed("socket", e))?;
+        socket.bind_auto().map_err(|e| failed("bind", e))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(|e| failed("connect", e))?;
+        Ok(Netlink { socket, seq: 0 })
+    }
+
+    /// Sends one request; returns what the kernel answered before its ack (or the
+    /// end of a dump), or its error.
+    fn request(
+        &mut self,
+        what: &str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        packet.finalize();
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(|e| failed(what, e))?;
+        let mut answers = Vec::new();
+        loop {
+            let (bytes, _) = self.socket.recv_from_full().map_err(|e| failed(what, e))?;
+            let mut offset = 0;
+            while offset < bytes.len() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[offset..])
+                    .map_err(|e| failed(what, io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                let length = reply.header.length as usize;
+                if reply.header.sequence_number == self.seq {
+                    match reply.payload {
+                        NetlinkPayload::Done(_) => return Ok(answers),
+                        NetlinkPayload::Error(e) => {
+                            return match e.code {
+                                None => Ok(answers),
+                                Some(code) => Err(failed(
+                                    what,
+                                    io::Error::from_raw_os_error(code.get().abs()),
+                                )),
+                            };
+                        }
+                        NetlinkPayload::InnerMessage(m) => answers.push(m),
+                        _ => {}
+                    }
+                }
+                if length == 0 {
+                    break;
+                }
+                offset += length;
+            }
+        }
+    }
+
+    pub fn links(&mut self) -> Result<Vec<LinkMessage>> {
+        let all = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        Ok(self
+            .request("list links", all, NLM_F_DUMP)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn addresses(&mut self) -> Result<Vec<AddressMessage>> {
+        let all = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        Ok(self
+            .request("list addresses", all, NLM_F_DUMP)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn routes(&mut self, family: AddressFamily) -> Result<Vec<RouteMessage>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = family;
+        let all = RouteNetlinkMessage::GetRoute(query);
+        Ok(self
+            .request("list routes", all, NLM_F_DUMP)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Changes link `index`: its attributes, and up or down if `up` says.
+    pub fn set_link(
+        &mut self,
+        index: u32,
+        attributes: Vec<LinkAttribute>,
+        up: Option<bool>,
+    ) -> Result<()> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        if let Some(up) = up {
+            link.header.change_mask = LinkFlags::Up;
+            if up {
+                link.header.flags = LinkFlags::Up;
+            }
+        }
+        link.attributes = attributes;
+        self.request("set link", RouteNetlinkMessage::SetLink(link), NLM_F_ACK)
+            .map(drop)
+    }
+
+    /// Adds `address/prefix` to link `index` (IPv6 without duplicate detection: the
+    /// address is the engine's, checked where it was given).
+    pub fn add_address(&mut self, index: u32, address: IpAddr, prefix: u8) -> Result<()> {
+        let mut a = AddressMessage::default();
+        a.header.index = index;
+        a.header.prefix_len = prefix;
+        a.header.family = family_of(&address);
+        if address.is_ipv6() {
+            a.header.flags = AddressHeaderFlags::Nodad;
+        }
+        a.attributes.push(AddressAttribute::Local(address));
+        a.attributes.push(AddressAttribute::Address(address));
+        self.request(
+            &format!("add address {address}/{prefix}"),
+            RouteNetlinkMessage::NewAddress(a),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Adds a route in the main table through link `index`: to `destination`
+    /// (default if none), via `gateway` if any (else on the link).
+    pub fn add_route(
+        &mut self,
+        index: u32,
+        destination: Option<(IpAddr, u8)>,
+        gateway: Option<IpAddr>,
+    ) -> Result<()> {
+        let mut r = RouteMessage::default();
+        let family = destination
+            .map(|(a, _)| a)
+            .or(gateway)
+            .map(|a| family_of(&a))
+            .unwrap_or(AddressFamily::Inet);
+        r.header.address_family = family;
+        r.header.table = netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN;
+        r.header.protocol = netlink_packet_route::route::RouteProtocol::Boot;
+        r.header.kind = netlink_packet_route::route::RouteType::Unicast;
+        r.header.scope = if gateway.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
+        if let Some((address, prefix)) = destination {
+            r.header.destination_prefix_length = prefix;
+            r.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(address)));
+        }
+        if let Some(gateway) = gateway {
+            r.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+        }
+        r.attributes.push(RouteAttribute::Oif(index));
+        self.request(
+            "add route",
+            RouteNetlinkMessage::NewRoute(r),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Everything arriving on link `from` leaves by link `to`, before `from`'s own
+    /// network stack sees it.
+    pub fn redirect(&mut self, from: u32, to: u32) -> Result<()> {
+        let mut qdisc = TcMessage::with_index(from as i32);
+        qdisc.header.parent = TcHandle::INGRESS;
+        qdisc.header.handle = TcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
+        qdisc.attributes.push(TcAttribute::Kind("ingress".into()));
+        self.request(
+            "add an ingress qdisc",
+            RouteNetlinkMessage::NewQueueDiscipline(qdisc),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        let mut mirror = TcMirror::default();
+        let mut generic = TcActionGeneric::default();
+        generic.action = TcActionType::Stolen;
+        mirror.generic = generic;
+        mirror.eaction = TcMirrorActionType::EgressRedir;
+        mirror.ifindex = to;
+        let mut action = TcAction::default();
+        action.tab = 1;
+        action.attributes = vec![
+            TcActionAttribute::Kind("mirred".into()),
+            TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+                mirror,
+            ))]),
+        ];
+        // `u32 match u8 0 0`: one key that every packet matches.
+        let mut selector = TcU32Selector::default();
+        selector.flags = TcU32SelectorFlags::Terminal;
+        selector.nkeys = 1;
+        selector.keys = vec![TcU32Key::default()];
+        let mut filter = TcMessage::with_index(from as i32);
+        filter.header.parent = TcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
+        filter.header.info = (1 << 16) | u32::from(ALL_PROTOCOLS);
+        filter.attributes = vec![
+            TcAttribute::Kind("u32".into()),
+            TcAttribute::Options(vec![
+                TcOption::U32(TcFilterU32Option::Selector(selector)),
+                TcOption::U32(TcFilterU32Option::Action(vec![action])),
+            ]),
+        ];
+        self.request(
+            "add a redirecting filter",
+            RouteNetlinkMessage::NewTrafficFilter(filter),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+}
+
+fn family_of(address: &IpAddr) -> AddressFamily {
+    match address {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+/// A link's name, if the message has one.
+pub fn link_name(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}

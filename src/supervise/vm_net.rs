@@ -1,0 +1,259 @@
+//! A VM's network is the engine's: QEMU's tap is moved into the container's network
+//! namespace (where podman's netavark, CNI or Docker's libnetwork put a veth), the
+//! two are joined by redirecting each one's ingress to the other's egress (as Kata
+//! Containers does), and the guest's NIC takes the veth's MAC, MTU, addresses and
+//! routes. The engine's port forwards and firewall rules then reach the guest as they
+//! would reach a container.
+
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkLayerType, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteType};
+
+use super::netlink::{Netlink, link_name};
+use crate::error::{Error, Result};
+
+/// What the guest's NICs become, in order.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NetSetup {
+    pub links: Vec<NetLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NetLink {
+    pub name: String,
+    pub mac: Vec<u8>,
+    pub mtu: u32,
+    pub addresses: Vec<(IpAddr, u8)>,
+    pub routes: Vec<NetRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NetRoute {
+    /// None: the default route.
+    pub destination: Option<(IpAddr, u8)>,
+    pub gateway: Option<IpAddr>,
+}
+
+/// The tap of the VM whose sockets are named by `key`: unique on the host (QEMU
+/// makes it there by name), within the 15 bytes of an interface name.
+pub fn tap_name(key: &str) -> String {
+    // FNV-1a: a stable name from the key, no randomness needed.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("nxt{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+fn index_of(links: &[LinkMessage], name: &str) -> Option<u32> {
+    links
+        .iter()
+        .find(|l| link_name(l) == Some(name))
+        .map(|l| l.header.index)
+}
+
+/// On the host: moves the tap `name` into the network namespace `netns`.
+pub fn move_tap(name: &str, netns: BorrowedFd<'_>) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let index = index_of(&nl.links()?, name)
+        .ok_or_else(|| Error::Usage(format!("QEMU made no network interface {name}")))?;
+    nl.set_link(index, vec![LinkAttribute::NetNsFd(netns.as_raw_fd())], None)
+}
+
+/// In the container's network namespace: joins the engine's interface to the tap
+/// `tap`; returns what the guest's NIC becomes (nothing without an interface, as
+/// with `--network none`).
+pub fn connect(tap: &str) -> Result<NetSetup> {
+    let mut nl = Netlink::open()?;
+    let links = nl.links()?;
+    let tap_index =
+        index_of(&links, tap).ok_or_else(|| Error::Usage(format!("no interface {tap}")))?;
+    let engine: Vec<&LinkMessage> = links
+        .iter()
+        .filter(|l| l.header.link_layer_type != LinkLayerType::Loopback)
+        .filter(|l| l.header.index != tap_index)
+        .collect();
+    let link = match engine.as_slice() {
+        [] => return Ok(NetSetup::default()),
+        [one] => *one,
+        many => {
+            let names: Vec<&str> = many.iter().filter_map(|l| link_name(l)).collect();
+            return Err(Error::Usage(format!(
+                "the qm backend connects one network interface; the container's network namespace has {}",
+                names.join(", ")
+            )));
+        }
+    };
+    let index = link.header.index;
+    let name = link_name(link).unwrap_or("eth0").to_string();
+    let mac = link
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(m) => Some(m.clone()),
+            _ => None,
+        })
+        .filter(|m| m.len() == 6)
+        .ok_or_else(|| Error::Usage(format!("interface {name} has no MAC address")))?;
+    let mtu = link
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        })
+        .unwrap_or(1500);
+    let addresses = nl
+        .addresses()?
+        .into_iter()
+        .filter(|a| a.header.index == index)
+        .filter_map(|a| {
+            let local = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let address = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            });
+            // IPv6 link-local addresses come from the MAC, in the guest as here.
+            local
+                .or(address)
+                .filter(|ip| !is_link_local(ip))
+                .map(|ip| (ip, a.header.prefix_len))
+        })
+        .collect();
+    let mut routes = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        for r in nl.routes(family)? {
+            let through = r
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == index));
+            // The kernel's own (the addresses' subnets) come with the addresses.
+            if !through
+                || r.header.protocol == RouteProtocol::Kernel
+                || r.header.kind != RouteType::Unicast
+                || r.header.table != netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN
+            {
+                continue;
+            }
+            let ip = |a: &RouteAddress| match a {
+                RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+                RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+                _ => None,
+            };
+            let destination = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(d) => ip(d),
+                _ => None,
+            });
+            let gateway = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(g) => ip(g),
+                _ => None,
+            });
+            routes.push(NetRoute {
+                destination: destination.map(|d| (d, r.header.destination_prefix_length)),
+                gateway,
+            });
+        }
+    }
+    nl.set_link(tap_index, vec![LinkAttribute::Mtu(mtu)], Some(true))?;
+    nl.redirect(index, tap_index)?;
+    nl.redirect(tap_index, index)?;
+    Ok(NetSetup {
+        links: vec![NetLink {
+            name,
+            mac,
+            mtu,
+            addresses,
+            routes,
+        }],
+    })
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(_) => false,
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// In the guest: the loopback interface up, as in any new network namespace
+/// configured by an engine.
+pub fn loopback_up() -> Result<()> {
+    let mut nl = Netlink::open()?;
+    for link in nl.links()? {
+        if link.header.link_layer_type == LinkLayerType::Loopback {
+            nl.set_link(link.header.index, Vec::new(), Some(true))?;
+        }
+    }
+    Ok(())
+}
+
+/// In the guest: each NIC (in the order the kernel found them) becomes the
+/// engine's interface it is joined to.
+pub fn apply(setup: &NetSetup) -> Result<()> {
+    if setup.links.is_empty() {
+        return Ok(());
+    }
+    let mut nl = Netlink::open()?;
+    let mut nics: Vec<LinkMessage> = nl
+        .links()?
+        .into_iter()
+        .filter(|l| l.header.link_layer_type == LinkLayerType::Ether)
+        .collect();
+    nics.sort_by_key(|l| l.header.index);
+    if nics.len() < setup.links.len() {
+        return Err(Error::Usage(format!(
+            "the VM has {} network interfaces, {} expected",
+            nics.len(),
+            setup.links.len()
+        )));
+    }
+    for (nic, link) in nics.iter().zip(&setup.links) {
+        let index = nic.header.index;
+        nl.set_link(
+            index,
+            vec![
+                LinkAttribute::IfName(link.name.clone()),
+                LinkAttribute::Address(link.mac.clone()),
+                LinkAttribute::Mtu(link.mtu),
+            ],
+            Some(true),
+        )?;
+        for (address, prefix) in &link.addresses {
+            nl.add_address(index, *address, *prefix)?;
+        }
+        // Routes on the link first: a gateway must be reachable when its route comes.
+        let mut routes: Vec<&NetRoute> = link.routes.iter().collect();
+        routes.sort_by_key(|r| r.gateway.is_some());
+        for r in routes {
+            nl.add_route(index, r.destination, r.gateway)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_names_fit_and_differ() {
+        let a = tap_name("100-4242");
+        let b = tap_name("100-4243");
+        assert!(a.len() <= 15, "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a, tap_name("100-4242"));
+    }
+
+    #[test]
+    fn link_local_is_left_to_the_guest() {
+        assert!(is_link_local(&"fe80::1".parse().unwrap()));
+        assert!(!is_link_local(&"fd00::1".parse().unwrap()));
+        assert!(!is_link_local(&"10.88.0.2".parse().unwrap()));
+    }
+}
