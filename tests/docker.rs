@@ -459,6 +459,9 @@ fn docker_on_qm() {
         "{}",
         out.stderr
     );
+    let out = d.in_terminal(&format!("exec -t {name} sh -c 'tty; exit 6'"));
+    assert_eq!(out.code, Some(6), "{}", out.stderr);
+    assert!(out.stdout.starts_with("/dev/pts/"), "{:?}", out.stdout);
     d.ok(&["stop", "-t", "10", &name]);
     d.ok(&["rm", &name]);
     d.assert_clean();

@@ -203,8 +203,39 @@ fn a_bundle_runs_as_a_vm() {
         "{}",
         out.stderr
     );
-    let err = node.env.fails(&["exec", "--tty", &id, "true"]);
-    assert!(err.contains("not supported"), "{err}");
+    // --tty without a console socket: the guest's pty relayed to our stdio.
+    let out = node
+        .env
+        .out(&["exec", "--tty", &id, "sh", "-c", "test -t 0 && echo tty"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "tty\r\n"),
+        "{}",
+        out.stderr
+    );
+    // --cap and --additional-gids, as runc's.
+    let caps = |extra: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend(extra);
+        args.extend([
+            id.as_str(),
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status; id -G",
+        ]);
+        node.env.ok(&args)
+    };
+    let plain = caps(&[]);
+    let more = caps(&["--cap", "CAP_NET_RAW", "--additional-gids", "55"]);
+    assert_ne!(plain.lines().next(), more.lines().next(), "{plain} {more}");
+    assert!(
+        more.lines().nth(1).unwrap().split(' ').any(|g| g == "55"),
+        "{more}"
+    );
+    let err = node
+        .env
+        .fails(&["exec", "--preserve-fds", "1", &id, "true"]);
+    assert!(err.contains("exec --preserve-fds"), "{err}");
     node.env.ok(&["kill", &id, "TERM"]);
     node.env.wait_status(&id, "stopped");
     assert_eq!(
@@ -626,4 +657,48 @@ fn podman_terminal_on_qm() {
         out.stdout
     );
     assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
+
+    // `exec -it` (conmon's `exec --tty --console-socket --detach`): a terminal of the
+    // exec's own, at the size of podman's.
+    let name = unique("nxc-vm-et");
+    let podman = format!(
+        "podman --runtime {} --runtime-flag config={}",
+        common::nexcage(),
+        node.env.config.as_ref().unwrap().display()
+    );
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("podman")
+                .args(["rm", "--force", "--time", "0", &self.0])
+                .output();
+        }
+    }
+    let _gone = Gone(name.clone());
+    let out = run_cmd(
+        common::command(&[
+            "sh",
+            "-c",
+            &format!(
+                "{podman} run -d --name {name} --annotation org.nexcage.backend=vm \
+                 localhost/nexcage-busybox:latest sleep 1000"
+            ),
+        ]),
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let line = format!(
+        "stty rows 33 cols 101; {podman} exec -it {name} \
+         sh -c 'test -t 0 && echo tty; stty size; read x; echo got:$x; exit 6'"
+    );
+    let out = run_cmd(
+        common::command(&["script", "-qec", &line, "/dev/null"]),
+        Some("typed\n"),
+    );
+    assert_eq!(out.code, Some(6), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("tty\r\n33 101\r\n") && out.stdout.contains("got:typed"),
+        "{:?}",
+        out.stdout
+    );
 }

@@ -160,7 +160,7 @@ fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, d
                 if !name_is_an_exec(&name) {
                     return Err(Error::Usage("not an exec's process".into()));
                 }
-                let process: GuestProcess = read_json(&path)?;
+                let mut process: GuestProcess = read_json(&path)?;
                 let _ = std::fs::remove_file(&path);
                 let mut fds = super::protocol::recv_fds::<3>(&conn)?
                     .into_iter()
@@ -172,12 +172,22 @@ fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, d
                         "exec: stdin, stdout and stderr expected".into(),
                     ));
                 };
+                // A terminal (the engine's pty or the caller's own): its size now,
+                // and each change, are the guest pty's.
+                let resizes = (process.process.terminal() == Some(true)).then(|| {
+                    process.window = window_size_of(&stdin);
+                    follow_resizes(&channel, id, &stdin, process.window)
+                });
                 let io = vm_relay::Stdio {
                     stdin: Some(stdin),
                     stdout,
                     stderr,
                 };
-                vm_relay::run(&channel, id, &process, io)
+                let status = vm_relay::run(&channel, id, &process, io);
+                if let Some(done) = resizes {
+                    done.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                status
             })();
             let reply = match answer {
                 Ok(status) => format!("exit {status}"),
@@ -253,8 +263,54 @@ fn end_as(status: i32) -> i32 {
 
 /// Our terminal's size (stdin), if it is one.
 fn window_size() -> Option<(u16, u16)> {
+    window_size_at(0)
+}
+
+fn window_size_of(tty: &File) -> Option<(u16, u16)> {
+    window_size_at(std::os::fd::AsRawFd::as_raw_fd(tty))
+}
+
+fn window_size_at(fd: i32) -> Option<(u16, u16)> {
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ into a local.
-    (unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0)
+    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) } == 0)
         .then_some((size.ws_row, size.ws_col))
+}
+
+/// How often an exec's terminal is checked for a new size: it is not our controlling
+/// terminal, so no SIGWINCH tells us.
+const RESIZE_POLL: Duration = Duration::from_millis(200);
+
+/// Passes each new size of `tty` on as process `id`'s, until the flag returned is set.
+fn follow_resizes(
+    channel: &Channel,
+    id: u32,
+    tty: &File,
+    mut last: Option<(u16, u16)>,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, channel) = (done.clone(), channel.clone());
+    let Ok(tty) = tty.try_clone() else {
+        return done;
+    };
+    std::thread::spawn(move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(RESIZE_POLL);
+            let now = window_size_of(&tty);
+            if let Some((rows, cols)) = now.filter(|_| now != last) {
+                last = now;
+                if channel
+                    .send(&Frame::Resize {
+                        process: id,
+                        rows,
+                        cols,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    done
 }

@@ -337,19 +337,7 @@ impl Qm {
         // its slave the holder's stdio and controlling terminal (so it hears resizes);
         // raw, as the guest's pty does the line discipline.
         let slave = match console {
-            Some(socket) => {
-                let pty = nix::pty::openpty(None, None).context(|| "open a pty")?;
-                if let Ok(mut t) = nix::sys::termios::tcgetattr(&pty.slave) {
-                    nix::sys::termios::cfmakeraw(&mut t);
-                    let _ = nix::sys::termios::tcsetattr(
-                        &pty.slave,
-                        nix::sys::termios::SetArg::TCSANOW,
-                        &t,
-                    );
-                }
-                crate::supervise::protocol::send_fds(socket, &[pty.master.as_raw_fd()])?;
-                Some(pty.slave)
-            }
+            Some(socket) => Some(host_pty(socket)?),
             None => None,
         };
         let slave_fd = slave.as_ref().map(AsRawFd::as_raw_fd);
@@ -424,9 +412,9 @@ impl Qm {
     /// we end as it ended.
     fn exec(&self, a: &cli::ExecArgs, id: &str) -> Result<Exit> {
         for (set, what) in [
-            (a.tty, "exec --tty (a terminal)"),
-            (a.console_socket.is_some(), "exec --console-socket"),
+            // Fds cannot cross into the VM.
             (a.preserve_fds.is_some_and(|n| n > 0), "exec --preserve-fds"),
+            (a.pidfd_socket.is_some(), "exec --pidfd-socket"),
             (!a.cgroup.is_empty(), "exec --cgroup"),
             (a.apparmor.is_some(), "exec --apparmor"),
             (a.process_label.is_some(), "exec --process-label"),
@@ -446,12 +434,8 @@ impl Qm {
         let process = match &a.process {
             Some(path) => {
                 let body = fs::read(path).context(|| format!("read {}", path.display()))?;
-                let p: oci_spec::runtime::Process = serde_json::from_slice(&body)
-                    .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-                if p.terminal() == Some(true) {
-                    return Err(self.unsupported("exec of a process with a terminal"));
-                }
-                p
+                serde_json::from_slice(&body)
+                    .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
             }
             None => {
                 let mut p = base.process.clone();
@@ -478,11 +462,52 @@ impl Qm {
                     user.set_gid(gid);
                     p.set_user(user);
                 }
+                if !a.additional_gids.is_empty() {
+                    let gids = a
+                        .additional_gids
+                        .iter()
+                        .map(|g| {
+                            g.parse()
+                                .map_err(|_| Error::Usage(format!("invalid gid {g:?}")))
+                        })
+                        .collect::<Result<Vec<u32>>>()?;
+                    let mut user = p.user().clone();
+                    user.set_additional_gids(Some(gids));
+                    p.set_user(user);
+                }
                 if a.no_new_privs {
                     p.set_no_new_privileges(Some(true));
                 }
+                add_capabilities(&mut p, &a.cap)?;
+                p.set_terminal(Some(a.tty));
                 p
             }
+        };
+        let terminal = process.terminal() == Some(true);
+        // runc's rules and words for a terminal and a console socket.
+        let console = match (terminal, &a.console_socket) {
+            (true, Some(socket)) => Some(crate::supervise::protocol::connect_long(socket)?),
+            (true, None) if a.detach => {
+                return Err(Error::Usage(
+                    "cannot allocate tty if runc will detach without setting console socket".into(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Error::Usage(
+                    "cannot use console socket if runc will not detach or allocate tty".into(),
+                ));
+            }
+            _ => None,
+        };
+        // With a console socket the process's terminal is a host pty (its master sent
+        // there, its slave what the holder relays); else our own stdio.
+        let slave = match &console {
+            Some(socket) => Some(host_pty(socket)?),
+            None => None,
+        };
+        let stdio: [i32; 3] = match &slave {
+            Some(fd) => [std::os::fd::AsRawFd::as_raw_fd(fd); 3],
+            None => [0, 1, 2],
         };
         let name = format!(
             "{}{}.json",
@@ -496,22 +521,28 @@ impl Qm {
         };
         host::write_new(&dir.join(&name), &to_json(&guest)?, 0o600)?;
         if a.detach {
-            return self.exec_detached(a, &dir, &name);
+            return self.exec_detached(a, &dir, &name, stdio);
         }
-        self.exec_via_holder(&dir, &name, None)
+        self.exec_via_holder(&dir, &name, stdio, None)
     }
 
     /// `exec --detach`: a child of ours does the exec and ends as the process ends
     /// (engines reap it; its pid goes to `--pid-file`); we return once it has handed
     /// the process to the holder.
-    fn exec_detached(&self, a: &cli::ExecArgs, dir: &Path, name: &str) -> Result<Exit> {
+    fn exec_detached(
+        &self,
+        a: &cli::ExecArgs,
+        dir: &Path,
+        name: &str,
+        stdio: [i32; 3],
+    ) -> Result<Exit> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("pipe", e.into()))?;
         // SAFETY: nexcage is single-threaded here; the child only talks to the holder.
         match unsafe { nix::unistd::fork() }.map_err(|e| Error::io("fork", e.into()))? {
             nix::unistd::ForkResult::Child => {
                 drop(read_end);
-                let code = match self.exec_via_holder(dir, name, Some(write_end)) {
+                let code = match self.exec_via_holder(dir, name, stdio, Some(write_end)) {
                     Ok(code) => code,
                     Err(e) => {
                         eprintln!("nexcage: {e}");
@@ -545,6 +576,7 @@ impl Qm {
         &self,
         dir: &Path,
         name: &str,
+        stdio: [i32; 3],
         sent: Option<std::os::fd::OwnedFd>,
     ) -> Result<Exit> {
         let answer = (|| -> Result<String> {
@@ -552,7 +584,7 @@ impl Qm {
                 .connect(crate::supervise::SOCKET)
                 .context(|| "connect to the holder")?;
             crate::supervise::protocol::send_line(&mut conn, &format!("exec {name}"))?;
-            crate::supervise::protocol::send_fds(&conn, &[0, 1, 2])?;
+            crate::supervise::protocol::send_fds(&conn, &stdio)?;
             if let Some(fd) = sent {
                 let _ = std::io::Write::write_all(&mut fs::File::from(fd), b"sent\n");
             }
@@ -573,11 +605,10 @@ impl Qm {
             .ok_or_else(|| {
                 Error::Usage(format!("unexpected answer from the holder: {answer:?}"))
             })?;
-        Ok(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            128 + libc::WTERMSIG(status)
-        })
+        use std::os::unix::process::ExitStatusExt;
+        Ok(crate::process::exit_code(
+            std::process::ExitStatus::from_raw(status),
+        ))
     }
 }
 
@@ -819,6 +850,48 @@ impl Backend for Qm {
             other => Err(self.unsupported(other.name())),
         }
     }
+}
+
+/// A host pty for a process with a terminal in the guest: its master goes to the
+/// engine's console socket; its slave, raw (the guest's pty does the line
+/// discipline), is what the holder relays.
+fn host_pty(socket: &std::os::unix::net::UnixStream) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let pty = nix::pty::openpty(None, None).context(|| "open a pty")?;
+    if let Ok(mut t) = nix::sys::termios::tcgetattr(&pty.slave) {
+        nix::sys::termios::cfmakeraw(&mut t);
+        let _ = nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t);
+    }
+    crate::supervise::protocol::send_fds(socket, &[pty.master.as_raw_fd()])?;
+    Ok(pty.slave)
+}
+
+/// runc's `exec --cap`: added to the bounding, effective and permitted sets.
+fn add_capabilities(p: &mut oci_spec::runtime::Process, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut caps = p.capabilities().clone().unwrap_or_default();
+    for name in names {
+        let unknown = || Error::Usage(format!("unknown capability {name:?}"));
+        let cap: caps::Capability = name.parse().map_err(|_| unknown())?;
+        let cap: oci_spec::runtime::Capability =
+            serde_json::from_value(serde_json::Value::String(cap.to_string()))
+                .map_err(|_| unknown())?;
+        let with = |set: &Option<oci_spec::runtime::Capabilities>| {
+            let mut set = set.clone().unwrap_or_default();
+            set.insert(cap);
+            Some(set)
+        };
+        let (b, e, p) = (
+            with(caps.bounding()),
+            with(caps.effective()),
+            with(caps.permitted()),
+        );
+        caps.set_bounding(b).set_effective(e).set_permitted(p);
+    }
+    p.set_capabilities(Some(caps));
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
