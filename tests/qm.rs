@@ -236,6 +236,17 @@ fn a_bundle_runs_as_a_vm() {
         .env
         .fails(&["exec", "--preserve-fds", "1", &id, "true"]);
     assert!(err.contains("exec --preserve-fds"), "{err}");
+    // pause/resume: the whole VM, with qm suspend/resume.
+    node.env.ok(&["pause", &id]);
+    assert_eq!(node.env.status(&id), "paused");
+    assert_eq!(node.qm(&["status", &vmid]).stdout, "status: paused\n");
+    let err = node.env.fails(&["exec", &id, "true"]);
+    assert!(err.contains("paused"), "{err}");
+    node.env.ok(&["resume", &id]);
+    assert_eq!(node.env.status(&id), "running");
+    let err = node.env.fails(&["resume", &id]);
+    assert!(err.contains("container not paused"), "{err}");
+    assert_eq!(node.env.ok(&["exec", &id, "echo", "back"]), "back\n");
     node.env.ok(&["kill", &id, "TERM"]);
     node.env.wait_status(&id, "stopped");
     assert_eq!(
@@ -493,6 +504,12 @@ fn podman_run_on_qm() {
         "{}",
         out.stderr
     );
+    for (verb, status) in [("pause", "paused"), ("unpause", "running")] {
+        let out = podman(&[verb, &name]);
+        assert_eq!(out.code, Some(0), "{verb}: {}", out.stderr);
+        let state = podman(&["inspect", "--format", "{{.State.Status}}", &name]);
+        assert_eq!(state.stdout.trim(), status, "{verb}");
+    }
     let out = podman(&["stop", "--time", "10", &name]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let code = podman(&["inspect", "--format", "{{.State.ExitCode}}", &name]);

@@ -1098,11 +1098,57 @@ def cmd_destroy(argv):
     return run_task(task)
 
 
+@command('suspend', ['vmid'], task=True)
+def cmd_suspend(argv):
+    """API2::Qemu vm_suspend (task qmpause) -> RunState::vm_suspend: QMP `stop`."""
+    p = parse('suspend', argv, {'skiplock': P('boolean'), 'todisk': P('boolean'),
+                                'statestorage': P()}, ['vmid'])
+    vmid = p['vmid']
+    load_config(vmid)
+    if p.get('todisk'):
+        # SIMPLIFIED: no storage for the state
+        raise PveError('--todisk is not supported by the PVE stand-in')
+    if not check_running(vmid):
+        raise PveError(f'VM {vmid} not running')
+
+    def task():
+        with ConfigLock(vmid):
+            conf = load_config(vmid)
+            if not p.get('skiplock'):
+                check_lock(conf)
+            qmp_command(vmid, ['stop'])
+
+    return run_task(task)
+
+
+@command('resume', ['vmid'], task=True)
+def cmd_resume(argv):
+    """API2::Qemu vm_resume (task qmresume) -> RunState::vm_resume: nothing if QEMU
+    runs, `system_wakeup` if the guest suspended itself, else `cont`."""
+    p = parse('resume', argv, {'skiplock': P('boolean'), 'nocheck': P('boolean')}, ['vmid'])
+    vmid = p['vmid']
+    load_config(vmid)
+    if not check_running(vmid):
+        raise PveError(f'VM {vmid} not running')
+
+    def task():
+        with ConfigLock(vmid):
+            status = qmp_command(vmid, ['query-status'])[0].get('status')
+            if status == 'running':
+                return
+            conf = load_config(vmid)
+            if not p.get('skiplock'):
+                check_lock(conf)
+            qmp_command(vmid, ['system_wakeup' if status == 'suspended' else 'cont'])
+
+    return run_task(task)
+
+
 NOT_IMPLEMENTED = ['agent', 'cleanup', 'clone', 'cloudinit', 'delsnapshot', 'disk',
                    'guest', 'help', 'import', 'importdisk', 'importovf', 'listsnapshot',
                    'migrate', 'mtunnel', 'monitor', 'move-disk', 'move_disk', 'nbdstop',
                    'pending', 'reboot', 'remote-migrate', 'rescan', 'reset', 'resize',
-                   'resume', 'rollback', 'sendkey', 'snapshot', 'suspend',
+                   'rollback', 'sendkey', 'snapshot',
                    'template', 'terminal', 'unlink', 'unlock', 'vncproxy', 'vncticket']
 
 

@@ -35,6 +35,8 @@ const VIRTIOFSD_PID: &str = "virtiofsd.pid";
 const SOCKET_KEY: &str = "sockets";
 /// In the runtime dir: the guest's serial console.
 const CONSOLE_LOG: &str = "console.log";
+/// In the runtime dir: `pause` suspended the VM (until `resume`).
+const PAUSED: &str = "paused";
 
 pub struct Qm {
     name: String,
@@ -612,6 +614,49 @@ impl Qm {
     }
 }
 
+impl Qm {
+    /// runc's `pause`/`resume`: the whole VM with `qm suspend`/`qm resume` (QEMU's
+    /// `stop`/`cont`), noted in the runtime dir.
+    fn pause(&self, id: &str, pause: bool) -> Result<Exit> {
+        let not_running = || Error::Usage("container not running".into());
+        if !self.sup.running(id) {
+            return Err(not_running());
+        }
+        let vmid = self.vmid(id).ok_or_else(not_running)?;
+        let marker = self.sup.dir(id).join(PAUSED);
+        if !pause && !self.paused(id) {
+            return Err(Error::Usage("container not paused".into()));
+        }
+        let verb = if pause { "suspend" } else { "resume" };
+        let out = self.qm(&[verb, &vmid])?;
+        if !out.status.success() {
+            return Err(self.failed(&format!("qm {verb}"), &out));
+        }
+        if pause {
+            fs::write(&marker, "").context(|| "note the pause")?;
+        } else {
+            let _ = fs::remove_file(&marker);
+        }
+        Ok(0)
+    }
+
+    /// Paused by us, and still so (a VM resumed in Proxmox's UI is running again).
+    fn paused(&self, id: &str) -> bool {
+        let marker = self.sup.dir(id).join(PAUSED);
+        if !marker.exists() {
+            return false;
+        }
+        let still = self.vmid(id).is_some_and(|vmid| {
+            self.qm(&["status", &vmid])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "status: paused")
+        });
+        if !still {
+            let _ = fs::remove_file(&marker);
+        }
+        still
+    }
+}
+
 impl Backend for Qm {
     fn name(&self) -> &str {
         &self.name
@@ -750,7 +795,13 @@ impl Backend for Qm {
     fn observe(&self, _inv: &Invocation, records: &[&Record]) -> Result<HashMap<String, Observed>> {
         Ok(records
             .iter()
-            .filter_map(|r| Some((r.id.clone(), self.sup.observe(&r.id)?)))
+            .filter_map(|r| {
+                let mut seen = self.sup.observe(&r.id)?;
+                if seen.status == super::Status::Running && self.paused(&r.id) {
+                    seen.status = super::Status::Paused;
+                }
+                Some((r.id.clone(), seen))
+            })
             .collect())
     }
 
@@ -846,7 +897,14 @@ impl Backend for Qm {
 
     fn operate(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
         match inv.command {
-            cli::Command::Exec(a) => self.exec(a, &record.id),
+            cli::Command::Exec(a) => {
+                if self.paused(&record.id) {
+                    return Err(Error::Usage("cannot exec in a paused container".into()));
+                }
+                self.exec(a, &record.id)
+            }
+            cli::Command::Pause(_) => self.pause(&record.id, true),
+            cli::Command::Resume(_) => self.pause(&record.id, false),
             other => Err(self.unsupported(other.name())),
         }
     }
