@@ -82,6 +82,10 @@ pub struct QmConfig {
     /// Shares the rootfs into the VM in place (PVE ships /usr/libexec/virtiofsd).
     #[serde(default = "default_virtiofsd")]
     pub virtiofsd: PathBuf,
+    /// Settings a container may override with an `org.nexcage.qm.<key>` annotation
+    /// (as pct's).
+    #[serde(default)]
+    pub allowed_annotations: Vec<String>,
 }
 
 fn default_qm() -> PathBuf {
@@ -154,7 +158,24 @@ pub struct PctConfig {
 }
 
 impl PctConfig {
-    pub const OVERRIDABLE: &[&str] = &["vmid"];
+    pub const OVERRIDABLE: &[&str] = OVERRIDABLE_ON_PROXMOX;
+}
+
+/// What a container may set by annotation on a Proxmox backend, if its
+/// `allowed_annotations` says so.
+pub const OVERRIDABLE_ON_PROXMOX: &[&str] = &["vmid"];
+
+fn check_overridable(name: &str, allowed: &[String]) -> std::result::Result<(), String> {
+    match allowed
+        .iter()
+        .find(|k| !OVERRIDABLE_ON_PROXMOX.contains(&k.as_str()))
+    {
+        Some(key) => Err(format!(
+            "backend {name:?}: {key:?} cannot be overridden (possible: {})",
+            OVERRIDABLE_ON_PROXMOX.join(", ")
+        )),
+        None => Ok(()),
+    }
 }
 
 fn default_config_dir() -> PathBuf {
@@ -325,20 +346,12 @@ impl Config {
                 BackendConfig::Pct(pct) => {
                     resolve(name, &mut pct.pct)?;
                     resolve(name, &mut pct.pvesh)?;
-                    if let Some(key) = pct
-                        .allowed_annotations
-                        .iter()
-                        .find(|k| !PctConfig::OVERRIDABLE.contains(&k.as_str()))
-                    {
-                        return Err(format!(
-                            "backend {name:?}: {key:?} cannot be overridden (possible: {})",
-                            PctConfig::OVERRIDABLE.join(", ")
-                        ));
-                    }
+                    check_overridable(name, &pct.allowed_annotations)?;
                 }
                 BackendConfig::Qm(qm) => {
                     resolve(name, &mut qm.qm)?;
                     resolve(name, &mut qm.pvesh)?;
+                    check_overridable(name, &qm.allowed_annotations)?;
                     for (what, path) in [("kernel", &qm.kernel), ("virtiofsd", &qm.virtiofsd)] {
                         if !path.is_absolute() {
                             return Err(format!("backend {name:?}: {what} must be absolute"));

@@ -389,6 +389,74 @@ fn refusals_leave_nothing() {
     assert_eq!(node.qm(&["list"]).stdout, "");
 }
 
+/// vmids: one taken meanwhile is retried with the next, one taken for good fails
+/// clearly with the other VM untouched; an annotated vmid only where allowed.
+#[test]
+fn vmids_taken_or_fixed() {
+    let node = Node::with_backend_extra(r#","allowed_annotations":["vmid"]"#);
+    let foreign = node.qm(&["create", "100", "--name", "someone-else"]);
+    assert_eq!(foreign.code, Some(0), "{}", foreign.stderr);
+    // pvesh offers 100 once (another create's race), then the real next id.
+    let pvesh = node.dir.path().join("pvesh");
+    let real = std::fs::read_to_string(&pvesh).unwrap();
+    let once = node.dir.path().join("offered");
+    std::fs::write(
+        &pvesh,
+        format!(
+            "#!/bin/sh\nif [ ! -e '{0}' ]; then touch '{0}'; echo 100; exit 0; fi\n{1}",
+            once.display(),
+            real.trim_start_matches("#!/bin/sh\n")
+        ),
+    )
+    .unwrap();
+    let id = unique("vm-retry");
+    let bundle = Bundle::annotated(&["true"], &[ON_VM]);
+    node.env
+        .detached(&["create", "--bundle", bundle.path(), &id]);
+    let vmid = std::fs::read_to_string(node.env.root().join("backends/vm").join(&id).join("vmid"))
+        .unwrap();
+    assert_ne!(vmid, "100");
+    node.env.ok(&["delete", "--force", &id]);
+    // Always 100: five tries, one clear line.
+    std::fs::write(&pvesh, "#!/bin/sh\necho 100\n").unwrap();
+    let err = node
+        .env
+        .fails(&["create", "--bundle", bundle.path(), &unique("vm-taken")]);
+    assert!(err.contains("vmid taken 5 times"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let config = node.qm(&["config", "100"]).stdout;
+    assert!(config.contains("name: someone-else"), "touched: {config}");
+    // A fixed vmid that is taken: refused at once.
+    let fixed = Bundle::annotated(&["true"], &[ON_VM, ("org.nexcage.qm.vmid", "100")]);
+    let err = node
+        .env
+        .fails(&["create", "--bundle", fixed.path(), &unique("vm-fixed")]);
+    assert!(err.contains("already exists"), "{err}");
+    for (key, value, needle) in [
+        ("org.nexcage.qm.vmid", "12", "a vmid is 100 to 999999999"),
+        ("org.nexcage.qm.memory", "2", "unknown annotation"),
+    ] {
+        let bundle = Bundle::annotated(&["true"], &[ON_VM, (key, value)]);
+        let err = node
+            .env
+            .fails(&["create", "--bundle", bundle.path(), &unique("vm-bad")]);
+        assert!(err.contains(needle), "{key}={value}: {err}");
+    }
+    let out = node.qm(&["destroy", "100"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    node.assert_clean();
+    // Not allowed by the backend's configuration: refused.
+    let plain = Node::new();
+    let err = plain
+        .env
+        .fails(&["create", "--bundle", fixed.path(), &unique("vm-ann")]);
+    assert!(
+        err.contains("annotation org.nexcage.qm.vmid is not allowed"),
+        "{err}"
+    );
+    plain.assert_clean();
+}
+
 /// podman on qm: `run --rm` output and exit status, stderr apart, with podman's own
 /// spec (its /etc/hosts, resolv.conf and shm binds, its pids limit, seccomp profile
 /// and network namespace), the VM gone afterwards; `-d`, `logs`, `exec`, `stop`, `rm`.

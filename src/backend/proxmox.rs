@@ -116,6 +116,42 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A fixed vmid from the container's `<prefix>vmid` annotation, where the backend's
+/// `allowed_annotations` lists it; any other key under `prefix`, or one not allowed,
+/// is refused (never ignored). None: take one from `pvesh get /cluster/nextid`.
+pub fn annotated_vmid(
+    spec: &oci_spec::runtime::Spec,
+    prefix: &str,
+    allowed: &[String],
+    backend: &str,
+) -> Result<Option<String>> {
+    let overridable = crate::config::OVERRIDABLE_ON_PROXMOX;
+    let mut vmid = None;
+    for (name, value) in spec.annotations().iter().flatten() {
+        let Some(key) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if !overridable.contains(&key) {
+            return Err(Error::Usage(format!(
+                "unknown annotation {name} (the {backend} backend knows {prefix}{{{}}})",
+                overridable.join(",")
+            )));
+        }
+        if !allowed.iter().any(|k| k == key) {
+            return Err(Error::Usage(format!(
+                "annotation {name} is not allowed by the {backend} backend's configuration"
+            )));
+        }
+        let invalid = |what: &str| Error::Usage(format!("annotation {name}={value:?}: {what}"));
+        let n: u64 = value.parse().map_err(|_| invalid("not a number"))?;
+        if !(100..=999_999_999).contains(&n) {
+            return Err(invalid("a vmid is 100 to 999999999"));
+        }
+        vmid = Some(n.to_string());
+    }
+    Ok(vmid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

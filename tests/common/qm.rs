@@ -23,6 +23,15 @@ impl Node {
     /// `default`: the backend of containers without an annotation (Docker cannot
     /// annotate).
     pub fn with_default(default: &str) -> Node {
+        Node::build(default, "")
+    }
+
+    /// `extra`: more settings of the `vm` backend, as `,"key":value`.
+    pub fn with_backend_extra(extra: &str) -> Node {
+        Node::build("crun", extra)
+    }
+
+    fn build(default: &str, extra: &str) -> Node {
         let kernel = repo().join("bundles/vm-kernel");
         assert!(kernel.join("vmlinuz").exists(), "run hack/setup.sh");
         let virtiofsd = ["/usr/libexec/virtiofsd", "/usr/local/bin/virtiofsd"]
@@ -49,7 +58,7 @@ impl Node {
             r#"{{"default":"{default}",
                 "backends":{{"crun":{{"type":"oci","path":"{CRUN}"}},
                              "vm":{{"type":"qm","qm":"{}","pvesh":"{}","kvm":false,
-                                    "memory":256,"kernel":"{}","virtiofsd":"{virtiofsd}"}}}},
+                                    "memory":256,"kernel":"{}","virtiofsd":"{virtiofsd}"{extra}}}}},
                 "annotation_backends":["crun","vm"]}}"#,
             dir.path().join("qm").display(),
             dir.path().join("pvesh").display(),

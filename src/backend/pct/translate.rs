@@ -23,30 +23,14 @@ pub struct Settings {
 }
 
 pub fn settings(spec: &Spec, cfg: &PctConfig) -> Result<Settings> {
-    let mut out = Settings { vmid: None };
-    for (name, value) in spec.annotations().iter().flatten() {
-        let Some(key) = name.strip_prefix(ANNOTATION_PREFIX) else {
-            continue;
-        };
-        if !PctConfig::OVERRIDABLE.contains(&key) {
-            return Err(Error::Usage(format!(
-                "unknown annotation {name} (the pct backend knows {ANNOTATION_PREFIX}{{{}}})",
-                PctConfig::OVERRIDABLE.join(",")
-            )));
-        }
-        if !cfg.allowed_annotations.iter().any(|k| k == key) {
-            return Err(Error::Usage(format!(
-                "annotation {name} is not allowed by the pct backend's configuration"
-            )));
-        }
-        let invalid = |what: &str| Error::Usage(format!("annotation {name}={value:?}: {what}"));
-        let n: u64 = value.parse().map_err(|_| invalid("not a number"))?;
-        if !(100..=999_999_999).contains(&n) {
-            return Err(invalid("a vmid is 100 to 999999999"));
-        }
-        out.vmid = Some(n.to_string());
-    }
-    Ok(out)
+    Ok(Settings {
+        vmid: crate::backend::proxmox::annotated_vmid(
+            spec,
+            ANNOTATION_PREFIX,
+            &cfg.allowed_annotations,
+            "pct",
+        )?,
+    })
 }
 
 /// Where the container's root is: the bundle's rootfs itself (real path, checked),

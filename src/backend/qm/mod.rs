@@ -35,6 +35,19 @@ const VIRTIOFSD_PID: &str = "virtiofsd.pid";
 const SOCKET_KEY: &str = "sockets";
 /// In the runtime dir: the guest's serial console.
 const CONSOLE_LOG: &str = "console.log";
+/// How often `create` takes a new vmid when another create took its one first.
+const CREATE_ATTEMPTS: usize = 5;
+
+/// What `qm create` is given, whatever the vmid.
+struct NewVm<'a> {
+    dir: &'a Path,
+    rootfs: &'a Path,
+    plan: &'a translate::Plan,
+    memory: &'a str,
+    initramfs: &'a Path,
+    description: &'a str,
+}
+
 /// In the runtime dir: `pause` suspended the VM (until `resume`).
 const PAUSED: &str = "paused";
 
@@ -267,6 +280,68 @@ impl Qm {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         Ok(())
+    }
+
+    /// Ends the virtiofsd processes of the container whose runtime dir is `dir`.
+    fn stop_virtiofsd(&self, dir: &Path) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(VIRTIOFSD_PID)
+                && let Some(pid) = host::read_pid_note(&entry.path())
+            {
+                // SAFETY: kill(2) on a virtiofsd we started (its start time checked).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// `qm create` with a fresh vmid (or the annotated one), retrying when another
+    /// create took it first; returns the vmid and the sockets' key. The vmid is noted
+    /// in the runtime dir first, so that a create killed half-way leaves something
+    /// `delete --force` can find (and checks by description).
+    fn create_vm(&self, vm: &NewVm, fixed: Option<&str>) -> Result<(String, String)> {
+        let mut last = String::new();
+        for _ in 0..CREATE_ATTEMPTS {
+            let vmid = match fixed {
+                Some(v) => v.to_string(),
+                None => self.next_vmid()?,
+            };
+            fs::write(vm.dir.join("vmid"), &vmid).context(|| "write vmid")?;
+            let key = format!("{vmid}-{}", std::process::id());
+            fs::write(vm.dir.join(SOCKET_KEY), &key).context(|| "write the socket key")?;
+            let relay = self.socket(&key, "relay");
+            fs::write(vm.dir.join(RELAY_PATH), relay.to_string_lossy().as_bytes())
+                .context(|| "write the relay path")?;
+            self.start_virtiofsd(vm.dir, "fs", &self.socket(&key, "fs"), vm.rootfs, false)?;
+            for (n, (share, ro)) in vm.plan.shares.iter().enumerate() {
+                let what = format!("share{n}");
+                self.start_virtiofsd(vm.dir, &what, &self.socket(&key, &what), share, *ro)?;
+            }
+            let tap = crate::supervise::vm_net::tap_name(&key);
+            let shares = vm.plan.shares.len();
+            let args = self.args(vm.dir, &key, vm.memory, vm.initramfs, shares, &tap)?;
+            let mut argv: Vec<&str> = vec!["create", &vmid];
+            argv.extend(vm.plan.options.iter().map(String::as_str));
+            argv.extend(["--description", vm.description, "--args", &args]);
+            let out = self.qm(&argv)?;
+            if out.status.success() {
+                return Ok((vmid, key));
+            }
+            // Taken meanwhile, or refused: what exists under that vmid is not ours.
+            let _ = fs::remove_file(vm.dir.join("vmid"));
+            let err = self.failed("qm create", &out);
+            let taken = String::from_utf8_lossy(&out.stderr).contains("already exists");
+            if fixed.is_some() || !taken {
+                return Err(err);
+            }
+            self.stop_virtiofsd(vm.dir);
+            self.remove_sockets(&key);
+            last = err.to_string();
+        }
+        Err(Error::Backend {
+            backend: self.name.clone(),
+            reason: format!("qm create: vmid taken {CREATE_ATTEMPTS} times in a row: {last}"),
+        })
     }
 
     /// QEMU's arguments for the guest nexcage boots (`args:`, appended last by
@@ -679,6 +754,12 @@ impl Backend for Qm {
         let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let rootfs = bundle.checked_rootfs()?;
         let plan = translate::plan(&bundle.spec, &self.cfg, &record.id, &rootfs)?;
+        let fixed = proxmox::annotated_vmid(
+            &bundle.spec,
+            translate::ANNOTATION_PREFIX,
+            &self.cfg.allowed_annotations,
+            "qm",
+        )?;
         for (what, path) in [
             ("kernel", self.cfg.kernel.join("vmlinuz")),
             ("kernel", self.cfg.kernel.join("modules/modules.dep")),
@@ -725,29 +806,16 @@ impl Backend for Qm {
         };
         fs::write(dir.join(OWNER), &owner.token).context(|| "write the owner token")?;
         let description = proxmox::description(&record.id, &owner);
-        let vmid = self.next_vmid()?;
-        fs::write(dir.join("vmid"), &vmid).context(|| "write vmid")?;
-        let key = format!("{vmid}-{}", std::process::id());
-        fs::write(dir.join(SOCKET_KEY), &key).context(|| "write the socket key")?;
-        let relay = self.socket(&key, "relay");
-        fs::write(dir.join(RELAY_PATH), relay.to_string_lossy().as_bytes())
-            .context(|| "write the relay path")?;
-        self.start_virtiofsd(&dir, "fs", &self.socket(&key, "fs"), &rootfs, false)?;
-        for (n, (share, ro)) in plan.shares.iter().enumerate() {
-            let what = format!("share{n}");
-            self.start_virtiofsd(&dir, &what, &self.socket(&key, &what), share, *ro)?;
-        }
+        let vm = NewVm {
+            dir: &dir,
+            rootfs: &rootfs,
+            plan: &plan,
+            memory: &memory,
+            initramfs: &initramfs,
+            description: &description,
+        };
+        let (vmid, key) = self.create_vm(&vm, fixed.as_deref())?;
         let tap = crate::supervise::vm_net::tap_name(&key);
-        let args = self.args(&dir, &key, &memory, &initramfs, plan.shares.len(), &tap)?;
-        let mut argv: Vec<&str> = vec!["create", &vmid];
-        argv.extend(plan.options.iter().map(String::as_str));
-        argv.extend(["--description", &description, "--args", &args]);
-        let out = self.qm(&argv)?;
-        if !out.status.success() {
-            // Taken meanwhile, or refused: what exists under that vmid is not ours.
-            let _ = fs::remove_file(dir.join("vmid"));
-            return Err(self.failed("qm create", &out));
-        }
         let out = self.qm(&["start", &vmid])?;
         if !out.status.success() {
             return Err(self.failed("qm start", &out));
@@ -831,18 +899,7 @@ impl Backend for Qm {
         if let Some(key) = self.socket_key(id) {
             self.remove_sockets(&key);
         }
-        for entry in fs::read_dir(self.sup.dir(id))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if entry.file_name().to_string_lossy().ends_with(VIRTIOFSD_PID)
-                && let Some(pid) = host::read_pid_note(&entry.path())
-            {
-                // SAFETY: kill(2) on a virtiofsd we started (its start time checked).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+        self.stop_virtiofsd(&self.sup.dir(id));
         self.sup.remove_dir(id)
     }
 

@@ -33,6 +33,10 @@ pub struct Plan {
     pub process: GuestProcess,
 }
 
+/// Annotations with this prefix override backend settings, as pct's do (see
+/// `proxmox::annotated_vmid`).
+pub const ANNOTATION_PREFIX: &str = "org.nexcage.qm.";
+
 fn refused(what: &str) -> Error {
     Error::Usage(format!("{what} is not supported by the qm backend"))
 }
