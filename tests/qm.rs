@@ -688,7 +688,8 @@ fn containerd_on_qm() {
 }
 
 /// kill -9 of the holder while the workload runs (the VM keeps running: nothing in
-/// it knows), then `delete --force`: no VM, config, socket, virtiofsd or runtime dir.
+/// it knows), then `delete --force`: no VM, config, socket, virtiofsd or runtime dir;
+/// `kill KILL`, `kill --all`, and a VM that dies under the workload.
 #[test]
 fn killed_holder_then_forced_delete() {
     let node = Node::new();
@@ -715,6 +716,77 @@ fn killed_holder_then_forced_delete() {
         String::from_utf8_lossy(&virtiofsd.stdout)
     );
     node.assert_clean();
+
+    // `kill KILL` cannot be passed on: the holder ends and the VM is stopped.
+    let id = unique("vm-kill9");
+    node.env
+        .detached(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let vmid = std::fs::read_to_string(node.env.root().join("backends/vm").join(&id).join("vmid"))
+        .unwrap();
+    node.env.ok(&["kill", &id, "KILL"]);
+    node.env.wait_status(&id, "stopped");
+    assert_eq!(node.qm(&["status", &vmid]).stdout, "status: stopped\n");
+    node.env.ok(&["delete", &id]);
+
+    // `kill --all`: every process in the guest (here the workload's shell and its
+    // children), never the holder's cgroup on the host (the caller's).
+    let id = unique("vm-all");
+    let all = Bundle::annotated(
+        &["sh", "-c", "sleep 1000 & sleep 1001; echo not-here"],
+        &[ON_VM],
+    );
+    let mut run = node.env.cmd();
+    run.args(["run", "--bundle", all.path(), &id])
+        .stdout(std::process::Stdio::piped());
+    let mut child = run.spawn().unwrap();
+    wait_running(&node, &id);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    node.env.ok(&["kill", "--all", &id, "TERM"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(143), ""),
+        "killed by TERM"
+    );
+
+    // A VM that dies under the workload (QEMU killed): the engine sees it killed (137).
+    let id = unique("vm-qemu9");
+    let mut run = node.env.cmd();
+    run.args(["run", "--bundle", bundle.path(), &id]);
+    let mut child = run.spawn().unwrap();
+    wait_running(&node, &id);
+    let vmid = std::fs::read_to_string(node.env.root().join("backends/vm").join(&id).join("vmid"))
+        .unwrap();
+    let qemu = std::fs::read_to_string(
+        node.dir
+            .path()
+            .join("node/var/run/qemu-server")
+            .join(format!("{vmid}.pid")),
+    )
+    .unwrap();
+    let qemu: i32 = qemu.trim().parse().unwrap();
+    // SAFETY: kill(2) on the stand-in's QEMU of this test's VM.
+    unsafe { libc::kill(qemu, libc::SIGKILL) };
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    node.assert_clean();
+}
+
+/// Until a container that a `run` in the background makes is running.
+fn wait_running(node: &Node, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while node
+        .env
+        .out(&["state", id])
+        .stdout
+        .find("\"running\"")
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "{id} never ran");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// A terminal: `podman run -it` on a VM (the master of a host pty to podman, a pty

@@ -456,7 +456,10 @@ mod relay {
                     }
                 }
                 Frame::Signal { process, signal } => {
-                    if let Some(p) = self.find(process) {
+                    if process == crate::supervise::vm_relay::ALL_PROCESSES {
+                        // SAFETY: kill(2) of every process but ourselves (PID 1).
+                        unsafe { libc::kill(-1, signal) };
+                    } else if let Some(p) = self.find(process) {
                         // SAFETY: kill(2) on our own child.
                         unsafe { libc::kill(p.pid.as_raw(), signal) };
                     }

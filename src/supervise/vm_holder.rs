@@ -130,9 +130,17 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
         // The process's terminal starts at ours's size.
         process.window = window_size();
     }
-    let status = vm_relay::run(&channel, 0, &process, io)?;
+    // A VM that ends without the workload's exit (killed, crashed, stopped in
+    // Proxmox) took the workload with it: killed, as runc reports it (137).
+    let status = vm_relay::run(&channel, 0, &process, io).unwrap_or_else(|e| {
+        log::warn!("{}: {e}", dir.display());
+        libc::SIGKILL
+    });
     Ok(end_as(status))
 }
+
+/// On the holder's socket: `signal-all N` signals every process in the guest.
+pub const SIGNAL_ALL: &str = "signal-all";
 
 /// In the runtime dir: an `exec`'s process (`exec-<pid>.json`), read and removed by
 /// the holder.
@@ -147,6 +155,22 @@ fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, d
         let Ok(Some(line)) = read_line(&conn) else {
             continue;
         };
+        if let Some(signal) = line
+            .strip_prefix(SIGNAL_ALL)
+            .and_then(|n| n.trim().parse::<i32>().ok())
+        {
+            let frame = Frame::Signal {
+                process: vm_relay::ALL_PROCESSES,
+                signal,
+            };
+            let reply = if channel.send(&frame).is_ok() {
+                "ok"
+            } else {
+                "error: the VM went away"
+            };
+            let _ = send_line(&mut conn, reply);
+            continue;
+        }
         let Some(name) = line.strip_prefix("exec ") else {
             continue;
         };

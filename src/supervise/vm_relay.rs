@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 /// The process ids the guest acknowledges a setup and a network with.
 pub const SETUP_DONE: u32 = u32::MAX;
 pub const NETWORK_DONE: u32 = u32::MAX - 1;
+/// A signal for this process id goes to every process in the guest but its init.
+pub const ALL_PROCESSES: u32 = u32::MAX;
 
 /// What `Start` carries: the spec's process, and the seccomp filter compiled on the
 /// host (`seccomp::Program` bytes), which the guest loads last, as runc does.

@@ -115,6 +115,16 @@ impl Qm {
         })
     }
 
+    /// The container's VM, if its description says it is ours (a vmid noted before
+    /// `qm create` ran may be someone else's).
+    fn our_vmid(&self, id: &str) -> Result<Option<String>> {
+        let (Some(vmid), Some(owner)) = (self.vmid(id), self.owner(id)) else {
+            return Ok(None);
+        };
+        let ours = self.description(&vmid)? == Some(proxmox::description(id, &owner));
+        Ok(ours.then_some(vmid))
+    }
+
     fn place(&self) -> String {
         crate::backend::proxmox::place(&self.sup.base)
     }
@@ -873,9 +883,32 @@ impl Backend for Qm {
             .collect())
     }
 
+    /// The holder passes a signal on to the workload in the VM; `--all`, to every
+    /// process there (the holder's cgroup is the caller's, never the container's).
+    /// SIGKILL ends the holder, which cannot pass it on: the VM is stopped, as the
+    /// kernel would end a container's processes.
     fn kill(&self, _inv: &Invocation, record: &Record, signal: i32, all: bool) -> Result<Exit> {
-        // The holder passes it on to the workload in the VM.
-        self.sup.kill(&record.id, signal, all)
+        let id = &record.id;
+        if all && signal != libc::SIGKILL && self.sup.started(id) {
+            let mut conn = crate::supervise::protocol::SocketDir::open(&self.sup.dir(id))?
+                .connect(crate::supervise::SOCKET)
+                .map_err(|_| Error::Usage("container not running".into()))?;
+            crate::supervise::protocol::send_line(
+                &mut conn,
+                &format!("{} {signal}", crate::supervise::vm_holder::SIGNAL_ALL),
+            )?;
+            return match crate::supervise::protocol::read_line(&conn)?.as_deref() {
+                Some("ok") => Ok(0),
+                _ => Err(Error::Usage("container not running".into())),
+            };
+        }
+        let code = self.sup.kill(id, signal, false)?;
+        if signal == libc::SIGKILL
+            && let Some(vmid) = self.our_vmid(id)?
+        {
+            let _ = self.qm(&["stop", &vmid]);
+        }
+        Ok(code)
     }
 
     fn delete(&self, inv: &Invocation, record: &Record, _force: bool) -> Result<Exit> {
@@ -887,14 +920,8 @@ impl Backend for Qm {
     /// runtime directory removed.
     fn remove(&self, _inv: &Invocation, id: &str) -> Result<()> {
         self.sup.kill_holder(id);
-        if let Some(vmid) = self.vmid(id) {
-            let ours = match self.owner(id) {
-                Some(owner) => self.description(&vmid)? == Some(proxmox::description(id, &owner)),
-                None => false,
-            };
-            if ours {
-                self.destroy_vm(&vmid)?;
-            }
+        if let Some(vmid) = self.our_vmid(id)? {
+            self.destroy_vm(&vmid)?;
         }
         if let Some(key) = self.socket_key(id) {
             self.remove_sockets(&key);
