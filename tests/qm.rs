@@ -738,7 +738,7 @@ fn killed_holder_then_forced_delete() {
     let mut run = node.env.cmd();
     run.args(["run", "--bundle", all.path(), &id])
         .stdout(std::process::Stdio::piped());
-    let mut child = run.spawn().unwrap();
+    let child = run.spawn().unwrap();
     wait_running(&node, &id);
     std::thread::sleep(std::time::Duration::from_secs(1));
     node.env.ok(&["kill", "--all", &id, "TERM"]);
