@@ -86,6 +86,10 @@ pub struct QmConfig {
     /// (as pct's).
     #[serde(default)]
     pub allowed_annotations: Vec<String>,
+    /// The Proxmox bridge of the NIC (`net0`) of a container without a network
+    /// namespace of its own; none: such containers are refused.
+    #[serde(default)]
+    pub bridge: Option<String>,
 }
 
 fn default_qm() -> PathBuf {
@@ -352,6 +356,18 @@ impl Config {
                     resolve(name, &mut qm.qm)?;
                     resolve(name, &mut qm.pvesh)?;
                     check_overridable(name, &qm.allowed_annotations)?;
+                    // It goes into a Proxmox property string and names an interface.
+                    if let Some(bridge) = &qm.bridge
+                        && (bridge.is_empty()
+                            || bridge.len() > 15
+                            || !bridge
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))
+                    {
+                        return Err(format!(
+                            "backend {name:?}: bridge {bridge:?} is not an interface name"
+                        ));
+                    }
                     for (what, path) in [("kernel", &qm.kernel), ("virtiofsd", &qm.virtiofsd)] {
                         if !path.is_absolute() {
                             return Err(format!("backend {name:?}: {what} must be absolute"));

@@ -389,6 +389,68 @@ fn refusals_leave_nothing() {
     assert_eq!(node.qm(&["list"]).stdout, "");
 }
 
+/// A spec without a network namespace gets a Proxmox NIC (`net0`) on the backend's
+/// bridge, up in the guest; without a bridge setting it is refused (see
+/// `refusals_leave_nothing`); a bridge the node lacks fails the create as qm does.
+#[test]
+fn nic_on_the_bridge_without_a_netns() {
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+        }
+    }
+    let bridge = Bridge(format!("nxbr{}", std::process::id() % 100_000));
+    let out = Command::new("ip")
+        .args(["link", "add", &bridge.0, "type", "bridge"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let no_netns = |args: &[&str]| {
+        Bundle::with(args, |s| {
+            let mut a = s.annotations().clone().unwrap_or_default();
+            a.insert(ON_VM.0.into(), ON_VM.1.into());
+            s.set_annotations(Some(a));
+            let linux = s.linux_mut().as_mut().unwrap();
+            let namespaces = linux
+                .namespaces()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network)
+                .collect();
+            linux.set_namespaces(Some(namespaces));
+        })
+    };
+    let node = Node::with_backend_extra(&format!(r#","bridge":"{}""#, bridge.0));
+    let bundle = no_netns(&[
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth0/operstate /sys/class/net/eth0/address",
+    ]);
+    let out = node
+        .env
+        .out(&["run", "--bundle", bundle.path(), &unique("vm-br")]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "up", "{}", out.stdout);
+    // Proxmox's own MAC prefix (PVE::Tools::random_ether_addr).
+    assert!(lines[1].starts_with("bc:24:11:"), "{}", out.stdout);
+    node.assert_clean();
+
+    let missing = Node::with_backend_extra(r#","bridge":"nxnosuchbr""#);
+    let err = missing
+        .env
+        .fails(&["run", "--bundle", bundle.path(), &unique("vm-nobr")]);
+    assert!(err.contains("bridge 'nxnosuchbr' does not exist"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    missing.assert_clean();
+}
+
 /// vmids: one taken meanwhile is retried with the next, one taken for good fails
 /// clearly with the other VM untouched; an annotated vmid only where allowed.
 #[test]

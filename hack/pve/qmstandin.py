@@ -414,15 +414,74 @@ def cpu_option(conf, kvm):
     return ','.join([cputype] + flags)
 
 
+# The tap's script, as qemu-server's /usr/libexec/qemu-server/pve-bridge.
+BRIDGE_SCRIPT = os.path.join(os.path.dirname(os.path.realpath(__file__)), 'pve-bridge')
+MAX_NETS = 32
+
+
+def net_devices(vmid, conf):
+    """print_netdev_full + print_netdevice_full for each netN with a bridge: a tap
+    tap<vmid>i<N> that pve-bridge plugs into the bridge, the NIC at pci_addr netN
+    (bus pci.0, slot 0x12 + N)."""
+    cmd = []
+    for i in range(MAX_NETS):
+        value = conf.get(f'net{i}')
+        if not value:
+            continue
+        net = ps.parse_property_string(FMT_NET, value)
+        model = next((m for m in NET_MODELS if m in net), None)
+        if model is None:
+            raise PveError(f'unable to parse network options for net{i}')
+        if not net.get('bridge'):
+            # SIMPLIFIED: no user-mode (SLIRP) networking
+            raise PveError(f"net{i}: a NIC without a bridge is not supported by the PVE "
+                           "stand-in")
+        if i > 5:
+            # SIMPLIFIED: pci_addr places net6 and up on pci.1; not here
+            raise PveError(f'net{i}: not supported by the PVE stand-in (net0 to net5 only)')
+        ifname = f'tap{vmid}i{i}'
+        if len(ifname) >= 16:
+            raise PveError(f"interface name '{ifname}' is too long (max 15 character)")
+        # SIMPLIFIED: no vhost=on, no queues/mtu/rate options on the device
+        cmd += ['-netdev', f'type=tap,id=net{i},ifname={ifname},script={BRIDGE_SCRIPT},'
+                           f'downscript={BRIDGE_SCRIPT}down',
+                '-device', f"{'virtio-net-pci' if model == 'virtio' else model},"
+                           f'mac={net[model]},netdev=net{i},bus=pci.0,addr={0x12 + i:#x},'
+                           f'id=net{i}']
+    return cmd
+
+
+def bridge_plug(ifname):
+    """pve-bridge (QEMU's tap script): the tap into its netN's bridge, up
+    (PVE::Network::tap_plug without firewall, VLAN tag or rate)."""
+    m = re.fullmatch(r'tap(\d+)i(\d+)', ifname)
+    if not m:
+        raise PveError(f"got strange interface name '{ifname}'")
+    vmid, i = m.group(1), int(m.group(2))
+    conf = load_config(vmid)
+    value = conf.get(f'net{i}')
+    if not value:
+        raise PveError(f'unable to get network config \'net{i}\'')
+    bridge = ps.parse_property_string(FMT_NET, value).get('bridge')
+    if not bridge or not os.path.isdir(f'/sys/class/net/{bridge}/bridge'):
+        raise PveError(f"bridge '{bridge}' does not exist")
+    for args in (['link', 'set', ifname, 'master', bridge], ['link', 'set', ifname, 'up']):
+        res = subprocess.run(['ip'] + args, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if res.returncode != 0:
+            raise PveError(f"can't add interface '{ifname}' to bridge '{bridge}': "
+                           + res.stdout.decode('utf-8', 'replace').strip())
+
+
 def config_to_command(vmid, conf):
     kvm = bool_key(conf, 'kvm', True)
     if kvm and kvm_version() is None:
         raise PveError('KVM virtualisation configured, but not available. Either disable in '
                        'VM configuration or enable in BIOS.')
     for key in sorted(conf.opts):
-        if re.fullmatch(r'(net|ide|sata|scsi|virtio|efidisk|tpmstate|hostpci|usb|virtiofs)\d+',
+        if re.fullmatch(r'(ide|sata|scsi|virtio|efidisk|tpmstate|hostpci|usb|virtiofs)\d+',
                         key) and key != 'unused':
-            # SIMPLIFIED: no disks, NICs (tap + bridge), passthrough or virtiofs
+            # SIMPLIFIED: no disks, passthrough or virtiofs
             raise PveError(f"{key}: not supported by the PVE stand-in (use 'args')")
     machine = conf.get('machine') or 'pc'
     if not re.fullmatch(r'(pc|pc-i440fx-[\d.]+)(\+pve\d+)?', machine):
@@ -500,6 +559,7 @@ def config_to_command(vmid, conf):
         cmd += ['-chardev', f"socket,path={run_file(vmid, 'qga')},server=on,wait=off,id=qga0",
                 '-device', 'virtio-serial,id=qga0,bus=pci.0,addr=0x8',
                 '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0']
+    cmd += net_devices(vmid, conf)
     if conf.get('balloon') != '0':
         cmd += ['-device', 'virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x3,'
                            'free-page-reporting=on']
@@ -564,11 +624,13 @@ def spawn_detached(argv, env):
     return int(data), rfd
 
 
+def standin_env():
+    """The stand-in's own settings, for what it starts (qmeventd, QEMU's scripts)."""
+    return {k: v for k, v in os.environ.items() if k.startswith('PVE_STANDIN_')}
+
+
 def start_qmeventd(vmid):
-    env = {'PATH': ps.CLI_PATH, 'LANG': 'C'}
-    for key, value in os.environ.items():
-        if key.startswith('PVE_STANDIN_'):
-            env[key] = value
+    env = dict({'PATH': ps.CLI_PATH, 'LANG': 'C'}, **standin_env())
     pid, rfd = spawn_detached([sys.executable, '-I', os.path.realpath(__file__), 'qmeventd',
                                str(vmid)], env)
     with os.fdopen(rfd, 'rb') as f:
@@ -597,7 +659,8 @@ def vm_start(vmid):
         # re-parented to init or the nearest child subreaper.
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, cwd='/',
-                             env={'PATH': ps.CLI_PATH, 'LANG': 'C', 'HOME': '/'}, timeout=120)
+                             env=dict({'PATH': ps.CLI_PATH, 'LANG': 'C', 'HOME': '/'},
+                                      **standin_env()), timeout=120)
         out = res.stdout.decode('utf-8', 'replace')
         if out:
             task_print(out)
@@ -1187,7 +1250,26 @@ def main(argv):
         return 255
 
 
+def bridge_script_main(action, ifname):
+    """pve-bridge IFNAME: plug; pve-bridgedown: nothing to undo here (the tap goes
+    with QEMU)."""
+    global Q
+    os.environ['PATH'] = ps.CLI_PATH
+    ps.S = ps.Settings()
+    Q = QmSettings()
+    if action == 'down':
+        return 0
+    try:
+        bridge_plug(ifname)
+    except PveError as err:
+        sys.stderr.write(f'{err.msg}\n')
+        return 25
+    return 0
+
+
 if __name__ == '__main__':
     if len(sys.argv) == 3 and sys.argv[1] == 'qmeventd':
         sys.exit(qmeventd_main(int(sys.argv[2])))
+    if len(sys.argv) == 3 and sys.argv[1] in ('plug', 'down'):
+        sys.exit(bridge_script_main(sys.argv[1], sys.argv[2]))
     sys.exit(main(sys.argv[1:]))

@@ -88,6 +88,10 @@ pub struct GuestSetup {
     /// the guest's with this `pids.max`.
     #[serde(default)]
     pub pids_limit: Option<i64>,
+    /// The VM's NICs are Proxmox's own (on a bridge, addressed by whoever runs there):
+    /// up, as they are.
+    #[serde(default)]
+    pub nics_up: bool,
 }
 
 /// The virtiofs tag of the `n`th share of bind sources.
@@ -136,6 +140,9 @@ fn make_container(root: &Path, g: &GuestSetup) -> Result<()> {
         nix::unistd::sethostname(name).map_err(|e| Error::Usage(format!("sethostname: {e}")))?;
     }
     super::vm_net::loopback_up()?;
+    if g.nics_up {
+        super::vm_net::nics_up()?;
+    }
     for n in 0..g.shares {
         let at = Path::new(SHARES).join(n.to_string());
         std::fs::create_dir_all(&at)

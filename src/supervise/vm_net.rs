@@ -193,6 +193,38 @@ pub fn loopback_up() -> Result<()> {
     Ok(())
 }
 
+/// In the guest: every NIC up, as it is.
+pub fn nics_up() -> Result<()> {
+    let mut nl = Netlink::open()?;
+    for link in nl.links()? {
+        if link.header.link_layer_type == LinkLayerType::Ether {
+            nl.set_link(link.header.index, Vec::new(), Some(true))?;
+        }
+    }
+    await_carrier(&mut nl)
+}
+
+/// How long the guest waits for its NICs' carrier before the workload starts anyway.
+const CARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Until every NIC that is up has its carrier (the kernel reports it a moment after
+/// the link comes up), so the workload's first packets are not held back.
+fn await_carrier(nl: &mut Netlink) -> Result<()> {
+    use netlink_packet_route::link::LinkFlags;
+    let deadline = std::time::Instant::now() + CARRIER_TIMEOUT;
+    loop {
+        let waiting = nl.links()?.iter().any(|l| {
+            l.header.link_layer_type == LinkLayerType::Ether
+                && l.header.flags.contains(LinkFlags::Up)
+                && !l.header.flags.contains(LinkFlags::Running)
+        });
+        if !waiting || std::time::Instant::now() > deadline {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// In the guest: each NIC (in the order the kernel found them) becomes the
 /// engine's interface it is joined to.
 pub fn apply(setup: &NetSetup) -> Result<()> {
@@ -234,7 +266,7 @@ pub fn apply(setup: &NetSetup) -> Result<()> {
             nl.add_route(index, r.destination, r.gateway)?;
         }
     }
-    Ok(())
+    await_carrier(&mut nl)
 }
 
 #[cfg(test)]

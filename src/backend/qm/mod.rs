@@ -327,9 +327,16 @@ impl Qm {
                 let what = format!("share{n}");
                 self.start_virtiofsd(vm.dir, &what, &self.socket(&key, &what), share, *ro)?;
             }
-            let tap = crate::supervise::vm_net::tap_name(&key);
+            let tap = tap_of(vm.plan, &key);
             let shares = vm.plan.shares.len();
-            let args = self.args(vm.dir, &key, vm.memory, vm.initramfs, shares, &tap)?;
+            let args = self.args(
+                vm.dir,
+                &key,
+                vm.memory,
+                vm.initramfs,
+                shares,
+                tap.as_deref(),
+            )?;
             let mut argv: Vec<&str> = vec!["create", &vmid];
             argv.extend(vm.plan.options.iter().map(String::as_str));
             argv.extend(["--description", vm.description, "--args", &args]);
@@ -363,7 +370,7 @@ impl Qm {
         memory: &str,
         initramfs: &Path,
         shares: usize,
-        tap: &str,
+        tap: Option<&str>,
     ) -> Result<String> {
         let word = |what: &str, p: &Path| translate::arg_word(what, &p.to_string_lossy());
         let console = word("runtime dir", &dir.join(CONSOLE_LOG))?;
@@ -386,10 +393,12 @@ impl Qm {
         }
         // QEMU makes the tap on the host; create moves it into the container's network
         // namespace (see `supervise::vm_net`).
-        devices.push(format!(
-            "-netdev tap,id=nxnet0,ifname={tap},script=no,downscript=no \
-             -device virtio-net-pci,netdev=nxnet0,bus=pci.2,addr=0x1f"
-        ));
+        if let Some(tap) = tap {
+            devices.push(format!(
+                "-netdev tap,id=nxnet0,ifname={tap},script=no,downscript=no \
+                 -device virtio-net-pci,netdev=nxnet0,bus=pci.2,addr=0x1f"
+            ));
+        }
         Ok([
             format!("-kernel {kernel} -initrd {initrd}"),
             "-append 'console=ttyS0 quiet panic=-1 -- guest-init'".into(),
@@ -825,7 +834,7 @@ impl Backend for Qm {
             description: &description,
         };
         let (vmid, key) = self.create_vm(&vm, fixed.as_deref())?;
-        let tap = crate::supervise::vm_net::tap_name(&key);
+        let tap = tap_of(&plan, &key);
         let out = self.qm(&["start", &vmid])?;
         if !out.status.success() {
             return Err(self.failed("qm start", &out));
@@ -833,10 +842,12 @@ impl Backend for Qm {
         let mut holder = self.spawn_holder(&dir, &plan.netns, console.as_ref())?;
         let pid = holder.id() as i32;
         host::write_pid_note(&dir.join(crate::supervise::HOLDER_PID), pid)?;
-        let netns = fs::File::open(format!("/proc/{pid}/ns/net"))
-            .context(|| "open the holder's network namespace")?;
-        crate::supervise::vm_net::move_tap(&tap, std::os::fd::AsFd::as_fd(&netns))?;
-        fs::write(dir.join(TAP), &tap).context(|| "write the tap's name")?;
+        if let Some(tap) = &tap {
+            let netns = fs::File::open(format!("/proc/{pid}/ns/net"))
+                .context(|| "open the holder's network namespace")?;
+            crate::supervise::vm_net::move_tap(tap, std::os::fd::AsFd::as_fd(&netns))?;
+            fs::write(dir.join(TAP), tap).context(|| "write the tap's name")?;
+        }
         // The runtime's hooks (prestart: Docker's libnetwork-setkey), on the host, with
         // the holder's pid; poststart and poststop run from `start` and `delete`.
         use crate::supervise::hooks::{Hooks, Kind};
@@ -992,6 +1003,11 @@ impl Backend for Qm {
             other => Err(self.unsupported(other.name())),
         }
     }
+}
+
+/// The tap joined to the engine's interface, unless the VM's NIC is Proxmox's own.
+fn tap_of(plan: &translate::Plan, key: &str) -> Option<String> {
+    (!matches!(plan.netns, translate::NetNs::Host)).then(|| crate::supervise::vm_net::tap_name(key))
 }
 
 /// A host pty for a process with a terminal in the guest: its master goes to the

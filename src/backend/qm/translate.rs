@@ -17,6 +17,8 @@ use crate::supervise::vm_relay::GuestProcess;
 /// and Docker's libnetwork go to `/proc/<state.pid>/ns/net`), and where the VM's NIC
 /// is joined to the engine's interface (see `supervise::vm_net`).
 pub enum NetNs {
+    /// The spec has none: the holder stays in ours, the VM's NIC is on the bridge.
+    Host,
     New,
     Path(std::path::PathBuf),
 }
@@ -229,17 +231,26 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
         .flatten()
         .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
     {
-        // A VM cannot share the host's network stack.
-        None => {
-            return Err(refused(
-                "a container without a network namespace (the host's network)",
-            ));
-        }
+        // A VM cannot share the host's network stack: the nearest is a NIC on the
+        // host's bridge, as any Proxmox VM has.
+        None => match &cfg.bridge {
+            Some(bridge) => {
+                options.extend(["--net0".into(), format!("virtio,bridge={bridge}")]);
+                NetNs::Host
+            }
+            None => {
+                return Err(refused(
+                    "a container without a network namespace (the host's network; \
+                     a bridge setting gives it a NIC there)",
+                ));
+            }
+        },
         Some(n) => match n.path() {
             Some(p) => NetNs::Path(p.clone()),
             None => NetNs::New,
         },
     };
+    let nics_up = matches!(netns, NetNs::Host);
     Ok(Plan {
         netns,
         options,
@@ -249,6 +260,7 @@ pub fn plan(spec: &Spec, cfg: &QmConfig, id: &str, rootfs: &Path) -> Result<Plan
             setup,
             shares: shares.len(),
             pids_limit,
+            nics_up,
         },
         shares,
         process: GuestProcess {
