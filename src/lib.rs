@@ -1,5 +1,6 @@
 //! nexcage: an OCI runtime with runc's command line that routes each container to a
-//! backend (crun, runc; later Proxmox LXC) and keeps a record of where it went.
+//! backend (crun, runc, LXC, Proxmox VE containers and VMs) and keeps a record of where
+//! it went.
 
 pub mod backend;
 pub mod bundle;

@@ -10,12 +10,12 @@ pub mod passthrough;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "nexcage",
-    about = "OCI runtime that routes each container to crun, runc (and later Proxmox LXC)",
+    about = "OCI runtime that routes each container to crun, runc, LXC or Proxmox VE (pct, qm)",
     disable_version_flag = true,
     subcommand_required = false,
     arg_required_else_help = true
@@ -25,6 +25,22 @@ pub struct Cli {
     pub global: GlobalOpts,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The command line as users see it, for completions and man pages: the internal
+/// (hidden) subcommands left out. clap_complete would offer them, and clap cannot
+/// remove a subcommand, so the root is rebuilt from its flags and the public ones.
+pub fn public_command() -> clap::Command {
+    let full = Cli::command();
+    let public: Vec<clap::Command> = full
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    clap::Command::new("nexcage")
+        .about(full.get_about().cloned().unwrap_or_default())
+        .args(full.get_arguments().cloned())
+        .subcommands(public)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -109,6 +125,11 @@ pub enum Command {
     /// Remove what nexcage's backends hold for containers no record owns (Proxmox
     /// containers, LXC definitions, runtime directories left by a wiped state)
     Gc,
+    /// Print the shell completion script for bash, zsh or fish
+    Completion(CompletionArgs),
+    /// (internal, packaging) write the man pages, nexcage.1 and one per subcommand, into DIR
+    #[command(hide = true)]
+    Man(ManArgs),
     /// (internal) the container's process in a supervised container, until it execs the workload
     #[command(hide = true)]
     Holder(HolderArgs),
@@ -489,6 +510,27 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete nexcage's command line in
+    pub shell: Shell,
+}
+
+/// The shells the package ships completions for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Existing directory to write the pages into
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct RouteArgs {
     /// Path to the bundle directory
     #[arg(short, long, default_value = ".", value_name = "DIR")]
@@ -519,6 +561,8 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Route(_) => "route",
             Command::Gc => "gc",
+            Command::Completion(_) => "completion",
+            Command::Man(_) => "man",
             Command::GuestInit => "guest-init",
             Command::VmHolder(_) => "vm-holder",
             Command::Holder(_) => "holder",
@@ -535,5 +579,6 @@ mod tests {
     fn definitions_are_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+        super::public_command().debug_assert();
     }
 }

@@ -1,10 +1,12 @@
 //! Command logic: one function per subcommand, on top of state, routing and backends.
 
+mod completion;
 mod create;
 mod existing;
 mod features;
 mod gc;
 mod list;
+mod man_pages;
 mod route;
 mod spec;
 
@@ -40,6 +42,8 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::List(a) => list::list(&inv, &root()?, a),
         Command::Spec(a) => spec::spec(a),
         Command::Features => features::features(),
+        Command::Completion(a) => completion::completion(a.shell),
+        Command::Man(a) => man_pages::man_pages(&a.dir),
         Command::Route(a) => route::route(global, a),
         Command::Gc => gc::gc(&inv, &root()?),
         Command::GuestInit => guest_init(),
