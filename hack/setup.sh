@@ -8,8 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root
 
 # 1. Packages; apt only runs when a tool is missing.
-packages=(runc crun podman containerd lxc busybox-static hyperfine jq criu protobuf-compiler python3 zstd uidmap procps curl iproute2 libseccomp-dev docker.io iptables)
-tools=("$NEXCAGE_RUNC" "$NEXCAGE_CRUN" podman containerd ctr lxc-start hyperfine jq criu protoc python3 zstd newuidmap ps curl ss ip dockerd iptables)
+packages=(runc crun podman containerd lxc busybox-static hyperfine jq criu protobuf-compiler python3 zstd uidmap procps curl iproute2 libseccomp-dev docker.io iptables man-db)
+tools=("$NEXCAGE_RUNC" "$NEXCAGE_CRUN" podman containerd ctr lxc-start hyperfine jq criu protoc python3 zstd newuidmap ps curl ss ip dockerd iptables man)
 missing=0
 for t in "${tools[@]}"; do have "$t" || missing=1; done
 # Debian's dynamic "busybox" package also provides /bin/busybox; we need the static one.

@@ -454,6 +454,26 @@ mod tests {
         assert!(parse(kind).unwrap_err().contains("unknown variant"));
     }
 
+    /// What the Debian package installs as /etc/nexcage/config.json, and its examples.
+    #[test]
+    fn packaged_configs_are_valid() {
+        for (name, text) in [
+            ("config.json", include_str!("../hack/package/config.json")),
+            (
+                "lxc.json",
+                include_str!("../hack/package/examples/lxc.json"),
+            ),
+            (
+                "pve.json",
+                include_str!("../hack/package/examples/pve.json"),
+            ),
+        ] {
+            if let Err(e) = parse(text) {
+                panic!("hack/package: {name}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn flavor_from_name() {
         assert_eq!(
