@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Bundle, Env, unique};
+use common::{Bundle, CRUN, Env, RUNC, unique};
 
 #[test]
 fn state_json_is_runcs_shape() {
@@ -81,6 +81,75 @@ fn list_table_and_quiet() {
     assert_eq!(cells[3], bundle.path());
     assert_eq!(cells[5], "root");
     env.ok(&["delete", &id]);
+}
+
+/// `features` per backend: a delegate's own document where it has one (runc), the
+/// common one where it has none (crun 1.8), what lxc and qm really do; each a valid
+/// runtime-spec features document with nexcage's annotations.
+#[test]
+fn features_per_backend() {
+    let env = Env::with_config(&format!(
+        r#"{{"default":"crun","backends":{{
+            "crun":{{"type":"oci","path":"{CRUN}"}},
+            "runc":{{"type":"oci","path":"{RUNC}"}},
+            "lxc":{{"type":"lxc"}},
+            "vm":{{"type":"qm","qm":"{pve}/qm","pvesh":"{pve}/pvesh",
+                   "kernel":"/nonexistent/kernel"}}}}}}"#,
+        pve = common::repo().join("hack/pve").display()
+    ));
+    let doc = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["features"];
+        all.extend(args);
+        let text = env.ok(&all);
+        let _: oci_spec::runtime::Features =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"));
+        serde_json::from_str(&text).unwrap()
+    };
+    let default = doc(&[]);
+    assert_eq!(default, doc(&["--backend", "crun"]));
+    let runc = doc(&["--backend", "runc"]);
+    let own: serde_json::Value = serde_json::from_slice(
+        &std::process::Command::new(RUNC)
+            .arg("features")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(runc["ociVersionMax"], own["ociVersionMax"], "runc's own");
+    let lxc = doc(&["--backend", "lxc"]);
+    let vm = doc(&["--backend", "vm"]);
+    assert_eq!(default["linux"]["cgroup"]["systemd"], true);
+    assert_eq!(lxc["linux"]["cgroup"]["systemd"], false);
+    let actions = lxc["linux"]["seccomp"]["actions"].as_array().unwrap();
+    assert!(!actions.contains(&"SCMP_ACT_NOTIFY".into()), "{actions:?}");
+    assert!(
+        !vm["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&"user".into())
+    );
+    assert!(
+        !vm["hooks"]
+            .as_array()
+            .unwrap()
+            .contains(&"createContainer".into())
+    );
+    for d in [&default, &runc, &lxc, &vm] {
+        assert_eq!(
+            d["annotations"]["org.nexcage.version"],
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(
+            d["potentiallyUnsafeConfigAnnotations"]
+                .as_array()
+                .unwrap()
+                .contains(&"org.nexcage.".into())
+        );
+    }
+    let err = env.fails(&["features", "--backend", "nosuch"]);
+    assert!(err.contains("no backend \"nosuch\""), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 pub mod cgroup_keys;
 pub mod device_nodes;
+pub mod features;
 pub mod genconf;
 pub mod id_maps;
 pub mod in_root;

@@ -114,8 +114,8 @@ pub enum Command {
     Update(UpdateArgs),
     /// Create a new specification file
     Spec(SpecArgs),
-    /// Show the enabled features
-    Features,
+    /// Show the features of a backend (the default one unless --backend names one)
+    Features(FeaturesArgs),
     /// Checkpoint a running container
     Checkpoint(CheckpointArgs),
     /// Restore a container from a checkpoint
@@ -510,6 +510,13 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct FeaturesArgs {
+    /// The backend to describe (a name in the config); default: the config's default
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct CompletionArgs {
     /// The shell to complete nexcage's command line in
     pub shell: Shell,
@@ -556,7 +563,7 @@ impl Command {
             Command::Events(_) => "events",
             Command::Update(_) => "update",
             Command::Spec(_) => "spec",
-            Command::Features => "features",
+            Command::Features(_) => "features",
             Command::Checkpoint(_) => "checkpoint",
             Command::Restore(_) => "restore",
             Command::Route(_) => "route",

@@ -41,7 +41,7 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Checkpoint(a) => existing::operate(&inv, &root()?, &a.id),
         Command::List(a) => list::list(&inv, &root()?, a),
         Command::Spec(a) => spec::spec(a),
-        Command::Features => features::features(),
+        Command::Features(a) => features::features(global, a),
         Command::Completion(a) => completion::completion(a.shell),
         Command::Man(a) => man_pages::man_pages(&a.dir),
         Command::Route(a) => route::route(global, a),
