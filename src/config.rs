@@ -238,6 +238,16 @@ pub struct Loaded {
 
 /// Finds and loads the configuration. `explicit` is the `--config` flag.
 pub fn load(explicit: Option<&Path>) -> Result<Loaded> {
+    load_with(explicit, true)
+}
+
+/// The configuration as written, its binaries not looked up (`check` looks at each
+/// backend's itself, so that one missing binary is one failed check).
+pub fn load_unresolved(explicit: Option<&Path>) -> Result<Loaded> {
+    load_with(explicit, false)
+}
+
+fn load_with(explicit: Option<&Path>, resolved: bool) -> Result<Loaded> {
     let from_env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
     let path = match (explicit, from_env) {
         (Some(p), _) => Some(p.to_path_buf()),
@@ -248,7 +258,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded> {
         }
     };
     match path {
-        Some(path) => load_file(&path).map(|config| Loaded {
+        Some(path) => read_file(&path, resolved).map(|config| Loaded {
             config,
             source: Source::File(path),
         }),
@@ -260,6 +270,10 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded> {
 }
 
 pub fn load_file(path: &Path) -> Result<Config> {
+    read_file(path, true)
+}
+
+fn read_file(path: &Path, resolved: bool) -> Result<Config> {
     let err = |reason: String| Error::Config {
         path: path.to_path_buf(),
         reason,
@@ -267,7 +281,9 @@ pub fn load_file(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let mut config: Config = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
     config.validate().map_err(err)?;
-    config.resolve_paths().map_err(err)?;
+    if resolved {
+        config.resolve_paths().map_err(err)?;
+    }
     Ok(config)
 }
 

@@ -83,6 +83,53 @@ fn list_table_and_quiet() {
     env.ok(&["delete", &id]);
 }
 
+/// `check`: a backend whose binary, kernel or bridge is missing is a FAIL line naming
+/// it and the fix, and the exit code is 1; the others are still checked; json too.
+#[test]
+fn check_names_what_is_missing() {
+    let env = Env::with_config(&format!(
+        r#"{{"default":"crun","backends":{{
+            "crun":{{"type":"oci","path":"{CRUN}"}},
+            "gone":{{"type":"oci","path":"/nonexistent/crun"}},
+            "vm":{{"type":"qm","qm":"{pve}/qm","pvesh":"/nonexistent/pvesh",
+                   "kernel":"/nonexistent/kernel","kvm":false,"bridge":"nxnosuchbr0"}}}}}}"#,
+        pve = common::repo().join("hack/pve").display()
+    ));
+    let out = env.out(&["check"]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    let line = |prefix: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {}", out.stdout))
+            .to_string()
+    };
+    assert!(line("OK   crun runtime: /usr/bin/crun").contains("version"));
+    let gone = line("FAIL gone runtime:");
+    assert!(
+        gone.contains("/nonexistent/crun not found") && gone.contains("fix:"),
+        "{gone}"
+    );
+    assert!(line("FAIL nexcage config:").contains("not found"));
+    for check in ["pvesh", "kernel", "kernel modules", "bridge"] {
+        line(&format!("FAIL vm {check}:"));
+    }
+    line("OK   vm qm:");
+    let json = env.out(&["check", "--format", "json"]);
+    assert_eq!(json.code, Some(1));
+    let checks: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["backend"] == "gone" && c["ok"] == false && c["fix"].is_string())
+    );
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["backend"] == "crun" && c["ok"] == true)
+    );
+}
+
 /// `features` per backend: a delegate's own document where it has one (runc), the
 /// common one where it has none (crun 1.8), what lxc and qm really do; each a valid
 /// runtime-spec features document with nexcage's annotations.

@@ -675,6 +675,25 @@ fn node_script_makes_a_config_with_every_backend() {
             out.stderr
         );
     }
+    // `check`: every backend of the node can work here.
+    let mut cmd = Command::new(common::nexcage());
+    cmd.args(["--config", &config, "check"]);
+    let out = run_cmd(cmd, None);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    for backend in ["crun", "runc", "lxc", "pve", "vm"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("OK   {backend} "))),
+            "{backend}: {}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.lines().all(|l| l.starts_with("OK   ")),
+        "{}",
+        out.stdout
+    );
 }
 
 /// containerd (`ctr run --runc-binary`, as its runc shim drives a runtime) on a VM:

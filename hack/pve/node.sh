@@ -10,7 +10,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 dir="${1:?usage: node.sh DIR}"
-mkdir -p "$dir/node"
+# pmxcfs always has the node's config directories (/etc/pve/lxc, /etc/pve/qemu-server).
+mkdir -p "$dir/node/etc/pve/lxc" "$dir/node/etc/pve/qemu-server"
 dir="$(cd "$dir" && pwd)"
 # Unprivileged containers (uid 100000+) must be able to reach their rootfs.
 chmod 0755 "$dir"

@@ -116,6 +116,9 @@ pub enum Command {
     Spec(SpecArgs),
     /// Show the features of a backend (the default one unless --backend names one)
     Features(FeaturesArgs),
+    /// Check that each configured backend can work on this host: one line per check,
+    /// OK or FAIL with the fix; exit 0 only if all pass
+    Check(CheckArgs),
     /// Checkpoint a running container
     Checkpoint(CheckpointArgs),
     /// Restore a container from a checkpoint
@@ -510,6 +513,13 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// text (one line per check) or json
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct FeaturesArgs {
     /// The backend to describe (a name in the config); default: the config's default
     #[arg(long, value_name = "NAME")]
@@ -564,6 +574,7 @@ impl Command {
             Command::Update(_) => "update",
             Command::Spec(_) => "spec",
             Command::Features(_) => "features",
+            Command::Check(_) => "check",
             Command::Checkpoint(_) => "checkpoint",
             Command::Restore(_) => "restore",
             Command::Route(_) => "route",

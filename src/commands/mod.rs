@@ -1,5 +1,6 @@
 //! Command logic: one function per subcommand, on top of state, routing and backends.
 
+mod check;
 mod completion;
 mod create;
 mod existing;
@@ -42,6 +43,7 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::List(a) => list::list(&inv, &root()?, a),
         Command::Spec(a) => spec::spec(a),
         Command::Features(a) => features::features(global, a),
+        Command::Check(a) => check::check(global, a),
         Command::Completion(a) => completion::completion(a.shell),
         Command::Man(a) => man_pages::man_pages(&a.dir),
         Command::Route(a) => route::route(global, a),
