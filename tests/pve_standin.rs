@@ -998,16 +998,23 @@ fn qm_config_verbs_and_errors() {
     );
     assert!(out.contains("ha:\n\tmanaged: 0\n"), "{out}");
 
-    // SIMPLIFIED in the stand-in: no NICs (tap devices, bridges) at start.
-    let out = pve.qm(&["showcmd", &vmid]);
-    assert_eq!(
-        out.code,
-        Some(255),
-        "net0 is not started by the stand-in: {out:?}"
-    );
-    assert_eq!(
-        out.stderr,
-        "net0: not supported by the PVE stand-in (use 'args')\n"
+    // A NIC as qemu-server makes it: a tap named by vmid and index, pve-bridge as
+    // its script, the device at pci.0 slot 0x12 with the config's MAC.
+    let out = pve.qm(&["showcmd", &vmid]).ok("qm showcmd").stdout;
+    let mac = pve.qm(&["config", &vmid]).ok("qm config").stdout;
+    let mac = mac
+        .lines()
+        .find_map(|l| l.strip_prefix("net0: virtio="))
+        .and_then(|v| v.split(',').next())
+        .unwrap()
+        .to_string();
+    assert!(
+        out.contains(&format!(
+            "-netdev 'type=tap,id=net0,ifname=tap{vmid}i0,script={pve}/pve-bridge,downscript={pve}/pve-bridgedown' \
+             -device 'virtio-net-pci,mac={mac},netdev=net0,bus=pci.0,addr=0x12,id=net0'",
+            pve = repo().join("hack/pve").display()
+        )),
+        "{out}"
     );
     pve.qm(&["set", &vmid, "--delete", "net0,tags", "--memory", "512"])
         .ok("qm set");
