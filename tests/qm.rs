@@ -203,6 +203,15 @@ fn a_bundle_runs_as_a_vm() {
         "{}",
         out.stderr
     );
+    // ps: the guest's processes, as runc prints them (the pids are the guest's).
+    let table = node.env.ok(&["ps", &id]);
+    assert!(table.starts_with("UID "), "{table}");
+    assert!(table.lines().any(|l| l.ends_with(" sleep 1000")), "{table}");
+    let pids: Vec<i64> =
+        serde_json::from_str(&node.env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert!(pids.len() >= 2, "{pids:?}");
+    let err = node.env.fails(&["ps", &id, "-o", "pid"]);
+    assert!(err.contains("not supported"), "{err}");
     // --tty without a console socket: the guest's pty relayed to our stdio.
     let out = node
         .env

@@ -43,6 +43,10 @@ pub enum Frame {
     /// At start, before the workload: what the guest's NICs become (JSON, see
     /// `vm_net::NetSetup`).
     Network { spec: Vec<u8> },
+    /// List the container's processes; the answer is `Processes` with this id.
+    Ps { process: u32 },
+    /// The container's processes (JSON, see `guest_ps::GuestProcessInfo`).
+    Processes { process: u32, list: Vec<u8> },
 }
 
 impl Frame {
@@ -71,6 +75,8 @@ impl Frame {
                 (9, *process, 0, Owned(size))
             }
             Frame::Network { spec } => (10, 0, 0, Borrowed(spec)),
+            Frame::Ps { process } => (11, *process, 0, Borrowed(&[])),
+            Frame::Processes { process, list } => (12, *process, 0, Borrowed(list)),
         }
     }
 
@@ -136,6 +142,11 @@ impl Frame {
             }
             10 => Frame::Network {
                 spec: payload.to_vec(),
+            },
+            11 => Frame::Ps { process },
+            12 => Frame::Processes {
+                process,
+                list: payload.to_vec(),
             },
             _ => return Err(bad("unknown frame kind")),
         })
@@ -232,6 +243,11 @@ mod tests {
             },
             Frame::Network {
                 spec: br#"{"links":[]}"#.to_vec(),
+            },
+            Frame::Ps { process: 9 },
+            Frame::Processes {
+                process: 9,
+                list: b"[]".to_vec(),
             },
         ];
         let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();

@@ -472,6 +472,11 @@ mod relay {
                     }
                 }
                 Frame::Ack { process } => return Ok(self.exited == Some(process)),
+                Frame::Ps { process } => {
+                    let list = serde_json::to_vec(&crate::supervise::guest_ps::list())
+                        .map_err(|e| Error::Usage(e.to_string()))?;
+                    self.send(&Frame::Processes { process, list })?;
+                }
                 Frame::Resize {
                     process,
                     rows,
@@ -494,7 +499,7 @@ mod relay {
                         };
                     }
                 }
-                Frame::Exit { .. } | Frame::Error { .. } => {}
+                Frame::Exit { .. } | Frame::Error { .. } | Frame::Processes { .. } => {}
             }
             Ok(false)
         }

@@ -26,6 +26,7 @@ pub mod exec;
 pub mod frames;
 pub mod freeze;
 pub mod guest;
+pub mod guest_ps;
 pub mod holder;
 pub mod hooks;
 pub mod host;

@@ -139,6 +139,9 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
     Ok(end_as(status))
 }
 
+/// On the holder's socket: `ps` answers `processes <JSON>` (see `guest_ps`).
+pub const PS: &str = "ps";
+
 /// On the holder's socket: `signal-all N` signals every process in the guest.
 pub const SIGNAL_ALL: &str = "signal-all";
 
@@ -169,6 +172,19 @@ fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, d
                 "error: the VM went away"
             };
             let _ = send_line(&mut conn, reply);
+            continue;
+        }
+        if line == PS {
+            let id = next_id;
+            next_id = next_id.wrapping_add(1).max(1);
+            let reply = match vm_relay::processes(channel, id)
+                .and_then(|l| serde_json::to_string(&l).map_err(|e| Error::Usage(e.to_string())))
+            {
+                Ok(json) => format!("processes {json}"),
+                Err(e) => format!("error: {e}"),
+            };
+            // The list can be long: the line, then the end of the stream.
+            let _ = std::io::Write::write_all(&mut conn, format!("{reply}\n").as_bytes());
             continue;
         }
         let Some(name) = line.strip_prefix("exec ") else {

@@ -75,7 +75,8 @@ impl Channel {
                         let id = match &frame {
                             Frame::Data { process, .. }
                             | Frame::Exit { process, .. }
-                            | Frame::Eof { process, .. } => *process,
+                            | Frame::Eof { process, .. }
+                            | Frame::Processes { process, .. } => *process,
                             _ => continue,
                         };
                         if let Some(tx) = routes.as_ref().and_then(|r| r.get(&id)) {
@@ -177,6 +178,30 @@ fn handshake(channel: &Channel, frame: &Frame, done: u32) -> Result<()> {
         {
             return Ok(());
         }
+    }
+}
+
+/// The container's processes, asked for under request id `id` (one no process has).
+/// `dispatch` must run.
+pub fn processes(channel: &Channel, id: u32) -> Result<Vec<super::guest_ps::GuestProcessInfo>> {
+    let rx = channel.route(id)?;
+    let unroute = || {
+        if let Ok(mut routes) = channel.routes.lock()
+            && let Some(r) = routes.as_mut()
+        {
+            r.remove(&id);
+        }
+    };
+    channel.send(&Frame::Ps { process: id })?;
+    let answer = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .map_err(|_| Error::Usage("the VM did not list its processes".into()));
+    unroute();
+    match answer?? {
+        Frame::Processes { list, .. } => {
+            serde_json::from_slice(&list).map_err(|e| Error::Usage(format!("processes: {e}")))
+        }
+        _ => Err(Error::Usage("the VM did not list its processes".into())),
     }
 }
 

@@ -734,6 +734,53 @@ impl Qm {
         Ok(0)
     }
 
+    /// runc's `ps`: the container's processes are the guest's, listed by guest-init
+    /// (their pids are the guest's; no host process is the container's).
+    fn ps(&self, a: &cli::PsArgs, id: &str) -> Result<Exit> {
+        if !a.ps_args.is_empty() {
+            return Err(self.unsupported("ps with ps(1) options"));
+        }
+        if !self.sup.running(id) {
+            return Err(Error::Usage("container not running".into()));
+        }
+        if self.paused(id) {
+            return Err(Error::Usage(
+                "ps of a paused container: its VM is suspended".into(),
+            ));
+        }
+        let mut conn = crate::supervise::protocol::SocketDir::open(&self.sup.dir(id))?
+            .connect(crate::supervise::SOCKET)
+            .map_err(|_| Error::Usage("container not running".into()))?;
+        crate::supervise::protocol::send_line(&mut conn, crate::supervise::vm_holder::PS)?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)
+            .context(|| "read the holder's answer")?;
+        let answer = answer.trim_end();
+        if let Some(reason) = answer.strip_prefix("error: ") {
+            return Err(Error::Backend {
+                backend: self.name.clone(),
+                reason: reason.to_string(),
+            });
+        }
+        let procs: Vec<crate::supervise::guest_ps::GuestProcessInfo> = answer
+            .strip_prefix("processes ")
+            .and_then(|json| serde_json::from_str(json).ok())
+            .ok_or_else(|| {
+                Error::Usage(format!("unexpected answer from the holder: {answer:?}"))
+            })?;
+        let text = if a.format == "json" {
+            let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+            format!(
+                "{}\n",
+                to_json(&pids).map(|b| String::from_utf8_lossy(&b).into_owned())?
+            )
+        } else {
+            crate::supervise::guest_ps::table(&procs)
+        };
+        crate::output::emit(&text)?;
+        Ok(0)
+    }
+
     /// Paused by us, and still so (a VM resumed in Proxmox's UI is running again).
     fn paused(&self, id: &str) -> bool {
         let marker = self.sup.dir(id).join(PAUSED);
@@ -998,6 +1045,7 @@ impl Backend for Qm {
                 }
                 self.exec(a, &record.id)
             }
+            cli::Command::Ps(a) => self.ps(a, &record.id),
             cli::Command::Pause(_) => self.pause(&record.id, true),
             cli::Command::Resume(_) => self.pause(&record.id, false),
             other => Err(self.unsupported(other.name())),
