@@ -395,6 +395,15 @@ fn refusals_leave_nothing() {
         "{err}"
     );
     missing.assert_clean();
+    // No qm: the config names it.
+    let no_qm = Env::with_config(
+        r#"{"default":"vm","backends":{"vm":{"type":"qm","qm":"/nonexistent/qm",
+            "kernel":"/nonexistent/kernel"}}}"#,
+    );
+    let err = no_qm.fails(&["run", "--bundle", bundle.path(), &unique("vm-noqm")]);
+    assert!(err.contains("binary /nonexistent/qm not found"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    no_qm.assert_clean();
     assert_eq!(node.qm(&["list"]).stdout, "");
 }
 
@@ -562,6 +571,36 @@ fn podman_run_on_qm() {
         (Some(4), "hi\n1\nQEMU\n", "err\n")
     );
     assert_eq!(node.qm(&["list"]).stdout, "", "qm list");
+
+    // -i: piped stdin reaches the workload, with its EOF.
+    let name = unique("nxc-vm-i");
+    let _gone_i = Gone(name.clone());
+    let mut cmd = Command::new("podman");
+    cmd.arg("--runtime")
+        .arg(common::nexcage())
+        .arg("--runtime-flag")
+        .arg(format!(
+            "config={}",
+            node.env.config.as_ref().unwrap().display()
+        ))
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            "--name",
+            &name,
+            "--annotation",
+            "org.nexcage.backend=vm",
+        ])
+        .arg("localhost/nexcage-busybox:latest")
+        .args(["sh", "-c", "read x; echo got:$x; cat; echo eof"]);
+    let out = run_cmd(cmd, Some("piped\nrest\n"));
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "got:piped\nrest\neof\n"),
+        "{}",
+        out.stderr
+    );
 
     // -d, logs, exec (conmon's `exec --detach --pid-file --process`), stop, rm.
     let podman = |args: &[&str]| {
@@ -805,6 +844,31 @@ fn killed_holder_then_forced_delete() {
         "left running: {}",
         String::from_utf8_lossy(&virtiofsd.stdout)
     );
+    node.assert_clean();
+
+    // kill -9 of nexcage mid-create (the VM made and booting): delete --force leaves
+    // nothing (the vmid, sockets and virtiofsd were noted before each was made).
+    let id = unique("vm-midcreate");
+    let mut create = node.env.cmd();
+    create
+        .args(["create", "--bundle", bundle.path(), &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = create.spawn().unwrap();
+    let noted = node.env.root().join("backends/vm").join(&id).join("vmid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(vmid) = std::fs::read_to_string(&noted)
+            && node.qm(&["status", &vmid]).stdout == "status: running\n"
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the VM never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    node.env.ok(&["delete", "--force", &id]);
     node.assert_clean();
 
     // `kill KILL` cannot be passed on: the holder ends and the VM is stopped.
