@@ -358,6 +358,7 @@ def pct_section(runner, a, tag):
               f"{median_ms(large, 'run') - median_ms(small, 'run'):+.0f} ms, `create` "
               f"{median_ms(large, 'create') - median_ms(small, 'create'):+.0f} ms "
               f"(the rootfs is used in place: nothing is packed or copied)")
+    vm_rss(runner, a, nx, vm_spec, tag)
     print()
     print(f"Method: pct rounds {a.pct_runs}, each taking every sample above once (order "
           f"reversed every other round), after one unmeasured warm-up `run` per rootfs. "
@@ -371,11 +372,61 @@ def pct_section(runner, a, tag):
           f"start path cost differently. Took {elapsed:.0f} s.")
 
 
+def peak_rss_mib(pid):
+    """VmHWM of a process, in MiB (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def vm_rss(runner, a, nx, vm_spec, tag):
+    """Peak RSS of one running VM's processes on the host: QEMU (its guest memory
+    counts once touched), the holder and each virtiofsd, a few seconds after boot."""
+    bundle = os.path.join(a.work, "bundle-vm-sleep")
+    os.makedirs(bundle, exist_ok=True)
+    spec = json.loads(json.dumps(vm_spec))
+    spec["process"]["args"] = ["sleep", "60"]
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f)
+    cid = f"{tag}-vm-rss"
+    runner.run(nx + ["run", "-d", "--bundle", bundle, cid])
+    try:
+        time.sleep(3)
+        state = json.loads(runner.output(nx + ["state", cid]))
+        run_dir = os.path.join(a.pct_root, "backends", "vm", cid)
+        with open(os.path.join(run_dir, "vmid")) as f:
+            vmid = f.read().strip()
+        qm = json.load(open(a.pct_config))["backends"]["vm"]["qm"]
+        status = subprocess.run([qm, "status", vmid, "--verbose"], capture_output=True,
+                                text=True).stdout
+        qemu = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("pid:"))
+        virtiofsd = []
+        for name in os.listdir(run_dir):
+            if name.endswith("virtiofsd.pid"):
+                with open(os.path.join(run_dir, name)) as f:
+                    virtiofsd.append(int(f.read().split()[0]))
+        parts = [("QEMU", peak_rss_mib(qemu)), ("holder", peak_rss_mib(state["pid"]))]
+        parts += [("virtiofsd", peak_rss_mib(p)) for p in virtiofsd]
+        total = sum(m for _, m in parts if m)
+        print(f"- a running VM's peak RSS on the host (VmHWM, 256 MiB guest, TCG, 3 s after "
+              f"`run -d` of `sleep 60`): {total:.0f} MiB = "
+              + " + ".join(f"{n} {m:.0f}" for n, m in parts if m is not None))
+    finally:
+        runner.run(nx + ["delete", "--force", cid])
+        reap_orphans()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nexcage", required=True)
     ap.add_argument("--crun", required=True)
     ap.add_argument("--runc", required=True)
+    ap.add_argument("--floor", required=True, help="a static program that only execs crun")
     ap.add_argument("--podman", required=True)
     ap.add_argument("--image", required=True)
     ap.add_argument("--bundle", required=True, help="the /bin/true bundle")
@@ -403,12 +454,14 @@ def main():
     tag = a.tag
     cfg = {b: os.path.join(a.work, f"{b}.json") for b in ("crun", "runc")}
     nx_root = os.path.join(a.work, "nexcage")
-    direct_root = {b: os.path.join(a.work, b) for b in ("crun", "runc")}
+    direct_root = {b: os.path.join(a.work, b) for b in ("crun", "runc", "floor")}
     delegate = {"crun": a.crun, "runc": a.runc}
 
     def nexcage_run(backend):
         return lambda i: [a.nexcage, "--root", nx_root, "--config", cfg[backend],
                           "run", "--bundle", a.bundle, f"{tag}-nx{backend}-{i}"]
+
+    delegate["floor"] = a.floor
 
     def direct_run(backend):
         # Exactly what nexcage execs, except for the --root directory.
@@ -418,6 +471,7 @@ def main():
     run_variants = [
         ("`nexcage run` → crun", nexcage_run("crun")),
         ("`crun run`", direct_run("crun")),
+        ("exec-floor wrapper → crun", direct_run("floor")),
         ("`nexcage run` → runc", nexcage_run("runc")),
         ("`runc run`", direct_run("runc")),
     ]
@@ -448,6 +502,31 @@ def main():
         log(f"lxc: {a.lxc_runs} rounds of {len(lxc_variants)} variants (+{a.warmup} warm-up)")
         lxc_samples = interleave(runner, lxc_variants, a.lxc_runs, a.warmup, "lxc")
     phase_rows = phases_section(runner, a, tag, nx_root, direct_root["crun"]) if a.lxc_runs > 0 else []
+
+    # state and list of one created container, nexcage's against crun's and runc's own.
+    q = {b: f"{tag}-q-{b}" for b in ("nexcage", "crun", "runc")}
+    q_root = {"nexcage": os.path.join(a.work, "q-nexcage"),
+              "crun": os.path.join(a.work, "q-crun"), "runc": os.path.join(a.work, "q-runc")}
+    runner.run([a.nexcage, "--root", q_root["nexcage"], "--config", cfg["crun"], "create",
+                "--bundle", a.bundle, q["nexcage"]])
+    for b in ("crun", "runc"):
+        runner.run([delegate[b], "--root", q_root[b], "create", "--bundle", a.bundle, q[b]])
+    query_variants = [
+        ("`nexcage state` (→ crun)", lambda i: [a.nexcage, "--root", q_root["nexcage"],
+                                               "state", q["nexcage"]]),
+        ("`crun state`", lambda i: [a.crun, "--root", q_root["crun"], "state", q["crun"]]),
+        ("`runc state`", lambda i: [a.runc, "--root", q_root["runc"], "state", q["runc"]]),
+        ("`nexcage list` (→ crun)", lambda i: [a.nexcage, "--root", q_root["nexcage"], "list"]),
+        ("`crun list`", lambda i: [a.crun, "--root", q_root["crun"], "list"]),
+        ("`runc list`", lambda i: [a.runc, "--root", q_root["runc"], "list"]),
+    ]
+    try:
+        log(f"state/list: {a.runs} rounds of {len(query_variants)} variants")
+        query_samples = interleave(runner, query_variants, a.runs, a.warmup, "query")
+    finally:
+        runner.run([a.nexcage, "--root", q_root["nexcage"], "delete", "--force", q["nexcage"]])
+        for b in ("crun", "runc"):
+            runner.run([delegate[b], "--root", q_root[b], "delete", "--force", q[b]])
     podman_samples = {}
     if a.podman_runs > 0:
         log(f"podman: {a.podman_runs} rounds of 2 variants (+{a.warmup} warm-up)")
@@ -482,18 +561,31 @@ def main():
     print("| variant | n | median ms | p90 ms | mean ms | ratio (median) |")
     print("|---|---:|---:|---:|---:|---:|")
     verdicts = []
-    pairs = [(run_variants[0][0], run_variants[1][0], run_samples),
-             (run_variants[2][0], run_variants[3][0], run_samples)]
+    pairs = [(run_variants[0][0], run_variants[2][0], run_samples),
+             (run_variants[0][0], run_variants[1][0], run_samples),
+             (run_variants[3][0], run_variants[4][0], run_samples)]
     if podman_samples:
         pairs.append((podman_variants[0][0], podman_variants[1][0], podman_samples))
     for ours, theirs, samples in pairs:
         ratio = statistics.median(samples[ours]) / statistics.median(samples[theirs])
         delta = (statistics.median(samples[ours]) - statistics.median(samples[theirs])) / 1e6
-        print(row(ours, samples[ours], f"{ceil3(ratio):.3f}"))
+        print(row(f"{ours} (vs {theirs})", samples[ours], f"{ceil3(ratio):.3f}"))
         print(row(theirs, samples[theirs], "1 (baseline)"))
         met = "met" if ratio <= 1.05 else "NOT met"
         verdicts.append(f"- {ours} vs {theirs}: median ratio {ceil3(ratio):.3f} "
                         f"(Δ median {delta:+.2f} ms); target ≤ 1.05 {met}")
+    print()
+    print("| query (one created container) | n | median ms | p90 ms | mean ms | × crun's (median) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    base = {v: statistics.median(query_samples[f"`crun {v}`"]) for v in ("state", "list")}
+    for name, _ in query_variants:
+        verb = "state" if "state" in name else "list"
+        ratio = statistics.median(query_samples[name]) / base[verb]
+        print(row(name, query_samples[name], f"{ceil3(ratio):.3f}"))
+    nx_state = statistics.median(query_samples["`nexcage state` (→ crun)"])
+    verdicts.append(f"- `nexcage state` vs `crun state`: median ratio "
+                    f"{ceil3(nx_state / base['state']):.3f}; target ≤ 1 "
+                    f"{'met' if nx_state <= base['state'] else 'NOT met'}")
     print()
     print("\n".join(verdicts))
     print()

@@ -206,8 +206,14 @@ if (( pct_runs > 0 )); then
 fi
 printf -- '- load average before: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 
+# The floor of any exec wrapper: a static C program that only execs crun.
+have gcc || die "gcc is needed for the exec-floor wrapper (apt-get install gcc)"
+printf '#include <unistd.h>\nint main(int c, char **v) { (void)c; v[0] = "%s"; execv(v[0], v); return 127; }\n' \
+    "$NEXCAGE_CRUN" >"$work/floor.c"
+gcc -O2 -static -o "$work/floor" "$work/floor.c"
+
 python3 hack/bench.py \
-    --nexcage "$nexcage" --crun "$NEXCAGE_CRUN" --runc "$NEXCAGE_RUNC" \
+    --nexcage "$nexcage" --crun "$NEXCAGE_CRUN" --runc "$NEXCAGE_RUNC" --floor "$work/floor" \
     --podman "$(command -v podman)" --image "$NEXCAGE_IMAGE" \
     --bundle "$work/bundle" --work "$work" \
     --runs "$runs" --podman-runs "$podman_runs" --tag "$tag" \

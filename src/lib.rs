@@ -20,11 +20,11 @@ pub mod supervise;
 
 use std::ffi::OsString;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 /// Runs one command line; returns the process exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
-    let mut command = cli::Cli::command();
+    let mut command = cli::command_for(&args);
     let args = cli::argv::normalize(&command, args);
     let matches = match command.try_get_matches_from_mut(args.clone()) {
         Ok(m) => m,

@@ -1,3 +1,17 @@
-fn main() {
-    std::process::exit(nexcage::main(std::env::args_os().collect()));
+//! The entry point, without Rust's runtime set-up: on a static glibc binary it finds
+//! the main thread's stack bounds by parsing /proc/self/maps (for the stack-overflow
+//! message), which cost more than anything else nexcage does before it hands a
+//! container to crun. What it did that matters is done here: SIGPIPE ignored, so a
+//! closed pipe or socket is an error to handle (EPIPE), not a silent death.
+#![no_main]
+
+use std::ffi::{c_char, c_int};
+
+#[unsafe(no_mangle)]
+extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    // SAFETY: setting a signal's disposition before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // std reads the arguments itself on glibc (from its .init_array hook);
+    // process::exit flushes stdout, which a return from here would not.
+    std::process::exit(nexcage::main(std::env::args_os().collect()))
 }

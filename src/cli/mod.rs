@@ -27,6 +27,78 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// The parser for `args`. For the commands engines call for every container, the
+/// root and only that subcommand: building every subcommand, and copying the global
+/// flags into each, was most of the work nexcage did before handing a container to
+/// crun. Anything else (help included) gets the whole command line.
+pub fn command_for(args: &[OsString]) -> clap::Command {
+    let root = root_command();
+    let help = args
+        .iter()
+        .skip(1)
+        .any(|a| matches!(a.to_str(), Some("-h" | "--help" | "help" | "-help")));
+    match subcommand_name(&root, args)
+        .filter(|_| !help)
+        .and_then(hot_subcommand)
+    {
+        Some(sub) => root.subcommand(sub),
+        None => Cli::command(),
+    }
+}
+
+/// `Cli`'s root without subcommands: its settings and the global flags.
+fn root_command() -> clap::Command {
+    GlobalOpts::augment_args(
+        clap::Command::new("nexcage")
+            .disable_version_flag(true)
+            .subcommand_required(false)
+            .arg_required_else_help(true),
+    )
+}
+
+/// The first word that is neither a flag nor a global flag's value.
+fn subcommand_name<'a>(root: &clap::Command, args: &'a [OsString]) -> Option<&'a str> {
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        let word = word.to_str()?;
+        let Some(flag) = word.strip_prefix('-') else {
+            return Some(word);
+        };
+        // Go style takes one dash too (`-root DIR`); `--flag=value` carries its value.
+        let name = flag.strip_prefix('-').unwrap_or(flag);
+        if name.is_empty() || name.contains('=') {
+            continue;
+        }
+        let takes_value = root
+            .get_arguments()
+            .find(|a| {
+                a.get_long() == Some(name)
+                    || (name.len() == 1 && a.get_short() == name.chars().next())
+            })
+            .is_some_and(|a| a.get_action().takes_values());
+        if takes_value {
+            words.next();
+        }
+    }
+    None
+}
+
+/// The subcommands on every container's path, each as `Command`'s variant makes it.
+fn hot_subcommand(name: &str) -> Option<clap::Command> {
+    let sub = clap::Command::new;
+    Some(match name {
+        "create" => CreateArgs::augment_args(sub("create")),
+        "run" => RunArgs::augment_args(sub("run")),
+        "start" => IdArg::augment_args(sub("start")),
+        "state" => IdArg::augment_args(sub("state")),
+        "kill" => KillArgs::augment_args(sub("kill")),
+        "delete" => DeleteArgs::augment_args(sub("delete")),
+        "exec" => ExecArgs::augment_args(sub("exec")),
+        "list" => ListArgs::augment_args(sub("list")),
+        _ => return None,
+    })
+}
+
 /// The command line as users see it, for completions and man pages: the internal
 /// (hidden) subcommands left out. clap_complete would offer them, and clap cannot
 /// remove a subcommand, so the root is rebuilt from its flags and the public ones.
@@ -597,6 +669,48 @@ mod tests {
     fn definitions_are_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// The pruned parser of each hot subcommand takes exactly the flags of the whole.
+    #[test]
+    fn hot_subcommands_match_the_whole_command_line() {
+        use clap::CommandFactory;
+        use std::ffi::OsString;
+        let full = super::Cli::command();
+        let args = |c: &clap::Command| -> Vec<String> {
+            c.get_arguments().map(|a| format!("{a:?}")).collect()
+        };
+        assert_eq!(args(&super::root_command()), args(&full));
+        for name in [
+            "create", "run", "start", "state", "kill", "delete", "exec", "list",
+        ] {
+            let pruned = super::hot_subcommand(name).unwrap();
+            let whole = full.find_subcommand(name).unwrap();
+            assert_eq!(args(&pruned), args(whole), "{name}");
+            assert_eq!(
+                pruned.is_trailing_var_arg_set(),
+                whole.is_trailing_var_arg_set(),
+                "{name}"
+            );
+        }
+        let argv = |s: &[&str]| s.iter().map(OsString::from).collect::<Vec<_>>();
+        let root = super::root_command();
+        for (line, want) in [
+            (&["n", "--root", "/r", "run", "x"][..], Some("run")),
+            (
+                &["n", "-root", "/r", "--debug", "state", "x"][..],
+                Some("state"),
+            ),
+            (&["n", "--log=/l", "delete", "x"][..], Some("delete")),
+            (&["n", "--debug"][..], None),
+        ] {
+            assert_eq!(super::subcommand_name(&root, &argv(line)), want, "{line:?}");
+        }
+        let pruned = super::command_for(&argv(&["n", "run", "--help"]));
+        assert!(
+            pruned.find_subcommand("spec").is_some(),
+            "help: the whole command line"
+        );
         super::public_command().debug_assert();
     }
 }
