@@ -454,7 +454,8 @@ def main():
     tag = a.tag
     cfg = {b: os.path.join(a.work, f"{b}.json") for b in ("crun", "runc")}
     nx_root = os.path.join(a.work, "nexcage")
-    direct_root = {b: os.path.join(a.work, b) for b in ("crun", "runc", "floor")}
+    direct_root = {b: os.path.join(a.work, f"{b}-root" if b == "floor" else b)
+                   for b in ("crun", "runc", "floor")}
     delegate = {"crun": a.crun, "runc": a.runc}
 
     def nexcage_run(backend):
