@@ -1,4 +1,4 @@
-//! Docker 20.10 (Debian's docker.io) on the lxc and pct backends. Each test runs a
+//! Docker 20.10 (Debian's docker.io) on the crun, runc, lxc, pct and qm backends. Each test runs a
 //! private dockerd and containerd (hack/docker/start.sh: own roots, sockets, bridge
 //! and cgroup parent; never the system ones) with nexcage registered in daemon.json
 //! `runtimes`, one runtime per backend through `runtimeArgs: ["--config", FILE]`, as
@@ -29,12 +29,21 @@ struct Docker {
 
 impl Docker {
     fn start(config_json: &str) -> Docker {
+        Docker::with_runtimes(&[("nx", config_json)])
+    }
+
+    /// One runtime per (name, nexcage config), each `runtimeArgs: ["--config", FILE]`.
+    fn with_runtimes(runtimes: &[(&str, &str)]) -> Docker {
         let config = tempfile::Builder::new()
             .prefix("nexcage-docker-cfg-")
             .tempdir()
             .unwrap();
-        let path = config.path().join("nexcage.json");
-        std::fs::write(&path, config_json).unwrap();
+        let mut pairs = Vec::new();
+        for (name, json) in runtimes {
+            let path = config.path().join(format!("{name}.json"));
+            std::fs::write(&path, json).unwrap();
+            pairs.push(format!("{name}={}", path.display()));
+        }
         // Short: containerd's socket lives in it (sun_path).
         let dir = PathBuf::from(format!("/tmp/nxd-{}", std::process::id()));
         let out = run_cmd(
@@ -42,7 +51,7 @@ impl Docker {
                 let mut cmd = Command::new("bash");
                 cmd.arg(repo().join("hack/docker/start.sh"))
                     .arg(&dir)
-                    .arg(format!("nx={}", path.display()))
+                    .args(&pairs)
                     .env("NEXCAGE_BIN", nexcage());
                 cmd
             },
@@ -340,6 +349,54 @@ fn more_scenarios(d: &Docker) {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "written inside\n");
     d.ok(&["stop", "-t", "1", &name]);
     d.ok(&["rm", &name]);
+    d.assert_clean();
+}
+
+/// Docker's own delegates through nexcage: a runtime per backend (crun, runc), each
+/// with `runtimeArgs: ["--config", FILE]` naming a config whose default it is.
+#[test]
+#[serial(docker)]
+fn docker_on_crun_and_runc() {
+    let config = |backend: &str, path: &str| {
+        format!(
+            r#"{{"default":"{backend}","backends":{{"{backend}":{{"type":"oci","path":"{path}"}}}}}}"#
+        )
+    };
+    let crun = config("crun", common::CRUN);
+    let runc = config("runc", common::RUNC);
+    let d = Docker::with_runtimes(&[("nx-crun", &crun), ("nx-runc", &runc)]);
+    for (rt, backend) in [("--runtime=nx-crun", "crun"), ("--runtime=nx-runc", "runc")] {
+        let out = d.run(&[
+            "run",
+            "--rm",
+            rt,
+            IMAGE,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ]);
+        assert_eq!(
+            (out.code, out.stdout.as_str(), out.stderr.as_str()),
+            (Some(3), "out\n", "err\n"),
+            "{backend}"
+        );
+        let name = unique(&format!("nx{backend}"));
+        d.ok(&["run", "-d", rt, "--name", &name, IMAGE, "sleep", "1000"]);
+        let record = d.nexcage_root().join("containers");
+        let routed = std::fs::read_dir(&record)
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path().join("record.json")).unwrap_or_default())
+            .any(|r| r.contains(&format!("\"backend\":\"{backend}\"")));
+        assert!(routed, "no record routed to {backend}");
+        let out = d.run(&["exec", &name, "sh", "-c", "echo in; exit 4"]);
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (Some(4), "in\n"),
+            "{backend}"
+        );
+        d.ok(&["rm", "-f", &name]);
+    }
     d.assert_clean();
 }
 
