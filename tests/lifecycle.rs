@@ -317,3 +317,58 @@ fn gc_deletes_the_delegates_unowned_containers() {
     }
     env.assert_clean();
 }
+
+/// On crun, nexcage reads the container's status as crun does instead of running
+/// `crun state`: in every state (created, running, paused, stopped) it says what crun
+/// says, pid included.
+#[test]
+fn crun_status_read_as_crun_reads_it() {
+    let env = Env::new();
+    let id = unique("crunstate");
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    env.detached(&["create", "--bundle", bundle.path(), &id]);
+    let crun_says = || -> (String, i64) {
+        let out = std::process::Command::new(common::CRUN)
+            .arg("--root")
+            .arg(env.root().join("backends/crun"))
+            .args(["state", &id])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["status"].as_str().unwrap().to_string(),
+            v["pid"].as_i64().unwrap(),
+        )
+    };
+    let ours = || -> (String, i64) {
+        let v = env.state(&id);
+        (
+            v["status"].as_str().unwrap().to_string(),
+            v["pid"].as_i64().unwrap(),
+        )
+    };
+    let mut seen = Vec::new();
+    for step in [
+        None,
+        Some("start"),
+        Some("pause"),
+        Some("resume"),
+        Some("kill"),
+    ] {
+        match step {
+            Some("kill") => {
+                env.ok(&["kill", &id, "KILL"]);
+                env.wait_status(&id, "stopped");
+            }
+            Some(verb) => {
+                env.ok(&[verb, &id]);
+            }
+            None => {}
+        }
+        let (theirs, ours) = (crun_says(), ours());
+        assert_eq!(ours, theirs, "after {step:?}");
+        seen.push(ours.0);
+    }
+    assert_eq!(seen, ["created", "running", "paused", "running", "stopped"]);
+    env.ok(&["delete", &id]);
+}

@@ -2,6 +2,7 @@
 //! routing and output formats; a backend only makes and drives containers.
 
 pub mod cgroup_keys;
+pub mod crun_state;
 pub mod device_nodes;
 pub mod features;
 pub mod genconf;
