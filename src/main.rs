@@ -3,10 +3,13 @@
 //! message), which cost more than anything else nexcage does before it hands a
 //! container to crun. What it did that matters is done here: SIGPIPE ignored, so a
 //! closed pipe or socket is an error to handle (EPIPE), not a silent death.
-#![no_main]
+// (`cargo test` builds this file with its own harness's main.)
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int};
 
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     // SAFETY: setting a signal's disposition before any other thread exists.
