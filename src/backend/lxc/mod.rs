@@ -29,6 +29,8 @@ const CGROUP_NOTE: &str = "cgroup";
 const DEFINED_NOTE: &str = "defined";
 /// How long `delete` waits for LXC to report a killed container stopped.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long init may take to follow the workload out before LXC is asked.
+const INIT_EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Lxc {
     name: String,
@@ -137,10 +139,20 @@ impl Lxc {
     /// LXC reports it stopped, its cgroups gone.
     fn stop_ct(&self, id: &str) -> Result<()> {
         let deadline = std::time::Instant::now() + STOP_WAIT;
+        let grace = std::time::Instant::now() + INIT_EXIT_GRACE;
         loop {
             // init gone: LXC's monitor ends once it has cleaned up; watching for that
             // is much cheaper than asking lxc-info (which asks the busy monitor).
             if self.sup.init_pid(id).is_none() && self.sup.manager_pid(id).is_some() {
+                std::thread::sleep(std::time::Duration::from_micros(500));
+                continue;
+            }
+            // The workload (the holder become it) has ended: init follows by itself.
+            if self.sup.init_pid(id).is_some()
+                && self.sup.started(id)
+                && self.sup.holder(id).is_none()
+                && std::time::Instant::now() < grace
+            {
                 std::thread::sleep(std::time::Duration::from_micros(500));
                 continue;
             }
