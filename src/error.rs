@@ -62,6 +62,14 @@ impl Error {
             source,
         }
     }
+
+    /// The OS error number behind an I/O error, if that is what this is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
 }
 
 /// Attach a context line to I/O errors: `fs::read(p).context(|| format!("read {p}"))`.

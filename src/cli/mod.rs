@@ -33,10 +33,13 @@ pub struct Cli {
 /// crun. Anything else (help included) gets the whole command line.
 pub fn command_for(args: &[OsString]) -> clap::Command {
     let root = root_command();
-    let help = args
-        .iter()
-        .skip(1)
-        .any(|a| matches!(a.to_str(), Some("-h" | "--help" | "help" | "-help")));
+    // Help anywhere, short clusters (`-dh`) included, gets the whole command line.
+    let help = args.iter().skip(1).any(|a| {
+        a.to_str().is_some_and(|a| {
+            matches!(a, "--help" | "help" | "-help")
+                || (a.starts_with('-') && !a.starts_with("--") && a.contains('h'))
+        })
+    });
     match subcommand_name(&root, args)
         .filter(|_| !help)
         .and_then(hot_subcommand)
@@ -706,11 +709,13 @@ mod tests {
         ] {
             assert_eq!(super::subcommand_name(&root, &argv(line)), want, "{line:?}");
         }
-        let pruned = super::command_for(&argv(&["n", "run", "--help"]));
-        assert!(
-            pruned.find_subcommand("spec").is_some(),
-            "help: the whole command line"
-        );
+        for help in [&["n", "run", "--help"][..], &["n", "run", "-dh"][..]] {
+            let pruned = super::command_for(&argv(help));
+            assert!(
+                pruned.find_subcommand("spec").is_some(),
+                "{help:?}: the whole command line"
+            );
+        }
         super::public_command().debug_assert();
     }
 }

@@ -153,8 +153,16 @@ impl Frame {
     }
 }
 
+/// Writes one frame; one the peer would refuse as too big is an error here instead.
 pub fn write(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
-    w.write_all(&frame.encode())
+    let bytes = frame.encode();
+    if bytes.len() > 4 + HEADER + MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes", bytes.len()),
+        ));
+    }
+    w.write_all(&bytes)
 }
 
 /// Reassembles frames from bytes as they come (a port gives them in any pieces).

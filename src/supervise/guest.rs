@@ -473,8 +473,7 @@ mod relay {
                 }
                 Frame::Ack { process } => return Ok(self.exited == Some(process)),
                 Frame::Ps { process } => {
-                    let list = serde_json::to_vec(&crate::supervise::guest_ps::list())
-                        .map_err(|e| Error::Usage(e.to_string()))?;
+                    let list = crate::supervise::guest_ps::answer();
                     self.send(&Frame::Processes { process, list })?;
                 }
                 Frame::Resize {

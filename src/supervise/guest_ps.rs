@@ -19,8 +19,23 @@ pub struct GuestProcessInfo {
     pub cmd: String,
 }
 
-/// In the guest: every process but guest-init and the kernel's threads.
-pub fn list() -> Vec<GuestProcessInfo> {
+/// A command line's share of the answer (procps cuts them too).
+const MAX_CMD: usize = 4096;
+
+/// In the guest: the answer to `Ps`, every process but guest-init and the kernel's
+/// threads, as JSON that fits in one frame (the last ones left out if need be).
+pub fn answer() -> Vec<u8> {
+    let mut procs = list();
+    loop {
+        let json = serde_json::to_vec(&procs).unwrap_or_default();
+        if json.len() <= super::frames::MAX_PAYLOAD || procs.is_empty() {
+            return json;
+        }
+        procs.truncate(procs.len() / 2);
+    }
+}
+
+fn list() -> Vec<GuestProcessInfo> {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
@@ -74,13 +89,20 @@ fn one(pid: i32, ticks: u64, boot: u64) -> Option<GuestProcessInfo> {
         })
         .unwrap_or(0);
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmd = if cmdline.is_empty() {
+    let mut cmd = if cmdline.is_empty() {
         format!("[{comm}]")
     } else {
         String::from_utf8_lossy(&cmdline)
             .trim_end_matches('\0')
             .replace('\0', " ")
     };
+    if cmd.len() > MAX_CMD {
+        let mut end = MAX_CMD;
+        while !cmd.is_char_boundary(end) {
+            end -= 1;
+        }
+        cmd.truncate(end);
+    }
     // Unix98 ptys are major 136-143; minor = low 8 bits + bits 20..31.
     let (major, minor) = (
         (tty_nr >> 8) & 0xfff,
@@ -102,10 +124,24 @@ fn one(pid: i32, ticks: u64, boot: u64) -> Option<GuestProcessInfo> {
     })
 }
 
+/// Text from the guest as the host's terminal shows it: control characters (escape
+/// sequences, newlines that would forge rows) as `?`, as procps prints them.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// On the host: the table `ps -ef` prints.
 pub fn table(procs: &[GuestProcessInfo]) -> String {
     let mut out = String::from("UID          PID    PPID  C STIME TTY          TIME CMD\n");
     for p in procs {
+        let pts = p
+            .tty
+            .strip_prefix("pts/")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let tty = if pts { p.tty.as_str() } else { "?" };
+        let cmd = printable(&p.cmd);
         let secs = p.started % 86_400;
         let stime = format!("{:02}:{:02}", secs / 3600, secs / 60 % 60);
         let time = format!(
@@ -116,8 +152,8 @@ pub fn table(procs: &[GuestProcessInfo]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<8} {:>7} {:>7}  0 {stime} {:<8} {time} {}",
-            p.uid, p.pid, p.ppid, p.tty, p.cmd
+            "{:<8} {:>7} {:>7}  0 {stime} {:<8} {time} {cmd}",
+            p.uid, p.pid, p.ppid, tty
         );
     }
     out
@@ -126,6 +162,21 @@ pub fn table(procs: &[GuestProcessInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_text_cannot_forge_rows_or_escape() {
+        let t = table(&[GuestProcessInfo {
+            pid: 7,
+            ppid: 1,
+            uid: 0,
+            tty: "\x1b[2J".into(),
+            started: 0,
+            cpu: 0,
+            cmd: "a\nroot 1 0 0 00:00 ? 00:00:00 fake\x1b]0;x\x07".into(),
+        }]);
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(!t.contains('\x1b') && !t.contains('\x07'), "{t:?}");
+    }
 
     #[test]
     fn the_table_is_ps_ef() {

@@ -69,8 +69,26 @@ impl Netlink {
             let (bytes, _) = self.socket.recv_from_full().map_err(|e| failed(what, e))?;
             let mut offset = 0;
             while offset < bytes.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[offset..])
-                    .map_err(|e| failed(what, io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                let reply =
+                    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[offset..]) {
+                        Ok(reply) => reply,
+                        // One the crate cannot parse (a link kind it does not know): skipped
+                        // by its header's length, the rest of the answer still read.
+                        Err(e) => match bytes.get(offset..offset + 4) {
+                            Some(len) => {
+                                let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]);
+                                if len < 16 {
+                                    return Err(failed(
+                                        what,
+                                        io::Error::new(io::ErrorKind::InvalidData, e),
+                                    ));
+                                }
+                                offset += (len as usize + 3) & !3;
+                                continue;
+                            }
+                            None => break,
+                        },
+                    };
                 let length = reply.header.length as usize;
                 if reply.header.sequence_number == self.seq {
                     match reply.payload {
@@ -181,6 +199,7 @@ impl Netlink {
         index: u32,
         destination: Option<(IpAddr, u8)>,
         gateway: Option<IpAddr>,
+        onlink: bool,
     ) -> Result<()> {
         let mut r = RouteMessage::default();
         let family = destination
@@ -206,6 +225,9 @@ impl Netlink {
             r.attributes
                 .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
         }
+        if onlink {
+            r.header.flags = netlink_packet_route::route::RouteFlags::Onlink;
+        }
         r.attributes.push(RouteAttribute::Oif(index));
         self.request(
             "add route",
@@ -216,20 +238,25 @@ impl Netlink {
     }
 
     /// Everything arriving on link `from` leaves by link `to`, before `from`'s own
-    /// network stack sees it.
+    /// network stack sees it. Our filter has a priority of its own ([`PRIORITY`]) on
+    /// the link's ingress qdisc (made if there is none; one the engine made is
+    /// shared), and replaces one a killed holder left.
     pub fn redirect(&mut self, from: u32, to: u32) -> Result<()> {
         let mut qdisc = TcMessage::with_index(from as i32);
         qdisc.header.parent = TcHandle::INGRESS;
-        qdisc.header.handle = TcHandle {
-            major: 0xffff,
-            minor: 0,
-        };
+        qdisc.header.handle = INGRESS_HANDLE;
         qdisc.attributes.push(TcAttribute::Kind("ingress".into()));
-        self.request(
+        match self.request(
             "add an ingress qdisc",
             RouteNetlinkMessage::NewQueueDiscipline(qdisc),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        )?;
+        ) {
+            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+            other => {
+                other?;
+            }
+        }
+        self.unredirect(from)?;
         let mut mirror = TcMirror::default();
         let mut generic = TcActionGeneric::default();
         generic.action = TcActionType::Stolen;
@@ -250,11 +277,8 @@ impl Netlink {
         selector.nkeys = 1;
         selector.keys = vec![TcU32Key::default()];
         let mut filter = TcMessage::with_index(from as i32);
-        filter.header.parent = TcHandle {
-            major: 0xffff,
-            minor: 0,
-        };
-        filter.header.info = (1 << 16) | u32::from(ALL_PROTOCOLS);
+        filter.header.parent = INGRESS_HANDLE;
+        filter.header.info = (u32::from(PRIORITY) << 16) | u32::from(ALL_PROTOCOLS);
         filter.attributes = vec![
             TcAttribute::Kind("u32".into()),
             TcAttribute::Options(vec![
@@ -269,7 +293,34 @@ impl Netlink {
         )
         .map(drop)
     }
+
+    /// Removes our redirect from link `from` (none there is fine).
+    pub fn unredirect(&mut self, from: u32) -> Result<()> {
+        let mut filter = TcMessage::with_index(from as i32);
+        filter.header.parent = INGRESS_HANDLE;
+        filter.header.info = u32::from(PRIORITY) << 16;
+        match self.request(
+            "remove a redirecting filter",
+            RouteNetlinkMessage::DelTrafficFilter(filter),
+            NLM_F_ACK,
+        ) {
+            Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)) => {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
 }
+
+/// The ingress qdisc's handle, `ffff:`.
+const INGRESS_HANDLE: TcHandle = TcHandle {
+    major: 0xffff,
+    minor: 0,
+};
+
+/// The priority of nexcage's filters on an ingress qdisc ("NX"), apart from any the
+/// engine's plugins add there.
+const PRIORITY: u16 = 0x4e58;
 
 fn family_of(address: &IpAddr) -> AddressFamily {
     match address {

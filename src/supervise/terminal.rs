@@ -24,3 +24,30 @@ fn become_stdio(slave: &OwnedFd) -> Result<()> {
         .and_then(|()| nix::unistd::dup2_stderr(slave))
         .context(|| "make the pty our stdio")
 }
+
+/// Our own terminal in raw mode while a process in a guest uses it (its pty does the
+/// line discipline, as runc sets the host console raw); put back as it was on drop.
+pub struct RawMode(nix::sys::termios::Termios);
+
+impl RawMode {
+    /// None if stdin is no terminal.
+    pub fn enter() -> Option<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}

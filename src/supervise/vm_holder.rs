@@ -66,6 +66,7 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
             mask.add(sig);
         }
     }
+    let joined: Option<u32>;
     loop {
         let (mut conn, _) = listener
             .accept()
@@ -74,10 +75,13 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
             Some("start") => {
                 // The engine's network is in place by now (Docker's is made by a
                 // prestart hook).
-                if let Err(e) = connect_network(dir, &channel) {
-                    send_line(&mut conn, &format!("error: {e}"))?;
-                    return Ok(1);
-                }
+                joined = match connect_network(dir, &channel) {
+                    Ok(joined) => joined,
+                    Err(e) => {
+                        send_line(&mut conn, &format!("error: {e}"))?;
+                        return Ok(1);
+                    }
+                };
                 std::fs::write(dir.join(STARTED), "").context(|| "mark started")?;
                 mask.thread_block()
                     .map_err(|e| Error::io("block signals", e.into()))?;
@@ -136,6 +140,9 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
         log::warn!("{}: {e}", dir.display());
         libc::SIGKILL
     });
+    if let Some(index) = joined {
+        super::vm_net::disconnect(index);
+    }
     Ok(end_as(status))
 }
 
@@ -177,14 +184,18 @@ fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, d
         if line == PS {
             let id = next_id;
             next_id = next_id.wrapping_add(1).max(1);
-            let reply = match vm_relay::processes(channel, id)
-                .and_then(|l| serde_json::to_string(&l).map_err(|e| Error::Usage(e.to_string())))
-            {
-                Ok(json) => format!("processes {json}"),
-                Err(e) => format!("error: {e}"),
-            };
-            // The list can be long: the line, then the end of the stream.
-            let _ = std::io::Write::write_all(&mut conn, format!("{reply}\n").as_bytes());
+            // A thread, as for an exec: a guest slow to answer holds up nothing else.
+            let channel = channel.clone();
+            std::thread::spawn(move || {
+                let reply = match vm_relay::processes(&channel, id).and_then(|l| {
+                    serde_json::to_string(&l).map_err(|e| Error::Usage(e.to_string()))
+                }) {
+                    Ok(json) => format!("processes {json}"),
+                    Err(e) => format!("error: {e}"),
+                };
+                // The list can be long: the line, then the end of the stream.
+                let _ = std::io::Write::write_all(&mut conn, format!("{reply}\n").as_bytes());
+            });
             continue;
         }
         let Some(name) = line.strip_prefix("exec ") else {
@@ -240,12 +251,19 @@ fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, d
 
 /// Joins the VM's tap to the engine's interface in our network namespace, and has
 /// the guest's NIC take its place.
-fn connect_network(dir: &Path, channel: &Channel) -> Result<()> {
+/// Returns the engine's interface it joined, to be given back at the end.
+fn connect_network(dir: &Path, channel: &Channel) -> Result<Option<u32>> {
     let Ok(tap) = std::fs::read_to_string(dir.join(TAP)) else {
-        return Ok(());
+        return Ok(None);
     };
-    let net = super::vm_net::connect(tap.trim())?;
-    vm_relay::network(channel, &net)
+    let (net, joined) = super::vm_net::connect(tap.trim())?;
+    if let Err(e) = vm_relay::network(channel, &net) {
+        if let Some(index) = joined {
+            super::vm_net::disconnect(index);
+        }
+        return Err(e);
+    }
+    Ok(joined)
 }
 
 /// Only files named like an exec's, in the runtime dir itself.

@@ -36,6 +36,9 @@ pub struct NetRoute {
     /// None: the default route.
     pub destination: Option<(IpAddr, u8)>,
     pub gateway: Option<IpAddr>,
+    /// The gateway is on the link even outside its subnet (`onlink`).
+    #[serde(default)]
+    pub onlink: bool,
 }
 
 /// The tap of the VM whose sockets are named by `key`: unique on the host (QEMU
@@ -55,18 +58,28 @@ fn index_of(links: &[LinkMessage], name: &str) -> Option<u32> {
         .map(|l| l.header.index)
 }
 
-/// On the host: moves the tap `name` into the network namespace `netns`.
+/// On the host: moves the tap `name` into the network namespace `netns`. Found by
+/// name alone: the host's other links are none of our business.
 pub fn move_tap(name: &str, netns: BorrowedFd<'_>) -> Result<()> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| Error::Usage(format!("interface name {name:?}")))?;
+    // SAFETY: if_nametoindex(3) reads the NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(Error::Usage(format!(
+            "QEMU made no network interface {name}"
+        )));
+    }
     let mut nl = Netlink::open()?;
-    let index = index_of(&nl.links()?, name)
-        .ok_or_else(|| Error::Usage(format!("QEMU made no network interface {name}")))?;
     nl.set_link(index, vec![LinkAttribute::NetNsFd(netns.as_raw_fd())], None)
 }
 
 /// In the container's network namespace: joins the engine's interface to the tap
 /// `tap`; returns what the guest's NIC becomes (nothing without an interface, as
-/// with `--network none`).
-pub fn connect(tap: &str) -> Result<NetSetup> {
+/// with `--network none`) and the interface's index (see [`disconnect`]). Only links
+/// that are up count: a new namespace also has the kernel's fallback tunnels (sit0,
+/// tunl0, gretap0...), down.
+pub fn connect(tap: &str) -> Result<(NetSetup, Option<u32>)> {
     let mut nl = Netlink::open()?;
     let links = nl.links()?;
     let tap_index =
@@ -75,9 +88,14 @@ pub fn connect(tap: &str) -> Result<NetSetup> {
         .iter()
         .filter(|l| l.header.link_layer_type != LinkLayerType::Loopback)
         .filter(|l| l.header.index != tap_index)
+        .filter(|l| {
+            l.header
+                .flags
+                .contains(netlink_packet_route::link::LinkFlags::Up)
+        })
         .collect();
     let link = match engine.as_slice() {
-        [] => return Ok(NetSetup::default()),
+        [] => return Ok((NetSetup::default(), None)),
         [one] => *one,
         many => {
             let names: Vec<&str> = many.iter().filter_map(|l| link_name(l)).collect();
@@ -128,7 +146,12 @@ pub fn connect(tap: &str) -> Result<NetSetup> {
         .collect();
     let mut routes = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        for r in nl.routes(family)? {
+        // Without IPv6 the kernel answers the IPv6 dump with every family's routes.
+        for r in nl
+            .routes(family)?
+            .into_iter()
+            .filter(|r| r.header.address_family == family)
+        {
             let through = r
                 .attributes
                 .iter()
@@ -157,21 +180,42 @@ pub fn connect(tap: &str) -> Result<NetSetup> {
             routes.push(NetRoute {
                 destination: destination.map(|d| (d, r.header.destination_prefix_length)),
                 gateway,
+                onlink: r
+                    .header
+                    .flags
+                    .contains(netlink_packet_route::route::RouteFlags::Onlink),
             });
         }
     }
     nl.set_link(tap_index, vec![LinkAttribute::Mtu(mtu)], Some(true))?;
-    nl.redirect(index, tap_index)?;
-    nl.redirect(tap_index, index)?;
-    Ok(NetSetup {
-        links: vec![NetLink {
-            name,
-            mac,
-            mtu,
-            addresses,
-            routes,
-        }],
-    })
+    let joined = nl
+        .redirect(index, tap_index)
+        .and_then(|()| nl.redirect(tap_index, index));
+    if let Err(e) = joined {
+        let _ = nl.unredirect(index);
+        return Err(e);
+    }
+    Ok((
+        NetSetup {
+            links: vec![NetLink {
+                name,
+                mac,
+                mtu,
+                addresses,
+                routes,
+            }],
+        },
+        Some(index),
+    ))
+}
+
+/// In the container's network namespace, once the VM is gone: the engine's interface
+/// gets its traffic back (the tap's filter went with the tap). A namespace may
+/// outlive the container: a pod's, a restarted container's.
+pub fn disconnect(index: u32) {
+    if let Ok(mut nl) = Netlink::open() {
+        let _ = nl.unredirect(index);
+    }
 }
 
 fn is_link_local(ip: &IpAddr) -> bool {
@@ -256,14 +300,20 @@ pub fn apply(setup: &NetSetup) -> Result<()> {
             ],
             Some(true),
         )?;
+        // What the guest's kernel made itself already (a subnet's route once its
+        // address is there) is as good as ours.
+        let made = |r: Result<()>| match r {
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+            other => other,
+        };
         for (address, prefix) in &link.addresses {
-            nl.add_address(index, *address, *prefix)?;
+            made(nl.add_address(index, *address, *prefix))?;
         }
         // Routes on the link first: a gateway must be reachable when its route comes.
         let mut routes: Vec<&NetRoute> = link.routes.iter().collect();
         routes.sort_by_key(|r| r.gateway.is_some());
         for r in routes {
-            nl.add_route(index, r.destination, r.gateway)?;
+            made(nl.add_route(index, r.destination, r.gateway, r.onlink))?;
         }
     }
     await_carrier(&mut nl)

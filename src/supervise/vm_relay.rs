@@ -192,10 +192,10 @@ pub fn processes(channel: &Channel, id: u32) -> Result<Vec<super::guest_ps::Gues
             r.remove(&id);
         }
     };
-    channel.send(&Frame::Ps { process: id })?;
-    let answer = rx
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .map_err(|_| Error::Usage("the VM did not list its processes".into()));
+    let answer = channel.send(&Frame::Ps { process: id }).and_then(|()| {
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .map_err(|_| Error::Usage("the VM did not list its processes".into()))
+    });
     unroute();
     match answer?? {
         Frame::Processes { list, .. } => {

@@ -460,15 +460,16 @@ impl Qm {
             .arg(dir)
             .args(["--ready-fd", "3"]);
         let raw = std::os::fd::AsRawFd::as_raw_fd(&write_end);
-        // SAFETY: dup2(2) between fork and exec.
+        // SAFETY: setns(2), dup2(2), setsid(2) and ioctl(2) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(raw, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                // The namespace first: its fd may be the 3 that the pipe goes to.
                 if let Some(fd) = join_fd
                     && libc::setns(fd, libc::CLONE_NEWNET) < 0
                 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::dup2(raw, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 if new_netns && libc::unshare(libc::CLONE_NEWNET) < 0 {
@@ -571,8 +572,11 @@ impl Qm {
                                 .map_err(|_| Error::Usage(format!("invalid gid {g:?}")))
                         })
                         .collect::<Result<Vec<u32>>>()?;
+                    // runc adds them to the process's own.
                     let mut user = p.user().clone();
-                    user.set_additional_gids(Some(gids));
+                    let mut all = user.additional_gids().clone().unwrap_or_default();
+                    all.extend(gids);
+                    user.set_additional_gids(Some(all));
                     p.set_user(user);
                 }
                 if a.no_new_privs {
@@ -623,6 +627,10 @@ impl Qm {
         if a.detach {
             return self.exec_detached(a, &dir, &name, stdio);
         }
+        // A terminal of our own in the foreground: raw while the guest's pty has it.
+        let _raw = (terminal && console.is_none())
+            .then(crate::supervise::terminal::RawMode::enter)
+            .flatten();
         self.exec_via_holder(&dir, &name, stdio, None)
     }
 
@@ -773,7 +781,9 @@ impl Qm {
                 Error::Usage(format!("unexpected answer from the holder: {answer:?}"))
             })?;
         let text = if a.format == "json" {
-            let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+            // Engines look these pids up on the host (containerd's shim, `docker top`):
+            // the container's only host process is the holder.
+            let pids: Vec<i32> = self.sup.holder(id).into_iter().collect();
             format!(
                 "{}\n",
                 to_json(&pids).map(|b| String::from_utf8_lossy(&b).into_owned())?
@@ -824,6 +834,21 @@ impl Backend for Qm {
         let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let rootfs = bundle.checked_rootfs()?;
         let plan = translate::plan(&bundle.spec, &self.cfg, &record.id, &rootfs)?;
+        // A path that is our own network namespace would hand the host's NIC's
+        // traffic to the VM.
+        if let translate::NetNs::Path(path) = &plan.netns {
+            use std::os::unix::fs::MetadataExt;
+            let ours =
+                fs::metadata("/proc/self/ns/net").context(|| "stat our network namespace")?;
+            let theirs =
+                fs::metadata(path).context(|| format!("network namespace {}", path.display()))?;
+            if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
+                return Err(Error::Usage(format!(
+                    "network namespace {} is the host's, which a VM cannot share",
+                    path.display()
+                )));
+            }
+        }
         let fixed = proxmox::annotated_vmid(
             &bundle.spec,
             translate::ANNOTATION_PREFIX,
@@ -896,6 +921,7 @@ impl Backend for Qm {
         if let Some(tap) = &tap {
             let netns = fs::File::open(format!("/proc/{pid}/ns/net"))
                 .context(|| "open the holder's network namespace")?;
+
             crate::supervise::vm_net::move_tap(tap, std::os::fd::AsFd::as_fd(&netns))?;
             fs::write(dir.join(TAP), tap).context(|| "write the tap's name")?;
         }

@@ -288,6 +288,9 @@ fn cpu_options(cpu: &oci_spec::runtime::LinuxCpu, opts: &mut Vec<String>) -> Res
     if cpu.idle().is_some_and(|v| v != 0) {
         return Err(refused("linux.resources.cpu.idle"));
     }
+    if cpu.burst().is_some_and(|v| v != 0) {
+        return Err(refused("linux.resources.cpu.burst"));
+    }
     if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
         let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
         opts.extend(["--cpuunits".to_string(), weight.to_string()]);
@@ -303,9 +306,11 @@ fn cpu_options(cpu: &oci_spec::runtime::LinuxCpu, opts: &mut Vec<String>) -> Res
         }
         opts.extend(["--affinity".to_string(), cpus.to_string()]);
     }
-    match (cpu.quota(), cpu.period()) {
-        (Some(q), Some(p)) if q > 0 && p > 0 => {
-            let limit = q as f64 / p as f64;
+    // runc's period when the spec gives a quota alone.
+    match (cpu.quota(), cpu.period().unwrap_or(100_000)) {
+        (Some(q), p) if q > 0 && p > 0 => {
+            // Proxmox takes hundredths; 0 would mean no limit at all.
+            let limit = (q as f64 / p as f64).max(0.01);
             opts.extend(["--cpulimit".to_string(), format!("{limit:.2}")]);
             Ok(Some((q as u64).div_ceil(p).max(1)))
         }
