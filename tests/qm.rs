@@ -250,6 +250,11 @@ fn a_bundle_runs_as_a_vm() {
     node.env.ok(&["pause", &id]);
     assert_eq!(node.env.status(&id), "paused");
     assert_eq!(node.qm(&["status", &vmid]).stdout, "status: paused\n");
+    let err = node.env.fails(&["pause", &id]);
+    assert!(
+        err.contains("container not running"),
+        "twice, as runc: {err}"
+    );
     let err = node.env.fails(&["exec", &id, "true"]);
     assert!(err.contains("paused"), "{err}");
     node.env.ok(&["resume", &id]);

@@ -725,7 +725,8 @@ impl Qm {
     /// `stop`/`cont`), noted in the runtime dir.
     fn pause(&self, id: &str, pause: bool) -> Result<Exit> {
         let not_running = || Error::Usage("container not running".into());
-        if !self.sup.running(id) {
+        // runc pauses a created or running container, not a paused one.
+        if self.sup.holder(id).is_none() || (pause && self.paused(id)) {
             return Err(not_running());
         }
         let vmid = self.vmid(id).ok_or_else(not_running)?;
@@ -963,7 +964,9 @@ impl Backend for Qm {
             .iter()
             .filter_map(|r| {
                 let mut seen = self.sup.observe(&r.id)?;
-                if seen.status == super::Status::Running && self.paused(&r.id) {
+                if matches!(seen.status, super::Status::Running | super::Status::Created)
+                    && self.paused(&r.id)
+                {
                     seen.status = super::Status::Paused;
                 }
                 Some((r.id.clone(), seen))
