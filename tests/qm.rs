@@ -492,6 +492,8 @@ fn a_kept_netns_is_given_back() {
     let _link = Link(host_end.clone());
     let subnet = 10 + std::process::id() % 200;
     let inside = format!("10.213.{subnet}.2");
+    let host_ip = format!("10.213.{subnet}.1");
+    let host_cidr = format!("{host_ip}/24");
     for args in [
         vec![
             "link",
@@ -520,6 +522,7 @@ fn a_kept_netns_is_given_back() {
             "eth0",
         ],
         vec!["link", "set", host_end.as_str(), "up"],
+        vec!["addr", "add", &host_cidr, "dev", host_end.as_str()],
     ] {
         let out = Command::new("ip").args(&args).output().unwrap();
         assert!(
@@ -529,9 +532,32 @@ fn a_kept_netns_is_given_back() {
         );
     }
     let node = Node::new();
+    // The host's end answers; a frame with another source address is not let out.
+    let script = format!(
+        "ip -4 -o addr show eth0; ping -c1 -W2 {host_ip} >/dev/null && echo reached; \
+         ip link set eth0 address 02:00:00:00:00:01; ip neigh flush dev eth0; \
+         ping -c1 -W2 {host_ip} >/dev/null && echo spoofed || echo blocked"
+    );
     let in_netns = |path: &str| {
         let path = path.to_string();
-        Bundle::with(&["ip", "-4", "-o", "addr", "show", "eth0"], move |s| {
+        Bundle::with(&["sh", "-c", &script], move |s| {
+            let process = s.process_mut().as_mut().unwrap();
+            let mut caps = process.capabilities().clone().unwrap_or_default();
+            for cap in [
+                oci_spec::runtime::Capability::NetRaw,
+                oci_spec::runtime::Capability::NetAdmin,
+            ] {
+                let mut b = caps.bounding().clone().unwrap_or_default();
+                b.insert(cap);
+                let mut e = caps.effective().clone().unwrap_or_default();
+                e.insert(cap);
+                let mut p = caps.permitted().clone().unwrap_or_default();
+                p.insert(cap);
+                caps.set_bounding(Some(b))
+                    .set_effective(Some(e))
+                    .set_permitted(Some(p));
+            }
+            process.set_capabilities(Some(caps));
             let mut a = s.annotations().clone().unwrap_or_default();
             a.insert(ON_VM.0.into(), ON_VM.1.into());
             s.set_annotations(Some(a));
@@ -558,7 +584,9 @@ fn a_kept_netns_is_given_back() {
             .out(&["run", "--bundle", bundle.path(), &unique("vm-ns")]);
         assert_eq!(out.code, Some(0), "round {round}: {}", out.stderr);
         assert!(
-            out.stdout.contains(&format!(" {inside}/24")),
+            out.stdout.contains(&format!(" {inside}/24"))
+                && out.stdout.contains("reached\n")
+                && out.stdout.ends_with("blocked\n"),
             "{}",
             out.stdout
         );

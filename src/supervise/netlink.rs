@@ -241,7 +241,9 @@ impl Netlink {
     /// network stack sees it. Our filter has a priority of its own ([`PRIORITY`]) on
     /// the link's ingress qdisc (made if there is none; one the engine made is
     /// shared), and replaces one a killed holder left.
-    pub fn redirect(&mut self, from: u32, to: u32) -> Result<()> {
+    /// With `source`, only frames from that MAC address are redirected (the rest stay
+    /// on `from`, which goes nowhere else).
+    pub fn redirect(&mut self, from: u32, to: u32, source: Option<[u8; 6]>) -> Result<()> {
         let mut qdisc = TcMessage::with_index(from as i32);
         qdisc.header.parent = TcHandle::INGRESS;
         qdisc.header.handle = INGRESS_HANDLE;
@@ -271,11 +273,25 @@ impl Netlink {
                 mirror,
             ))]),
         ];
-        // `u32 match u8 0 0`: one key that every packet matches.
+        // `u32 match u8 0 0`: one key that every packet matches; or the Ethernet
+        // source address, 8 to 2 bytes before the network header.
         let mut selector = TcU32Selector::default();
         selector.flags = TcU32SelectorFlags::Terminal;
-        selector.nkeys = 1;
-        selector.keys = vec![TcU32Key::default()];
+        selector.keys = match source {
+            None => vec![TcU32Key::default()],
+            Some(mac) => {
+                let mut high = TcU32Key::default();
+                high.mask = 0xffff_ffff;
+                high.val = u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]);
+                high.off = -8;
+                let mut low = TcU32Key::default();
+                low.mask = 0xffff_0000;
+                low.val = u32::from_be_bytes([mac[4], mac[5], 0, 0]);
+                low.off = -4;
+                vec![high, low]
+            }
+        };
+        selector.nkeys = selector.keys.len() as u8;
         let mut filter = TcMessage::with_index(from as i32);
         filter.header.parent = INGRESS_HANDLE;
         filter.header.info = (u32::from(PRIORITY) << 16) | u32::from(ALL_PROTOCOLS);

@@ -188,9 +188,12 @@ pub fn connect(tap: &str) -> Result<(NetSetup, Option<u32>)> {
         }
     }
     nl.set_link(tap_index, vec![LinkAttribute::Mtu(mtu)], Some(true))?;
+    // From the guest, only frames with the address the engine gave the interface: a
+    // guest cannot pose as another host on the engine's network.
+    let source: Option<[u8; 6]> = mac.as_slice().try_into().ok();
     let joined = nl
-        .redirect(index, tap_index)
-        .and_then(|()| nl.redirect(tap_index, index));
+        .redirect(index, tap_index, None)
+        .and_then(|()| nl.redirect(tap_index, index, source));
     if let Err(e) = joined {
         let _ = nl.unredirect(index);
         return Err(e);
