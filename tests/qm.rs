@@ -246,6 +246,29 @@ fn a_bundle_runs_as_a_vm() {
         .env
         .fails(&["exec", "--preserve-fds", "1", &id, "true"]);
     assert!(err.contains("exec --preserve-fds"), "{err}");
+    // A signal to a foreground exec is its process's, as with runc.
+    let mut exec = node.env.cmd();
+    exec.args([
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 9' TERM; echo ready; sleep 100 & wait",
+    ])
+    .stdout(std::process::Stdio::piped());
+    let mut child = exec.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(
+        (child.wait().unwrap().code(), rest.as_str()),
+        (Some(9), "got-term\n")
+    );
     // pause/resume: the whole VM, with qm suspend/resume.
     node.env.ok(&["pause", &id]);
     assert_eq!(node.env.status(&id), "paused");

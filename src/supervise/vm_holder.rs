@@ -28,7 +28,7 @@ pub const TAP: &str = "tap";
 
 /// Signals passed on to the workload (SIGKILL and SIGSTOP cannot be caught; a
 /// SIGKILL of the holder leaves the VM to `delete`).
-const FORWARDED: [libc::c_int; 9] = [
+pub const FORWARDED: [libc::c_int; 9] = [
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,
@@ -146,6 +146,9 @@ pub fn run(dir: &Path, ready_fd: i32) -> Result<i32> {
     Ok(end_as(status))
 }
 
+/// On an exec's connection, from its caller: `signal N` for the process.
+pub const EXEC_SIGNAL: &str = "signal ";
+
 /// On the holder's socket: `ps` answers `processes <JSON>` (see `guest_ps`).
 pub const PS: &str = "ps";
 
@@ -223,6 +226,28 @@ fn serve_execs(listener: &std::os::unix::net::UnixListener, channel: &Channel, d
                         "exec: stdin, stdout and stderr expected".into(),
                     ));
                 };
+                // `signal N` lines from the caller while it runs: its signals, the
+                // process's (as runc's foreground exec passes them on).
+                if let Ok(lines) = conn.try_clone() {
+                    let channel = channel.clone();
+                    std::thread::spawn(move || {
+                        while let Ok(Some(line)) = read_line(&lines) {
+                            let Some(signal) = line
+                                .strip_prefix(EXEC_SIGNAL)
+                                .and_then(|n| n.trim().parse::<i32>().ok())
+                            else {
+                                continue;
+                            };
+                            let frame = Frame::Signal {
+                                process: id,
+                                signal,
+                            };
+                            if channel.send(&frame).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
                 // A terminal (the engine's pty or the caller's own): its size now,
                 // and each change, are the guest pty's.
                 let resizes = (process.process.terminal() == Some(true)).then(|| {

@@ -693,6 +693,7 @@ impl Qm {
                 .context(|| "connect to the holder")?;
             crate::supervise::protocol::send_line(&mut conn, &format!("exec {name}"))?;
             crate::supervise::protocol::send_fds(&conn, &stdio)?;
+            forward_signals(&conn)?;
             if let Some(fd) = sent {
                 let _ = std::io::Write::write_all(&mut fs::File::from(fd), b"sent\n");
             }
@@ -1084,6 +1085,30 @@ impl Backend for Qm {
             other => Err(self.unsupported(other.name())),
         }
     }
+}
+
+/// Our signals, from here on, are the exec'd process's: a thread takes them (they are
+/// blocked everywhere else) and sends each to the holder on the exec's connection.
+fn forward_signals(conn: &std::os::unix::net::UnixStream) -> Result<()> {
+    use crate::supervise::vm_holder::{EXEC_SIGNAL, FORWARDED};
+    let mut mask = nix::sys::signal::SigSet::empty();
+    for s in FORWARDED.into_iter().filter(|s| *s != libc::SIGWINCH) {
+        if let Ok(sig) = nix::sys::signal::Signal::try_from(s) {
+            mask.add(sig);
+        }
+    }
+    mask.thread_block()
+        .map_err(|e| Error::io("block signals", e.into()))?;
+    let mut lines = conn.try_clone().context(|| "clone the holder connection")?;
+    std::thread::spawn(move || {
+        while let Ok(sig) = mask.wait() {
+            let line = format!("{EXEC_SIGNAL}{}", sig as i32);
+            if crate::supervise::protocol::send_line(&mut lines, &line).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
 }
 
 /// The tap joined to the engine's interface, unless the VM's NIC is Proxmox's own.
