@@ -1177,7 +1177,8 @@ def cmd_suspend(argv):
     def task():
         with ConfigLock(vmid):
             conf = load_config(vmid)
-            if not p.get('skiplock'):
+            # a backup's lock does not stop a suspend (vm_suspend's $is_backing_up)
+            if not (p.get('skiplock') or conf.get('lock') == 'backup'):
                 check_lock(conf)
             qmp_command(vmid, ['stop'])
 
@@ -1197,11 +1198,16 @@ def cmd_resume(argv):
     def task():
         with ConfigLock(vmid):
             status = qmp_command(vmid, ['query-status'])[0].get('status')
+            conf = load_config(vmid)
+            if ps.parse_boolean(conf.get('template') or '0'):
+                raise PveError(f'VM {vmid} is a template and cannot be resumed!')
             if status == 'running':
                 return
-            conf = load_config(vmid)
-            if not p.get('skiplock'):
+            if not (p.get('nocheck') or p.get('skiplock') or conf.get('lock') == 'backup'):
                 check_lock(conf)
+            if status == 'shutdown':
+                # a guest that shut down during a backup is reset first
+                qmp_command(vmid, ['system_reset'])
             qmp_command(vmid, ['system_wakeup' if status == 'suspended' else 'cont'])
 
     return run_task(task)
