@@ -315,21 +315,7 @@ fn more_scenarios(d: &Docker) {
         "80",
     ]);
     let url = format!("http://127.0.0.1:{port}/");
-    wait_for("httpd", || {
-        Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-m",
-                "2",
-                &url,
-            ])
-            .output()
-            .is_ok_and(|o| o.stdout == b"404")
-    });
+    wait_for("httpd", || common::http_status(&url) == "404");
     d.ok(&["rm", "-f", &name]);
     // exec -t, and stop.
     let name = unique("nxstop");
@@ -483,21 +469,7 @@ fn docker_on_qm() {
     ]);
     wait_for("the log", || d.ok(&["logs", &name]).contains("started"));
     let url = format!("http://127.0.0.1:{port}/");
-    wait_for("httpd in the VM", || {
-        Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-m",
-                "2",
-                &url,
-            ])
-            .output()
-            .is_ok_and(|o| o.stdout == b"404")
-    });
+    wait_for("httpd in the VM", || common::http_status(&url) == "404");
     let ip = d.ok(&[
         "inspect",
         "--format",

@@ -558,21 +558,7 @@ fn podman_on_pct() {
     let url = format!("http://127.0.0.1:{port}/");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let code = run_cmd(
-            command(&[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-m",
-                "2",
-                &url,
-            ]),
-            None,
-        )
-        .stdout;
+        let code = common::http_status(&url);
         if code == "404" {
             break;
         }

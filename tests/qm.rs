@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::qm::{Node, ON_VM};
+use common::qm::{Node, ON_VM, vm_bundle, without_netns};
 use common::{Bundle, Env, repo, run_cmd, unique};
 
 /// `run`: the workload's stdout, stderr and exit status exact, in a guest that is a
@@ -26,11 +26,8 @@ fn a_bundle_runs_as_a_vm() {
         cat /etc/greeting; echo written > /data/out; \
         (echo x >> /etc/greeting) 2>/dev/null || echo greeting-ro; \
         cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/pids.max; exit 3";
-    let bundle = Bundle::with(&["sh", "-c", script], |s| {
+    let bundle = vm_bundle(&["sh", "-c", script], |s| {
         use oci_spec::runtime::MountBuilder;
-        let mut a = s.annotations().clone().unwrap_or_default();
-        a.insert(ON_VM.0.into(), ON_VM.1.into());
-        s.set_annotations(Some(a));
         let mut mounts = s.mounts().clone().unwrap_or_default();
         for (dest, source, ro) in [
             ("/data", data.path().to_path_buf(), false),
@@ -114,16 +111,13 @@ fn a_bundle_runs_as_a_vm() {
     // CPU resources as the VM's: shares its cpuunits, a cpuset QEMU's affinity, a
     // quota its cores and cpulimit.
     let id = unique("vm-life");
-    let bundle = Bundle::with(
+    let bundle = vm_bundle(
         &[
             "sh",
             "-c",
             "trap 'echo got-term; exit 7' TERM; echo started; sleep 1000 & wait",
         ],
         |s| {
-            let mut a = s.annotations().clone().unwrap_or_default();
-            a.insert(ON_VM.0.into(), ON_VM.1.into());
-            s.set_annotations(Some(a));
             let cpu = oci_spec::runtime::LinuxCpuBuilder::default()
                 .shares(2048u64)
                 .cpus("0")
@@ -324,10 +318,7 @@ fn refusals_leave_nothing() {
     let data = tempfile::tempdir().unwrap();
     let cases: Vec<(Bundle, &str)> = vec![
         (
-            Bundle::with(&["true"], |s| {
-                let mut a = s.annotations().clone().unwrap_or_default();
-                a.insert(ON_VM.0.into(), ON_VM.1.into());
-                s.set_annotations(Some(a));
+            vm_bundle(&["true"], |s| {
                 let mut mounts = s.mounts().clone().unwrap_or_default();
                 mounts.push(
                     oci_spec::runtime::MountBuilder::default()
@@ -343,10 +334,7 @@ fn refusals_leave_nothing() {
             "bind mount option \"rshared\"",
         ),
         (
-            Bundle::with(&["true"], |s| {
-                let mut a = s.annotations().clone().unwrap_or_default();
-                a.insert(ON_VM.0.into(), ON_VM.1.into());
-                s.set_annotations(Some(a));
+            vm_bundle(&["true"], |s| {
                 let hook = oci_spec::runtime::HookBuilder::default()
                     .path("/bin/true")
                     .build()
@@ -361,27 +349,13 @@ fn refusals_leave_nothing() {
             "hooks.createContainer",
         ),
         (
-            Bundle::with(&["true"], |s| {
-                let mut a = s.annotations().clone().unwrap_or_default();
-                a.insert(ON_VM.0.into(), ON_VM.1.into());
-                s.set_annotations(Some(a));
-                let linux = s.linux_mut().as_mut().unwrap();
-                let namespaces = linux
-                    .namespaces()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network)
-                    .collect();
-                linux.set_namespaces(Some(namespaces));
+            vm_bundle(&["true"], |s| {
+                without_netns(s);
             }),
             "without a network namespace",
         ),
         (
-            Bundle::with(&["true"], |s| {
-                let mut a = s.annotations().clone().unwrap_or_default();
-                a.insert(ON_VM.0.into(), ON_VM.1.into());
-                s.set_annotations(Some(a));
+            vm_bundle(&["true"], |s| {
                 let cpu = oci_spec::runtime::LinuxCpuBuilder::default()
                     .mems("0")
                     .build()
@@ -458,19 +432,8 @@ fn nic_on_the_bridge_without_a_netns() {
         String::from_utf8_lossy(&out.stderr)
     );
     let no_netns = |args: &[&str]| {
-        Bundle::with(args, |s| {
-            let mut a = s.annotations().clone().unwrap_or_default();
-            a.insert(ON_VM.0.into(), ON_VM.1.into());
-            s.set_annotations(Some(a));
-            let linux = s.linux_mut().as_mut().unwrap();
-            let namespaces = linux
-                .namespaces()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network)
-                .collect();
-            linux.set_namespaces(Some(namespaces));
+        vm_bundle(args, |s| {
+            without_netns(s);
         })
     };
     let node = Node::with_backend_extra(&format!(r#","bridge":"{}""#, bridge.0));
@@ -563,7 +526,7 @@ fn a_kept_netns_is_given_back() {
     );
     let in_netns = |path: &str| {
         let path = path.to_string();
-        Bundle::with(&["sh", "-c", &script], move |s| {
+        vm_bundle(&["sh", "-c", &script], move |s| {
             let process = s.process_mut().as_mut().unwrap();
             let mut caps = process.capabilities().clone().unwrap_or_default();
             for cap in [
@@ -581,9 +544,6 @@ fn a_kept_netns_is_given_back() {
                     .set_permitted(Some(p));
             }
             process.set_capabilities(Some(caps));
-            let mut a = s.annotations().clone().unwrap_or_default();
-            a.insert(ON_VM.0.into(), ON_VM.1.into());
-            s.set_annotations(Some(a));
             let linux = s.linux_mut().as_mut().unwrap();
             let namespaces = linux
                 .namespaces()
@@ -804,18 +764,7 @@ fn podman_run_on_qm() {
     let url = format!("http://127.0.0.1:{port}/");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let mut curl = Command::new("curl");
-        curl.args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-m",
-            "2",
-            &url,
-        ]);
-        let code = run_cmd(curl, None).stdout;
+        let code = common::http_status(&url);
         if code == "404" {
             break;
         }

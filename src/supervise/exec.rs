@@ -65,14 +65,7 @@ pub fn enter_args(a: &cli::ExecArgs, dir: &Path, mount_point: &str) -> Result<En
                 .ok_or_else(|| Error::Usage(format!("invalid --user {u:?}")))?;
         }
         if !a.additional_gids.is_empty() {
-            groups = a
-                .additional_gids
-                .iter()
-                .map(|g| {
-                    g.parse()
-                        .map_err(|_| Error::Usage(format!("invalid gid {g:?}")))
-                })
-                .collect::<Result<Vec<u32>>>()?;
+            groups = additional_gids(a)?;
         }
         env.extend(a.env.iter().cloned());
         if let Some(c) = &a.cwd {
@@ -146,4 +139,33 @@ pub fn enter_args(a: &cli::ExecArgs, dir: &Path, mount_point: &str) -> Result<En
         env,
         terminal,
     })
+}
+
+/// `exec --additional-gids`, as numbers.
+pub fn additional_gids(a: &cli::ExecArgs) -> Result<Vec<u32>> {
+    a.additional_gids
+        .iter()
+        .map(|g| {
+            g.parse()
+                .map_err(|_| Error::Usage(format!("invalid gid {g:?}")))
+        })
+        .collect()
+}
+
+/// runc's rules and words for an exec's terminal and console socket: the socket,
+/// connected, where the process has a terminal and the caller gave one.
+pub fn console_socket(
+    a: &cli::ExecArgs,
+    terminal: bool,
+) -> Result<Option<std::os::unix::net::UnixStream>> {
+    match (terminal, &a.console_socket) {
+        (true, Some(socket)) => Ok(Some(super::protocol::connect_long(socket)?)),
+        (true, None) if a.detach => Err(Error::Usage(
+            "cannot allocate tty if runc will detach without setting console socket".into(),
+        )),
+        (false, Some(_)) => Err(Error::Usage(
+            "cannot use console socket if runc will not detach or allocate tty".into(),
+        )),
+        _ => Ok(None),
+    }
 }

@@ -547,10 +547,7 @@ impl Supervisor {
         }
         let dir = self.dir(id);
         let stopped = || Error::Usage("cannot start a container that has stopped".into());
-        let mut conn = SocketDir::open(&dir)
-            .ok()
-            .and_then(|d| d.connect(SOCKET).ok())
-            .ok_or_else(stopped)?;
+        let mut conn = self.connect(id).ok_or_else(stopped)?;
         super::protocol::send_line(&mut conn, "start")?;
         match super::protocol::read_line(&conn)? {
             Some(line) if line == "ok" => {}
@@ -566,6 +563,13 @@ impl Supervisor {
             eprintln!("warning: {e}");
         }
         Ok(())
+    }
+
+    /// A connection to the holder's socket, if it listens.
+    pub fn connect(&self, id: &str) -> Option<UnixStream> {
+        SocketDir::open(&self.dir(id))
+            .ok()
+            .and_then(|d| d.connect(SOCKET).ok())
     }
 
     /// created (holder waiting), running (holder waiting on the workload) or stopped.
@@ -702,20 +706,7 @@ impl Supervisor {
             env,
             terminal,
         } = super::exec::enter_args(a, &dir, mount_point)?;
-        let console = match (terminal, &a.console_socket) {
-            (true, Some(socket)) => Some(super::protocol::connect_long(socket)?),
-            (true, None) if a.detach => {
-                return Err(Error::Usage(
-                    "cannot allocate tty if runc will detach without setting console socket".into(),
-                ));
-            }
-            (false, Some(_)) => {
-                return Err(Error::Usage(
-                    "cannot use console socket if runc will not detach or allocate tty".into(),
-                ));
-            }
-            _ => None,
-        };
+        let console = super::exec::console_socket(a, terminal)?;
         // `enter` makes the pty inside and sends its master there; it reports on the
         // pipe why it cannot exec the process, and the pipe closes when it has.
         // Both above the fds the caller hands on (--preserve-fds).
@@ -830,6 +821,17 @@ pub fn create_terminal(
             "cannot use console socket if runc will not detach or allocate tty".into(),
         )),
         (false, None) => Ok(None),
+    }
+}
+
+/// What no supervised backend does: checkpoint and restore, refused by name.
+pub fn refuse_checkpoint(command: &Command, backend: &str) -> Result<()> {
+    match command {
+        Command::Checkpoint(_) | Command::Restore(_) => Err(Error::Unsupported {
+            command: command.name().to_string(),
+            backend: backend.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -114,42 +114,44 @@ impl Netlink {
         }
     }
 
+    /// A dump's answers that `pick` keeps.
+    fn dump<T>(
+        &mut self,
+        what: &str,
+        query: RouteNetlinkMessage,
+        pick: impl Fn(RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        Ok(self
+            .request(what, query, NLM_F_DUMP)?
+            .into_iter()
+            .filter_map(pick)
+            .collect())
+    }
+
     pub fn links(&mut self) -> Result<Vec<LinkMessage>> {
         let all = RouteNetlinkMessage::GetLink(LinkMessage::default());
-        Ok(self
-            .request("list links", all, NLM_F_DUMP)?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l),
-                _ => None,
-            })
-            .collect())
+        self.dump("list links", all, |m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
+        })
     }
 
     pub fn addresses(&mut self) -> Result<Vec<AddressMessage>> {
         let all = RouteNetlinkMessage::GetAddress(AddressMessage::default());
-        Ok(self
-            .request("list addresses", all, NLM_F_DUMP)?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => Some(a),
-                _ => None,
-            })
-            .collect())
+        self.dump("list addresses", all, |m| match m {
+            RouteNetlinkMessage::NewAddress(a) => Some(a),
+            _ => None,
+        })
     }
 
     pub fn routes(&mut self, family: AddressFamily) -> Result<Vec<RouteMessage>> {
         let mut query = RouteMessage::default();
         query.header.address_family = family;
         let all = RouteNetlinkMessage::GetRoute(query);
-        Ok(self
-            .request("list routes", all, NLM_F_DUMP)?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => Some(r),
-                _ => None,
-            })
-            .collect())
+        self.dump("list routes", all, |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => Some(r),
+            _ => None,
+        })
     }
 
     /// Changes link `index`: its attributes, and up or down if `up` says.

@@ -382,6 +382,22 @@ pub fn run_cmd(mut cmd: Command, stdin: Option<&str>) -> Out {
 }
 
 /// `argv[0] argv[1..]` as a command.
+/// The HTTP status `url` answers with (curl, at most 2 s; "000" when nothing does).
+pub fn http_status(url: &str) -> String {
+    let curl = command(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-m",
+        "2",
+        url,
+    ]);
+    run_cmd(curl, None).stdout
+}
+
 pub fn command(argv: &[&str]) -> Command {
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..]);

@@ -15,6 +15,29 @@ pub struct Node {
 
 pub const ON_VM: (&str, &str) = ("org.nexcage.backend", "vm");
 
+/// A bundle routed to the `vm` backend, its spec then changed by `edit`.
+pub fn vm_bundle(args: &[&str], edit: impl FnOnce(&mut oci_spec::runtime::Spec)) -> super::Bundle {
+    super::Bundle::with(args, |s| {
+        let mut a = s.annotations().clone().unwrap_or_default();
+        a.insert(ON_VM.0.into(), ON_VM.1.into());
+        s.set_annotations(Some(a));
+        edit(s);
+    })
+}
+
+/// The spec without a network namespace (`--network host`).
+pub fn without_netns(s: &mut oci_spec::runtime::Spec) {
+    let linux = s.linux_mut().as_mut().unwrap();
+    let namespaces = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network)
+        .collect();
+    linux.set_namespaces(Some(namespaces));
+}
+
 impl Node {
     pub fn new() -> Node {
         Node::with_default("crun")

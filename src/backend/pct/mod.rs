@@ -402,12 +402,7 @@ impl Backend for Pct {
     }
 
     fn check(&self, inv: &Invocation) -> Result<()> {
-        match inv.command {
-            cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
-                Err(self.unsupported(inv.command.name()))
-            }
-            _ => Ok(()),
-        }
+        host::refuse_checkpoint(inv.command, &self.name)
     }
 
     fn create(&self, inv: &Invocation, record: &Record) -> Result<Exit> {

@@ -564,14 +564,7 @@ impl Qm {
                     p.set_user(user);
                 }
                 if !a.additional_gids.is_empty() {
-                    let gids = a
-                        .additional_gids
-                        .iter()
-                        .map(|g| {
-                            g.parse()
-                                .map_err(|_| Error::Usage(format!("invalid gid {g:?}")))
-                        })
-                        .collect::<Result<Vec<u32>>>()?;
+                    let gids = crate::supervise::exec::additional_gids(a)?;
                     // runc adds them to the process's own.
                     let mut user = p.user().clone();
                     let mut all = user.additional_gids().clone().unwrap_or_default();
@@ -588,21 +581,7 @@ impl Qm {
             }
         };
         let terminal = process.terminal() == Some(true);
-        // runc's rules and words for a terminal and a console socket.
-        let console = match (terminal, &a.console_socket) {
-            (true, Some(socket)) => Some(crate::supervise::protocol::connect_long(socket)?),
-            (true, None) if a.detach => {
-                return Err(Error::Usage(
-                    "cannot allocate tty if runc will detach without setting console socket".into(),
-                ));
-            }
-            (false, Some(_)) => {
-                return Err(Error::Usage(
-                    "cannot use console socket if runc will not detach or allocate tty".into(),
-                ));
-            }
-            _ => None,
-        };
+        let console = crate::supervise::exec::console_socket(a, terminal)?;
         // With a console socket the process's terminal is a host pty (its master sent
         // there, its slave what the holder relays); else our own stdio.
         let slave = match &console {
@@ -762,9 +741,10 @@ impl Qm {
                 "ps of a paused container: its VM is suspended".into(),
             ));
         }
-        let mut conn = crate::supervise::protocol::SocketDir::open(&self.sup.dir(id))?
-            .connect(crate::supervise::SOCKET)
-            .map_err(|_| Error::Usage("container not running".into()))?;
+        let mut conn = self
+            .sup
+            .connect(id)
+            .ok_or_else(|| Error::Usage("container not running".into()))?;
         crate::supervise::protocol::send_line(&mut conn, crate::supervise::vm_holder::PS)?;
         let mut answer = String::new();
         conn.read_to_string(&mut answer)
@@ -820,12 +800,7 @@ impl Backend for Qm {
     }
 
     fn check(&self, inv: &Invocation) -> Result<()> {
-        match inv.command {
-            cli::Command::Checkpoint(_) | cli::Command::Restore(_) => {
-                Err(self.unsupported(inv.command.name()))
-            }
-            _ => Ok(()),
-        }
+        host::refuse_checkpoint(inv.command, &self.name)
     }
 
     fn create(&self, inv: &Invocation, record: &Record) -> Result<Exit> {
@@ -982,9 +957,10 @@ impl Backend for Qm {
     fn kill(&self, _inv: &Invocation, record: &Record, signal: i32, all: bool) -> Result<Exit> {
         let id = &record.id;
         if all && signal != libc::SIGKILL && self.sup.started(id) {
-            let mut conn = crate::supervise::protocol::SocketDir::open(&self.sup.dir(id))?
-                .connect(crate::supervise::SOCKET)
-                .map_err(|_| Error::Usage("container not running".into()))?;
+            let mut conn = self
+                .sup
+                .connect(id)
+                .ok_or_else(|| Error::Usage("container not running".into()))?;
             crate::supervise::protocol::send_line(
                 &mut conn,
                 &format!("{} {signal}", crate::supervise::vm_holder::SIGNAL_ALL),
