@@ -265,13 +265,11 @@ impl Backend for Lxc {
         let mut start = vec![self.tool("lxc-start")?.into_os_string()];
         start.extend(["-n", &record.id, "-P"].map(OsString::from));
         start.push(self.lxcpath.clone().into_os_string());
-        start.extend(["-d", "-l", "ERROR", "-o"].map(OsString::from));
-        start.push(
-            self.sup
-                .dir(&record.id)
-                .join(host::START_LOG)
-                .into_os_string(),
-        );
+        // The log is the start log, which is lxc-start's stderr, reopened through
+        // /proc: LXC makes a log file's missing directories, and an lxc-start left by
+        // a creator killed before it got this far would make the runtime dir again
+        // after `delete` removed it.
+        start.extend(["-d", "-l", "ERROR", "-o", "/proc/self/fd/2"].map(OsString::from));
         let console = host::create_terminal(&bundle, create, run, &self.name)?;
         let dir = self
             .sup
