@@ -1669,6 +1669,7 @@ fn exec_errors_and_preserved_fds() {
     let lx = Lxc::new();
     let bundle = json_bundle(&["sleep", "1000"], |s| {
         s["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 777, "soft": 777}]);
+        s["process"]["user"]["additionalGids"] = json!([2000]);
     });
     let id = lx.id("lxc-exec");
     lx.env
@@ -1704,6 +1705,12 @@ fn exec_errors_and_preserved_fds() {
         assert_eq!(out.code, Some(1), "{flags:?}: {}", out.stderr);
         assert!(out.stderr.contains(needle), "{flags:?}: {}", out.stderr);
     }
+    // --additional-gids adds to the process's groups, as runc's.
+    assert_eq!(
+        lx.env
+            .ok(&["exec", "--additional-gids", "55", &id, "id", "-G"]),
+        "0 55 2000\n"
+    );
     // The process's rlimits apply (runc's exec takes them from the container's).
     assert_eq!(lx.env.ok(&["exec", &id, "sh", "-c", "ulimit -n"]), "777\n");
     // --pidfd-socket receives a pidfd of the exec'd process.

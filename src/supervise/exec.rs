@@ -64,9 +64,8 @@ pub fn enter_args(a: &cli::ExecArgs, dir: &Path, mount_point: &str) -> Result<En
             (uid, gid) = supervise::identity::Identity::parse_user(u)
                 .ok_or_else(|| Error::Usage(format!("invalid --user {u:?}")))?;
         }
-        if !a.additional_gids.is_empty() {
-            groups = additional_gids(a)?;
-        }
+        // runc adds them to the process's own.
+        groups.extend(additional_gids(a)?);
         env.extend(a.env.iter().cloned());
         if let Some(c) = &a.cwd {
             cwd = c.clone();
