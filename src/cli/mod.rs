@@ -208,9 +208,6 @@ pub enum Command {
     /// (internal, packaging) write the man pages, nexcage.1 and one per subcommand, into DIR
     #[command(hide = true)]
     Man(ManArgs),
-    /// (internal) the container's process in a supervised container, until it execs the workload
-    #[command(hide = true)]
-    Holder(HolderArgs),
     /// (internal) the backend's init inside a supervised container
     #[command(hide = true)]
     Init(InitArgs),
@@ -233,31 +230,6 @@ pub struct VmHolderArgs {
     /// The pipe to say `ready` (or the error) on
     #[arg(long)]
     pub ready_fd: i32,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct HolderArgs {
-    /// The container's runtime directory
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Host pid of the container's init, whose namespaces and cgroups are joined
-    #[arg(long)]
-    pub init_pid: i32,
-    /// First of the fds passed: listening socket, init's connection, ready pipe,
-    /// console socket
-    #[arg(long)]
-    pub fd_base: i32,
-    /// The fourth fd is the engine's console socket
-    #[arg(long)]
-    pub console: bool,
-    /// A network namespace to join instead of init's (the engine's, for a manager
-    /// that cannot be told to use it)
-    #[arg(long)]
-    pub netns: Option<PathBuf>,
-    /// A new session keyring of this name for the workload (runc's `_ses.<id>`);
-    /// none with `--no-new-keyring`
-    #[arg(long)]
-    pub session_keyring: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -658,7 +630,6 @@ impl Command {
             Command::Man(_) => "man",
             Command::GuestInit => "guest-init",
             Command::VmHolder(_) => "vm-holder",
-            Command::Holder(_) => "holder",
             Command::Init(_) => "init",
             Command::Enter(_) => "enter",
         }

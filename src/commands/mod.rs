@@ -50,7 +50,6 @@ pub fn dispatch(global: &GlobalOpts, command: &Command, flags: Vec<OsString>) ->
         Command::Gc => gc::gc(&inv, &root()?),
         Command::GuestInit => guest_init(),
         Command::VmHolder(a) => supervise::vm_holder::run(&a.dir, a.ready_fd),
-        Command::Holder(a) => supervise::holder::run(a),
         Command::Init(a) => supervise::init::init(&a.dir),
         Command::Enter(a) => Err(enter(a)?),
     }

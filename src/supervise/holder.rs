@@ -1,6 +1,6 @@
-//! `nexcage holder`: the container's process, the pid engines are given. `create`
-//! starts it inside the container's pid namespace once the backend's init has set the
-//! container up; it moves into the container's cgroups and other namespaces, waits for
+//! The holder: the container's process, the pid engines are given. `create` forks it
+//! inside the container's pid namespace once the backend's init has set the container
+//! up (a fork, not an exec of nexcage: that would cost a whole program start); it moves into the container's cgroups and other namespaces, waits for
 //! `start`, and then becomes the workload by exec, as runc's init does. Its stdio is
 //! the container's (the caller's fds or a pty slave), so nothing is relayed.
 
@@ -28,10 +28,30 @@ const KILLED: i32 = 128 + 9;
 /// How long a caller on the holder socket may take to say what it wants.
 const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What `create` tells the holder it forks.
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// The container's runtime directory.
+    pub dir: PathBuf,
+    /// Host pid of the container's init, whose namespaces and cgroups are joined.
+    pub init_pid: i32,
+    /// First of the four fds passed: listening socket, init's connection, ready pipe,
+    /// console socket.
+    pub fd_base: i32,
+    /// The fourth fd is the engine's console socket.
+    pub console: bool,
+    /// A network namespace to join instead of init's (the engine's, for a manager
+    /// that cannot be told to use it).
+    pub netns: Option<PathBuf>,
+    /// A new session keyring of this name for the workload (runc's `_ses.<id>`);
+    /// none with `--no-new-keyring`.
+    pub session_keyring: Option<String>,
+}
+
 /// Runs the holder; `base` is the first of the four fds `create` passed: the
 /// listening socket, the connection init made, the pipe to report readiness on, and
 /// the engine's console socket (`console`; else a placeholder).
-pub fn run(args: &crate::cli::HolderArgs) -> Result<i32> {
+pub fn run(args: &Args) -> Result<i32> {
     let base = args.fd_base;
     // SAFETY: `create` passed us these fds (see `host::Supervisor::spawn_holder`).
     let (listener, mut init, mut ready, last) = unsafe {
@@ -105,7 +125,7 @@ impl Workload {
     /// Everything up to `start`: read what `create` wrote, join the container, and
     /// check what runc checks before it reports the container created.
     fn prepare(
-        args: &crate::cli::HolderArgs,
+        args: &Args,
         init: &mut UnixStream,
         console: Option<UnixStream>,
     ) -> Result<Workload> {

@@ -318,7 +318,7 @@ impl Supervisor {
             fs::write(dir.join(NO_NEW_KEYRING), "").context(|| "note --no-new-keyring")?;
         }
         let base = 3 + create.preserve_fds.unwrap_or(0) as i32 + process::listen_fds();
-        let (mut child, ready) = self.spawn_holder(
+        let (child, ready) = self.spawn_holder(
             &dir,
             init_pid,
             base,
@@ -329,26 +329,26 @@ impl Supervisor {
                 session_keyring: session_keyring(&dir),
             },
         )?;
-        let holder = child.id() as i32;
+        let holder = child.id();
         let placed = write_pid_note(&dir.join(HOLDER_PID), holder)
             .and_then(|()| self.place(&dir, holder, ready, create, launch.limits.as_ref()));
         if let Err(e) = placed {
             // Reaped here: a zombie in the container's pid namespace would keep the
             // namespace, and so the container, from ever ending.
-            let _ = child.kill();
+            child.kill();
             let _ = child.wait();
             return Err(e);
         }
         let Some(run) = run else { return Ok(None) };
         if let Err(e) = self.start(id) {
-            let _ = child.kill();
+            child.kill();
             let _ = child.wait();
             return Err(e);
         }
         if run.detach {
             return Ok(None);
         }
-        let status = child.wait().context(|| "wait for the container")?;
+        let status = child.wait()?;
         Ok(Some(process::exit_code(status)))
     }
 
@@ -430,9 +430,9 @@ impl Supervisor {
         )))
     }
 
-    /// Starts `nexcage holder` in init's pid namespace (a process joins a pid
-    /// namespace only when it is made), with our stdio (the container's, unless it has
-    /// a terminal) and, from fd `base` on, the listening socket, init's connection, a
+    /// Forks the holder in init's pid namespace (a process joins a pid namespace
+    /// only when it is made), with our stdio (the container's, unless it has a
+    /// terminal) and, from fd `base` on, the listening socket, init's connection, a
     /// pipe on which it says when it is in place, and the console socket if any.
     /// Returns the child and that pipe.
     fn spawn_holder(
@@ -443,28 +443,17 @@ impl Supervisor {
         passed: [OwnedFd; 2],
         console: Option<UnixStream>,
         joins: &HolderJoins,
-    ) -> Result<(std::process::Child, fs::File)> {
+    ) -> Result<(HolderChild, fs::File)> {
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
-        // Our own binary: the runtime directory's is for inside the container (and
-        // may be only the placeholder a read-only bind covers).
-        let mut cmd = std::process::Command::new("/proc/self/exe");
-        cmd.arg("holder")
-            .arg("--dir")
-            .arg(dir)
-            .arg("--init-pid")
-            .arg(init_pid.to_string())
-            .arg("--fd-base")
-            .arg(base.to_string());
-        if console.is_some() {
-            cmd.arg("--console");
-        }
-        if let Some(path) = joins.netns {
-            cmd.arg("--netns").arg(path);
-        }
-        if let Some(name) = &joins.session_keyring {
-            cmd.arg("--session-keyring").arg(name);
-        }
+        let args = super::holder::Args {
+            dir: dir.to_path_buf(),
+            init_pid,
+            fd_base: base,
+            console: console.is_some(),
+            netns: joins.netns.map(Path::to_path_buf),
+            session_keyring: joins.session_keyring.clone(),
+        };
         let [listener, init] = passed;
         // Without a console the last one is a placeholder, never used.
         let last = console
@@ -476,27 +465,23 @@ impl Supervisor {
             ready_w.as_raw_fd(),
             last,
         ];
-        // SAFETY: fcntl/dup2 are async-signal-safe. First out of the way (a source
-        // may sit on a target), then into place, inheritable.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut high = [0; 4];
-                for (i, fd) in fds.iter().enumerate() {
-                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, base + 4);
-                    if high[i] < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (i, fd) in high.iter().enumerate() {
-                    if libc::dup2(*fd, base + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+        // A fork copies only the calling thread: another one's locks (the
+        // allocator's) would stay taken in the child.
+        if threads() != Some(1) {
+            return Err(self.failed("cannot fork the holder: nexcage runs other threads".into()));
         }
-        let child = in_pid_namespace_of(init_pid, || process::spawn(&mut cmd))?;
-        Ok((child, ready_r.into()))
+        let pid = in_pid_namespace_of(init_pid, || {
+            // SAFETY: single-threaded (checked above); the child never returns here.
+            match unsafe { libc::fork() } {
+                -1 => Err(Error::io(
+                    "fork the holder",
+                    std::io::Error::last_os_error(),
+                )),
+                0 => become_holder(&args, fds),
+                pid => Ok(pid),
+            }
+        })?;
+        Ok((HolderChild(pid), ready_r.into()))
     }
 
     /// The holder's pid, if it is still the process we started.
@@ -844,8 +829,7 @@ pub fn create_args(command: &Command) -> Option<(&CreateArgs, Option<&RunArgs>)>
     }
 }
 
-/// What the holder joins besides init's namespaces and cgroups (`nexcage holder`'s
-/// `--netns`, `--session-keyring`).
+/// What the holder joins besides init's namespaces and cgroups.
 struct HolderJoins<'a> {
     netns: Option<&'a Path>,
     session_keyring: Option<String>,
@@ -955,6 +939,84 @@ fn wait_ready(ready: fs::File) -> std::result::Result<(), String> {
         "ready" => Ok(()),
         l if l.starts_with("error: ") => Err(l.trim_start_matches("error: ").to_string()),
         _ => Err("the holder exited before it joined the container".into()),
+    }
+}
+
+/// The holder, our child by fork (so not a `std::process::Child`).
+struct HolderChild(i32);
+
+impl HolderChild {
+    fn id(&self) -> i32 {
+        self.0
+    }
+
+    fn kill(&self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+
+    fn wait(&self) -> Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own child.
+            if unsafe { libc::waitpid(self.0, &mut status, 0) } == self.0 {
+                return Ok(std::process::ExitStatus::from_raw(status));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io("wait for the container", e));
+            }
+        }
+    }
+}
+
+/// The `Threads:` of /proc/self/status.
+fn threads() -> Option<usize> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
+    line["Threads:".len()..].trim().parse().ok()
+}
+
+/// The forked child: the fds moved into place (first out of the way, as a source may
+/// sit on a target), signals as a fresh nexcage has them (SIGPIPE ignored, none
+/// caught or blocked), then the holder; it never returns to the creator's code.
+fn become_holder(args: &super::holder::Args, fds: [i32; 4]) -> ! {
+    let base = args.fd_base;
+    // SAFETY: fd, signal and prctl calls on ourselves; _exit ends us without running
+    // the creator's exit handlers or flushing its buffers a second time.
+    unsafe {
+        let mut high = [0; 4];
+        for (i, fd) in fds.iter().enumerate() {
+            high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, base + 4);
+            if high[i] < 0 {
+                libc::_exit(255);
+            }
+        }
+        for (i, fd) in high.iter().enumerate() {
+            if libc::dup2(*fd, base + i as i32) < 0 {
+                libc::_exit(255);
+            }
+        }
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let none: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_NAME, c"nexcage-holder".as_ptr());
+        let code = match std::panic::catch_unwind(|| super::holder::run(args)) {
+            Ok(Ok(code)) => code,
+            Ok(Err(e)) => {
+                log::error!("holder: {e}");
+                eprintln!("nexcage: {e}");
+                1
+            }
+            Err(_) => 1,
+        };
+        libc::_exit(code)
     }
 }
 

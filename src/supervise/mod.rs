@@ -10,8 +10,8 @@
 //!   setup, the seccomp filter, init's socket) is mounted into the container. The
 //!   process (its environment), the hooks and the holder's control socket stay where
 //!   no container process and no other local user can reach them.
-//! * `create` then starts the **holder** (`nexcage holder`) in the container's pid
-//!   namespace; it joins the container's cgroups and other namespaces, checks the
+//! * `create` then forks the **holder** in the container's pid namespace (a fork of
+//!   `create`, not a new nexcage: a program start costs more than the rest); it joins the container's cgroups and other namespaces, checks the
 //!   workload can be exec'd, and its pid goes in `--pid-file`. Its stdin/stdout/stderr
 //!   are the container's (the caller's fds, or a pty slave with `--console-socket`).
 //!   The create hooks run once it is in place.
