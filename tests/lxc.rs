@@ -1306,9 +1306,11 @@ fn short_workloads_in_parallel() {
 
 /// Every hook kind runs once, in order, with the container's state on stdin: the
 /// runtime-namespace ones (prestart, createRuntime, poststart, poststop) on the
-/// host, createContainer and startContainer inside the container (they write where
-/// /hooks is bound; startContainer's path is the container's too); the state's pid
-/// is the container's process.
+/// host; createContainer in the container's namespaces but, as with runc and crun,
+/// with the host's root (its interpreter is the host's, never the image's) and the
+/// container's root as its working directory; startContainer inside the container
+/// (its path is the container's, and it writes where /hooks is bound); the state's
+/// pid is the container's process.
 #[test]
 fn hooks_of_every_kind() {
     let lx = Lxc::new();
@@ -1327,11 +1329,21 @@ fn hooks_of_every_kind() {
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::copy(&hook, inside_out.join("hook.sh")).unwrap();
     let entry = |dir: &Path, kind: &str| json!({"path": hook, "args": ["hook.sh", dir, kind], "timeout": 10});
-    let (h, i) = (host_out.as_path(), Path::new("/hooks"));
+    // Where createContainer runs: its root (whose programs it finds), mount namespace
+    // and cwd. (/proc is the host's: the hook's own pid is not the one it sees there.)
+    let probe = scratch.path().join("probe.sh");
+    std::fs::write(
+        &probe,
+        "#!/bin/sh\n{ readlink /proc/self/exe; readlink /proc/self/ns/mnt; ls -a; } > \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let probed = scratch.path().join("probe.txt");
+    let h = host_out.as_path();
     let hooks = json!({
         "prestart": [entry(h, "prestart")],
         "createRuntime": [entry(h, "createRuntime")],
-        "createContainer": [entry(i, "createContainer")],
+        "createContainer": [entry(h, "createContainer"), {"path": probe, "args": ["probe.sh", probed]}],
         // Its path is the container's (runtime spec): the copy under /hooks.
         "startContainer": [{"path": "/hooks/hook.sh", "args": ["hook.sh", "/hooks", "startContainer"]}],
         "poststart": [entry(h, "poststart")],
@@ -1360,7 +1372,7 @@ fn hooks_of_every_kind() {
             .unwrap_or_else(|e| panic!("{kind} hook did not run: {e}"));
         serde_json::from_str(&text).unwrap()
     };
-    for kind in ["prestart", "createRuntime"] {
+    for kind in ["prestart", "createRuntime", "createContainer"] {
         let state = read(h, kind);
         assert_eq!(state["id"], id.as_str(), "{kind}");
         assert_eq!(state["status"], "creating", "{kind}");
@@ -1369,7 +1381,17 @@ fn hooks_of_every_kind() {
         assert_eq!(state["annotations"]["org.test.hooks"], "yes", "{kind}");
         assert!(state["ociVersion"].is_string(), "{kind}");
     }
-    assert_eq!(read(&inside_out, "createContainer")["id"], id.as_str());
+    let probe = std::fs::read_to_string(&probed).unwrap();
+    let lines: Vec<&str> = probe.lines().collect();
+    // The host's readlink (the image's would be busybox), from the host's root.
+    let host_readlink = std::fs::canonicalize("/usr/bin/readlink").unwrap();
+    assert_eq!(lines[0], host_readlink.to_str().unwrap(), "{probe}");
+    let container_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    assert_eq!(lines[1], container_mnt.to_str().unwrap(), "{probe}");
+    assert!(
+        lines[2..].contains(&"hooks"),
+        "cwd not the container's root: {probe}"
+    );
     assert!(!inside_out.join("startContainer.json").exists());
     lx.env.ok(&["start", &id]);
     assert_eq!(read(&inside_out, "startContainer")["status"], "created");
@@ -1383,11 +1405,11 @@ fn hooks_of_every_kind() {
     assert_eq!(read(h, "poststop")["status"], "stopped");
     assert_eq!(
         std::fs::read_to_string(host_out.join("order.log")).unwrap(),
-        "prestart\ncreateRuntime\npoststart\npoststop\n"
+        "prestart\ncreateRuntime\ncreateContainer\npoststart\npoststop\n"
     );
     assert_eq!(
         std::fs::read_to_string(inside_out.join("order.log")).unwrap(),
-        "createContainer\nstartContainer\n"
+        "startContainer\n"
     );
     lx.assert_clean();
 }

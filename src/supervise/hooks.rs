@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -228,9 +229,12 @@ fn run_one(hook: &Hook, kind: Kind, state: &str, namespaces: Option<&Namespaces>
 }
 
 /// The hook's program is opened here, in the runtime's mount namespace; the child
-/// enters the container's namespaces and execs that open file. What the program
-/// needs besides itself (a script's interpreter, a dynamic binary's loader) is then
-/// found in the container.
+/// enters the container's namespaces and execs that open file with the host's root
+/// as its root and the container's as its working directory. That is what runc and
+/// crun give it (they run it in the container's mount namespace before pivot_root):
+/// what the program needs besides itself, a script's interpreter or a dynamic
+/// binary's loader and libraries, is the host's, never the image's (which would run
+/// with the hook's privileges).
 fn prepare_in_namespaces(
     cmd: &mut Command,
     path: &Path,
@@ -240,6 +244,11 @@ fn prepare_in_namespaces(
 ) -> std::io::Result<()> {
     let program = std::fs::File::open(path)?;
     let program: OwnedFd = program.into();
+    let host_root: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open("/")?
+        .into();
     let cstrings = |list: &[String]| -> std::io::Result<Vec<CString>> {
         list.iter()
             .map(|s| CString::new(s.as_str()).map_err(std::io::Error::other))
@@ -258,9 +267,10 @@ fn prepare_in_namespaces(
         _strings: (argv, envp),
         namespaces: ns.raw(),
         program,
+        host_root,
     };
-    // SAFETY: only setns and execveat between fork and exec; everything they use is
-    // built before the fork.
+    // SAFETY: only setns, open, fchdir, chroot, close and execveat between fork and
+    // exec; everything they use is built before the fork.
     unsafe {
         cmd.pre_exec(move || {
             // The whole value, not its fields (closures capture disjoint fields).
@@ -270,6 +280,19 @@ fn prepare_in_namespaces(
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // Joining the mount namespace made its root (the container's) ours.
+            let container_root = libc::open(
+                c"/".as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if container_root < 0
+                || libc::fchdir(exec.host_root.as_raw_fd()) < 0
+                || libc::chroot(c".".as_ptr()) < 0
+                || libc::fchdir(container_root) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(container_root);
             // A `#!` script is run as /dev/fd/N: the fd must survive the exec.
             if libc::fcntl(exec.program.as_raw_fd(), libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -296,6 +319,8 @@ struct Exec {
     _strings: (Vec<CString>, Vec<CString>),
     namespaces: Vec<(std::os::fd::RawFd, libc::c_int)>,
     program: OwnedFd,
+    /// The host's `/`, to be the hook's root inside the container's mount namespace.
+    host_root: OwnedFd,
 }
 
 // SAFETY: the pointers point into `_strings`, owned by the same value and never
