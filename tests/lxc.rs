@@ -938,7 +938,7 @@ fn killed_foreground_run() {
 }
 
 /// kill -9 of `nexcage create` at each step (runtime dir made, LXC definition
-/// written, holder started) and at fixed delays: `delete --force`, twice, leaves
+/// written, lxc-start running, holder started) and at fixed delays: `delete --force`, twice, leaves
 /// nothing.
 #[test]
 fn killed_create() {
@@ -953,6 +953,15 @@ fn killed_create() {
         (
             "LXC definition",
             Box::new(|lx, id| lx.lxcpath().join(id).exists()),
+        ),
+        // lxc-start daemonizes and outlives the creator: delete waits for it.
+        (
+            "lxc-start at work",
+            Box::new(|lx, id| {
+                processes_mentioning(&lx.lxcpath())
+                    .iter()
+                    .any(|(_, cmd)| cmd.contains("lxc-start") && cmd.contains(id))
+            }),
         ),
         (
             "holder pid note",
