@@ -1816,6 +1816,61 @@ fn exec_errors_and_preserved_fds() {
     lx.assert_clean();
 }
 
+/// `create --preserve-fds 2` with only fd 3 open: the workload gets fd 3 and nothing
+/// of nexcage's that landed in the gap at fd 4; `state` and `start` work as usual.
+#[test]
+fn preserved_fds_with_a_gap() {
+    let lx = Lxc::new();
+    let bundle = Bundle::new(&["sh", "-c", "cat <&3; ls /proc/self/fd"]);
+    let id = lx.id("lxc-gap");
+    let scratch = tempfile::tempdir().unwrap();
+    let passed = scratch.path().join("fd3");
+    std::fs::write(&passed, "through fd 3\n").unwrap();
+    let file = std::fs::File::open(&passed).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let log = scratch.path().join("log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = lx.env.cmd();
+    cmd.args([
+        "create",
+        "--preserve-fds",
+        "2",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ])
+    .stdout(out.try_clone().unwrap())
+    .stderr(out);
+    // SAFETY: dup2, fcntl and close between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::dup2(raw, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(4);
+            Ok(())
+        });
+    }
+    let status = cmd.status().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let state = lx.run(&["state", &id]);
+    assert_eq!(state.code, Some(0), "{}", state.stderr);
+    let start = lx.run(&["start", &id]);
+    assert_eq!(start.code, Some(0), "{}", start.stderr);
+    lx.env.wait_status(&id, "stopped");
+    // fd 3, and past it only ls's own directory fd.
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "through fd 3\n0\n1\n2\n3\n4\n"
+    );
+    lx.env.ok(&["delete", &id]);
+    lx.assert_clean();
+}
+
 /// As runc: the workload and exec'd processes get a new session keyring
 /// (`_ses.<id>`), not the caller's, unless `--no-new-keyring`; `--no-pivot`, which
 /// LXC cannot honour, is refused.

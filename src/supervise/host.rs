@@ -998,6 +998,15 @@ fn become_holder(args: &super::holder::Args, fds: [i32; 4]) -> ! {
                 libc::_exit(255);
             }
         }
+        // Below `base` are the caller's fds for the workload (inheritable); one of ours
+        // in a gap between them (close-on-exec, the record's lock perhaps) goes, as an
+        // exec would have closed it. The holder closes everything above its own four.
+        for fd in 3..base {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC != 0 {
+                libc::close(fd);
+            }
+        }
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
