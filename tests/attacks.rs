@@ -109,8 +109,7 @@ fn config_injection_is_refused() {
     let scratch = tempfile::tempdir().unwrap();
     let marker = scratch.path().join("pwned");
     let hook = scratch.path().join("hook.sh");
-    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_script(&hook, &format!("#!/bin/sh\ntouch {}\n", marker.display()));
     let inject = format!("x\nlxc.hook.pre-start = {}", hook.display());
     let cases: Vec<(&str, Bundle)> = vec![
         (

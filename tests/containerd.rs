@@ -212,20 +212,14 @@ fn cri_pod(handler: &str, routing: Option<String>, backend: &str) {
         let routing_path = config_dir.path().join("nexcage.json");
         std::fs::write(&routing_path, routing).unwrap();
         let wrapper = config_dir.path().join(handler);
-        std::fs::write(
+        common::write_script(
             &wrapper,
-            format!(
+            &format!(
                 "#!/bin/sh\nexec '{}' --config '{}' \"$@\"\n",
                 nexcage(),
                 routing_path.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &wrapper,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        );
         let table = format!("plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{handler}");
         text.push_str(&format!(
             "\n[{table}]\n  runtime_type = \"io.containerd.runc.v2\"\n[{table}.options]\n  BinaryName = \"{}\"\n",

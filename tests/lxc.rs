@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Bundle, CRUN, Env, Out, pid_alive, rootfs, run_cmd, unique};
+use common::{Bundle, CRUN, Env, Out, pid_alive, rootfs, run_cmd, unique, write_script};
 
 /// The default backend's name in the routing config, and so its directories' names.
 const BACKEND: &str = "lxc";
@@ -1330,23 +1330,19 @@ fn hooks_of_every_kind() {
     std::fs::create_dir_all(&inside_out).unwrap();
     let hook = scratch.path().join("hook.sh");
     // $1: where to write, $2: the kind; a line per call also goes to order.log.
-    std::fs::write(
+    write_script(
         &hook,
         "#!/bin/sh\ncat > \"$1/$2.json\"\necho \"$2\" >> \"$1/order.log\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     std::fs::copy(&hook, inside_out.join("hook.sh")).unwrap();
     let entry = |dir: &Path, kind: &str| json!({"path": hook, "args": ["hook.sh", dir, kind], "timeout": 10});
     // Where createContainer runs: its root (whose programs it finds), mount namespace
     // and cwd. (/proc is the host's: the hook's own pid is not the one it sees there.)
     let probe = scratch.path().join("probe.sh");
-    std::fs::write(
+    write_script(
         &probe,
         "#!/bin/sh\n{ readlink /proc/self/exe; readlink /proc/self/ns/mnt; ls -a; } > \"$1\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let probed = scratch.path().join("probe.txt");
     let h = host_out.as_path();
     let hooks = json!({
@@ -1795,16 +1791,7 @@ fn exec_errors_and_preserved_fds() {
         "-c",
         "cat <&3; ls /proc/self/fd",
     ]);
-    // SAFETY: dup2 between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            // (dup2 onto itself would keep close-on-exec.)
-            if libc::dup2(raw, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    hand_on_as_fd3(&mut cmd, raw);
     let out = run_cmd(cmd, None);
     // fd 3, and nothing past it but ls's own directory fd.
     assert_eq!(
@@ -1814,6 +1801,21 @@ fn exec_errors_and_preserved_fds() {
     );
     lx.env.ok(&["delete", "--force", &id]);
     lx.assert_clean();
+}
+
+/// `cmd` gets `fd` as its fd 3, inheritable, and nothing at fd 4.
+fn hand_on_as_fd3(cmd: &mut Command, fd: i32) {
+    // SAFETY: dup2, fcntl and close between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            // (dup2 onto itself would keep close-on-exec.)
+            if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(4);
+            Ok(())
+        });
+    }
 }
 
 /// `create --preserve-fds 2` with only fd 3 open: the workload gets fd 3 and nothing
@@ -1841,16 +1843,7 @@ fn preserved_fds_with_a_gap() {
     ])
     .stdout(out.try_clone().unwrap())
     .stderr(out);
-    // SAFETY: dup2, fcntl and close between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            if libc::dup2(raw, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(4);
-            Ok(())
-        });
-    }
+    hand_on_as_fd3(&mut cmd, raw);
     let status = cmd.status().unwrap();
     assert!(
         status.success(),

@@ -632,16 +632,14 @@ fn containerd_on_pct() {
     assert_eq!(import.code, Some(0), "{}", import.stderr);
     // ctr takes a binary, not flags: a wrapper adds the config.
     let wrapper = pve.dir.path().join("nexcage-pve");
-    std::fs::write(
+    common::write_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\nexec '{}' --config '{}' \"$@\"\n",
             nexcage(),
             pve.env.config.as_ref().unwrap().display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let id = unique("pve-ctr");
     let out = run_cmd(
         command(&[

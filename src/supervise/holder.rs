@@ -1,8 +1,9 @@
 //! The holder: the container's process, the pid engines are given. `create` forks it
 //! inside the container's pid namespace once the backend's init has set the container
-//! up (a fork, not an exec of nexcage: that would cost a whole program start); it moves into the container's cgroups and other namespaces, waits for
-//! `start`, and then becomes the workload by exec, as runc's init does. Its stdio is
-//! the container's (the caller's fds or a pty slave), so nothing is relayed.
+//! up (a fork, not an exec of nexcage: that would cost a whole program start); it
+//! moves into the container's cgroups and other namespaces, waits for `start`, and
+//! then becomes the workload by exec, as runc's init does. Its stdio is the
+//! container's (the caller's fds or a pty slave), so nothing is relayed.
 
 use std::fs::File;
 use std::io::Write;
@@ -29,7 +30,7 @@ const KILLED: i32 = 128 + 9;
 const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `create` tells the holder it forks.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Args {
     /// The container's runtime directory.
     pub dir: PathBuf,

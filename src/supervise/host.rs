@@ -317,18 +317,16 @@ impl Supervisor {
         if create.no_new_keyring {
             fs::write(dir.join(NO_NEW_KEYRING), "").context(|| "note --no-new-keyring")?;
         }
-        let base = 3 + create.preserve_fds.unwrap_or(0) as i32 + process::listen_fds();
-        let (child, ready) = self.spawn_holder(
-            &dir,
+        let args = super::holder::Args {
+            dir: dir.clone(),
             init_pid,
-            base,
-            [listener.into(), init.into()],
-            launch.console,
-            &HolderJoins {
-                netns: launch.netns.as_deref(),
-                session_keyring: session_keyring(&dir),
-            },
-        )?;
+            fd_base: 3 + create.preserve_fds.unwrap_or(0) as i32 + process::listen_fds(),
+            console: launch.console.is_some(),
+            netns: launch.netns,
+            session_keyring: session_keyring(&dir),
+        };
+        let (child, ready) =
+            self.spawn_holder(&args, [listener.into(), init.into()], launch.console)?;
         let holder = child.id();
         let placed = write_pid_note(&dir.join(HOLDER_PID), holder)
             .and_then(|()| self.place(&dir, holder, ready, create, launch.limits.as_ref()));
@@ -432,28 +430,17 @@ impl Supervisor {
 
     /// Forks the holder in init's pid namespace (a process joins a pid namespace
     /// only when it is made), with our stdio (the container's, unless it has a
-    /// terminal) and, from fd `base` on, the listening socket, init's connection, a
-    /// pipe on which it says when it is in place, and the console socket if any.
-    /// Returns the child and that pipe.
+    /// terminal) and, from fd `args.fd_base` on, the listening socket, init's
+    /// connection, a pipe on which it says when it is in place, and the console
+    /// socket if any. Returns the child and that pipe.
     fn spawn_holder(
         &self,
-        dir: &Path,
-        init_pid: i32,
-        base: i32,
+        args: &super::holder::Args,
         passed: [OwnedFd; 2],
         console: Option<UnixStream>,
-        joins: &HolderJoins,
     ) -> Result<(HolderChild, fs::File)> {
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "pipe")?;
-        let args = super::holder::Args {
-            dir: dir.to_path_buf(),
-            init_pid,
-            fd_base: base,
-            console: console.is_some(),
-            netns: joins.netns.map(Path::to_path_buf),
-            session_keyring: joins.session_keyring.clone(),
-        };
         let [listener, init] = passed;
         // Without a console the last one is a placeholder, never used.
         let last = console
@@ -470,14 +457,14 @@ impl Supervisor {
         if threads() != Some(1) {
             return Err(self.failed("cannot fork the holder: nexcage runs other threads".into()));
         }
-        let pid = in_pid_namespace_of(init_pid, || {
+        let pid = in_pid_namespace_of(args.init_pid, || {
             // SAFETY: single-threaded (checked above); the child never returns here.
             match unsafe { libc::fork() } {
                 -1 => Err(Error::io(
                     "fork the holder",
                     std::io::Error::last_os_error(),
                 )),
-                0 => become_holder(&args, fds),
+                0 => become_holder(args, fds),
                 pid => Ok(pid),
             }
         })?;
@@ -827,12 +814,6 @@ pub fn create_args(command: &Command) -> Option<(&CreateArgs, Option<&RunArgs>)>
         Command::Run(r) => Some((&r.create, Some(r))),
         _ => None,
     }
-}
-
-/// What the holder joins besides init's namespaces and cgroups.
-struct HolderJoins<'a> {
-    netns: Option<&'a Path>,
-    session_keyring: Option<String>,
 }
 
 /// Noted at create for `--no-new-keyring`, which `exec` follows too.

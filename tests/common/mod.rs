@@ -381,7 +381,6 @@ pub fn run_cmd(mut cmd: Command, stdin: Option<&str>) -> Out {
     }
 }
 
-/// `argv[0] argv[1..]` as a command.
 /// The HTTP status `url` answers with (curl, at most 2 s; "000" when nothing does).
 pub fn http_status(url: &str) -> String {
     let curl = command(&[
@@ -398,10 +397,17 @@ pub fn http_status(url: &str) -> String {
     run_cmd(curl, None).stdout
 }
 
+/// `argv[0] argv[1..]` as a command.
 pub fn command(argv: &[&str]) -> Command {
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..]);
     cmd
+}
+
+/// Writes an executable script (mode 0755).
+pub fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
 /// A live (not zombie) process.

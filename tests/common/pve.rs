@@ -45,9 +45,7 @@ impl Pve {
                 root.display(),
                 repo().join("hack/pve").join(tool).display()
             );
-            let path = dir.path().join(tool);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            super::write_script(&dir.path().join(tool), &script);
         }
         // Every backend may be picked by annotation.
         let mut names = vec!["crun".to_string(), "pve".to_string()];

@@ -73,9 +73,7 @@ impl Node {
                 root.display(),
                 repo().join("hack/pve").join(tool).display()
             );
-            let path = dir.path().join(tool);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            super::write_script(&dir.path().join(tool), &script);
         }
         let env = Env::with_config(&format!(
             r#"{{"default":"{default}",
