@@ -1,20 +1,99 @@
-//! The caller's OCI bundle: its absolute path and parsed `config.json`.
+//! The caller's OCI bundle: its absolute path and parsed `config.json`, whole
+//! (`Bundle::load`, for the backends that translate it) or in outline
+//! (`Bundle::outline`, for what `create` decides before a backend is chosen).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespace, Root, Spec};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-pub struct Bundle {
+pub struct Bundle<S = Spec> {
     /// Absolute, not canonicalised (runc keeps the caller's symlinks too).
     pub path: PathBuf,
-    pub spec: Spec,
+    pub spec: S,
+}
+
+/// What `create` reads of config.json for every backend: routing (annotations), the
+/// record (rootfs, the process's environment) and the checks every backend makes
+/// (`spec_check::check`). crun and runc are handed the bundle and read it whole
+/// themselves, the supervised backends load it whole (`Bundle::load`); parsing only
+/// this keeps the hand-off to a delegate from running, and paging in, the
+/// deserializer of every type of the OCI spec. Types as in `oci_spec`'s `Spec`, so
+/// what is read is read alike (unknown fields are ignored by both).
+#[derive(Debug, Default, Deserialize)]
+pub struct Outline {
+    #[serde(default)]
+    pub root: Option<Root>,
+    #[serde(default)]
+    pub annotations: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub process: Option<ProcessOutline>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub linux: Option<LinuxOutline>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ProcessOutline {
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    /// Required, as in `oci_spec`'s `Process`.
+    pub cwd: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LinuxOutline {
+    #[serde(default)]
+    pub namespaces: Option<Vec<LinuxNamespace>>,
+}
+
+/// The parts of a parsed spec the bundle's own methods use.
+pub trait SpecParts {
+    fn root(&self) -> Option<&Root>;
+    fn annotations(&self) -> Option<&HashMap<String, String>>;
+}
+
+impl SpecParts for Spec {
+    fn root(&self) -> Option<&Root> {
+        Spec::root(self).as_ref()
+    }
+    fn annotations(&self) -> Option<&HashMap<String, String>> {
+        Spec::annotations(self).as_ref()
+    }
+}
+
+impl SpecParts for Outline {
+    fn root(&self) -> Option<&Root> {
+        self.root.as_ref()
+    }
+    fn annotations(&self) -> Option<&HashMap<String, String>> {
+        self.annotations.as_ref()
+    }
 }
 
 impl Bundle {
+    /// The bundle with its whole spec.
     pub fn load(path: &Path) -> Result<Bundle> {
+        Self::read(path)
+    }
+}
+
+impl Bundle<Outline> {
+    /// The bundle with the outline of its spec `create` needs.
+    pub fn outline(path: &Path) -> Result<Bundle<Outline>> {
+        Bundle::read(path)
+    }
+}
+
+impl<S: SpecParts + DeserializeOwned> Bundle<S> {
+    fn read(path: &Path) -> Result<Bundle<S>> {
         let err = |reason: String| Error::Bundle {
             path: path.to_path_buf(),
             reason,
@@ -27,14 +106,14 @@ impl Bundle {
         // Read whole, then parse: serde_json is much slower on a reader (Spec::load).
         let text = std::fs::read(path.join("config.json"))
             .map_err(|e| err(format!("config.json: {e}")))?;
-        let spec: Spec = serde_json::from_slice(&text)
+        let spec: S = serde_json::from_slice(&text)
             .map_err(|e| err(format!("config.json is not a valid OCI spec: {e}")))?;
         Ok(Bundle { path, spec })
     }
 
     /// `root.path` resolved against the bundle; required by the spec on Linux.
     pub fn rootfs(&self) -> Result<PathBuf> {
-        let root = self.spec.root().as_ref().ok_or_else(|| Error::Bundle {
+        let root = self.spec.root().ok_or_else(|| Error::Bundle {
             path: self.path.clone(),
             reason: "config.json has no \"root\"".into(),
         })?;
@@ -84,7 +163,7 @@ impl Bundle {
     }
 
     pub fn annotations(&self) -> HashMap<String, String> {
-        self.spec.annotations().clone().unwrap_or_default()
+        self.spec.annotations().cloned().unwrap_or_default()
     }
 }
 
@@ -123,5 +202,38 @@ mod tests {
         for bad in ["../link", "../file", "../missing"] {
             assert!(bundle_at(&b, bad).checked_rootfs().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn outline_reads_as_the_whole_spec_does() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles/busybox");
+        let mut whole = Bundle::load(&dir).unwrap();
+        whole
+            .spec
+            .set_annotations(Some(HashMap::from([("k".into(), "v".into())])));
+        let tmp = tempfile::tempdir().unwrap();
+        whole.spec.save(tmp.path().join("config.json")).unwrap();
+        let whole = Bundle::load(tmp.path()).unwrap();
+        let outline = Bundle::outline(tmp.path()).unwrap();
+        let (spec, o) = (&whole.spec, &outline.spec);
+        assert_eq!(spec.root().as_ref(), o.root.as_ref());
+        assert_eq!(spec.annotations(), &o.annotations);
+        assert_eq!(spec.hostname(), &o.hostname);
+        let (p, op) = (
+            spec.process().as_ref().unwrap(),
+            o.process.as_ref().unwrap(),
+        );
+        assert_eq!((p.args(), p.env(), p.cwd()), (&op.args, &op.env, &op.cwd));
+        let namespaces = spec.linux().as_ref().unwrap().namespaces();
+        assert_eq!(namespaces, &o.linux.as_ref().unwrap().namespaces);
+        assert!(namespaces.as_ref().is_some_and(|n| !n.is_empty()));
+        // Required where the whole spec requires it.
+        std::fs::write(
+            tmp.path().join("config.json"),
+            r#"{"process": {"args": ["true"]}}"#,
+        )
+        .unwrap();
+        assert!(Bundle::outline(tmp.path()).is_err());
+        assert!(Bundle::load(tmp.path()).is_err());
     }
 }

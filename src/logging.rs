@@ -25,19 +25,14 @@ impl Reporter {
         } else {
             log::LevelFilter::Warn
         };
-        let mut builder = env_logger::Builder::new();
-        builder.filter_level(level).format(move |buf, record| {
-            let line = render(
-                format,
-                &record.level().to_string(),
-                &record.args().to_string(),
-            );
-            writeln!(buf, "{line}")
-        });
-        if let Some(f) = file.as_ref().and_then(|f| f.try_clone().ok()) {
-            builder.target(env_logger::Target::Pipe(Box::new(f)));
+        let logger = Logger {
+            level,
+            format,
+            file: file.as_ref().and_then(|f| f.try_clone().ok()),
+        };
+        if log::set_boxed_logger(Box::new(logger)).is_ok() {
+            log::set_max_level(level);
         }
-        let _ = builder.try_init();
         Reporter { file, format }
     }
 
@@ -80,6 +75,40 @@ impl Reporter {
             let _ = writeln!(f, "{}", render(self.format, "error", message));
         }
     }
+}
+
+/// The `log` crate's records, one line each in the `--log` format, to the log file or
+/// else stderr. (Written here rather than with env_logger: nothing of it but the
+/// level and the target was used, and it was code to page in on every command.)
+struct Logger {
+    level: log::LevelFilter,
+    format: LogFormat,
+    file: Option<File>,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = render(
+            self.format,
+            record.level().as_str(),
+            &record.args().to_string(),
+        );
+        line.push('\n');
+        // One write per line, so lines of concurrent writers do not interleave.
+        let _ = match &self.file {
+            Some(f) => (&*f).write_all(line.as_bytes()),
+            None => std::io::stderr().write_all(line.as_bytes()),
+        };
+    }
+
+    fn flush(&self) {}
 }
 
 /// `[file:]PATH`; crun's `journald:`/`syslog:` targets are left to the backend.

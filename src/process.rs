@@ -25,14 +25,13 @@ pub fn exec(mut cmd: Command) -> Error {
     Error::io(format!("exec {}", cmd.get_program().to_string_lossy()), err)
 }
 
-/// Keeps `lock` held by whatever this process execs next: the lock is duplicated to an
-/// inheritable fd at or above `min_fd` (above any fds the caller passes to the
-/// container, which the delegate closes in the container anyway).
-pub fn inherit_lock(lock: nix::fcntl::Flock<std::fs::File>, min_fd: i32) -> Result<()> {
+/// Keeps the run lock (an OFD lock on `lock`'s open file description) held by whatever
+/// this process execs next: it is duplicated to an inheritable fd at or above `min_fd`
+/// (above any fds the caller passes to the container, which the delegate closes in the
+/// container anyway).
+pub fn inherit_lock(lock: std::fs::File, min_fd: i32) -> Result<()> {
     use nix::fcntl::{FcntlArg, fcntl};
-    fcntl(&*lock, FcntlArg::F_DUPFD(min_fd)).context(|| "pass the run lock on")?;
-    // Dropping the Flock would unlock the shared open file description.
-    std::mem::forget(lock);
+    fcntl(&lock, FcntlArg::F_DUPFD(min_fd)).context(|| "pass the run lock on")?;
     Ok(())
 }
 

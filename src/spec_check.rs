@@ -8,34 +8,35 @@ use std::path::Path;
 use nix::sched::CloneFlags;
 use std::os::unix::fs::MetadataExt;
 
-use oci_spec::runtime::{Linux, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{Linux, LinuxNamespace, LinuxNamespaceType, Spec};
+
+use crate::bundle::Outline;
 
 use crate::error::{Error, Result};
 
 /// For `create` and `run`: a process to run, and namespaces that can be joined.
-pub fn check(spec: &Spec) -> Result<()> {
+pub fn check(spec: &Outline) -> Result<()> {
     let process = spec
-        .process()
+        .process
         .as_ref()
         .ok_or_else(|| Error::Usage("config.json: process property must not be empty".into()))?;
-    let cwd = process.cwd();
+    let cwd = &process.cwd;
     if cwd.as_os_str().is_empty() {
         return Err(Error::Usage("Cwd property must not be empty".into()));
     }
     if !cwd.is_absolute() {
         return Err(Error::Usage("Cwd must be an absolute path".into()));
     }
-    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+    if process.args.as_ref().is_none_or(|a| a.is_empty()) {
         return Err(Error::Usage("args must not be empty".into()));
     }
-    hostname(spec).map_err(Error::Usage)?;
-    for ns in spec
-        .linux()
+    let namespaces = spec
+        .linux
         .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .into_iter()
-        .flatten()
-    {
+        .and_then(|l| l.namespaces.as_deref())
+        .unwrap_or_default();
+    hostname_allowed(spec.hostname.as_deref(), namespaces).map_err(Error::Usage)?;
+    for ns in namespaces {
         if let Some(path) = ns.path() {
             namespace_path(ns.typ(), path).map_err(Error::Usage)?;
         }
@@ -45,12 +46,22 @@ pub fn check(spec: &Spec) -> Result<()> {
 
 /// A hostname needs a UTS namespace of the container's own (runc's words).
 pub fn hostname(spec: &Spec) -> std::result::Result<(), String> {
-    let has_uts = spec
+    let namespaces = spec
         .linux()
         .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|n| n.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
-    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !has_uts {
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or_default();
+    hostname_allowed(spec.hostname().as_deref(), namespaces)
+}
+
+fn hostname_allowed(
+    hostname: Option<&str>,
+    namespaces: &[LinuxNamespace],
+) -> std::result::Result<(), String> {
+    let has_uts = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts);
+    if hostname.is_some_and(|h| !h.is_empty()) && !has_uts {
         return Err("unable to set hostname without a private UTS namespace".into());
     }
     Ok(())

@@ -1,30 +1,32 @@
 //! nexcage's record of each container: which backend owns it, decided once at create.
 //!
 //! Layout under the root:
-//!   containers/<id>/record.json   the record (written complete before the id becomes visible);
-//!                                 for a foreground `run`, flocked by the process the container
-//!                                 lives in, so a record outliving it can be recognised
-//!   backends/<name>/              each OCI backend's own `--root`, so nothing collides with
-//!                                 a system runc/crun
-//! A record directory is built under a temporary name and renamed into place with
-//! RENAME_NOREPLACE, so an id is either fully claimed or free; a flock on the directory
-//! serialises create/delete against readers.
+//!   containers/<id>   the record (JSON, written complete before the id becomes visible)
+//!   backends/<name>/  each OCI backend's own `--root`, so nothing collides with a
+//!                     system runc/crun
+//! A record is written under a temporary name and renamed into place with
+//! RENAME_NOREPLACE, so an id is either fully claimed or free. Two locks live on it:
+//! - a flock serialises create/delete (exclusive) against readers (shared);
+//! - for a foreground `run`, an OFD write lock (independent of flocks) is held by the
+//!   process the container lives in, so a record outliving it can be recognised.
+//!
+//! One file, not a directory holding one: every inode made is paid on each create, and
+//! on a disk-backed /run (ext4 on the CI machine) an inode costs 0.1-0.3 ms.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, RenameFlags, renameat2};
+use nix::fcntl::{FcntlArg, Flock, FlockArg, RenameFlags, fcntl, renameat2};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BackendConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::ids;
 
-const RECORD: &str = "record.json";
 const TEMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,7 +46,7 @@ pub struct Record {
     #[serde(default)]
     pub process_env: Vec<String>,
     /// Foreground `run` without `--keep`: the container ends with the process holding
-    /// `run.lock`, and the delegate removes its own state then.
+    /// the run lock, and the delegate removes its own state then.
     #[serde(default)]
     pub ephemeral: bool,
 }
@@ -54,11 +56,12 @@ pub struct Root {
     path: PathBuf,
 }
 
-/// An exclusively locked container directory; the lock goes with the value.
+/// An exclusively flocked record; the lock goes with the value.
 pub struct Locked {
-    dir: PathBuf,
-    _lock: Flock<File>,
-    run_lock: Option<Flock<File>>,
+    path: PathBuf,
+    file: Flock<File>,
+    /// The run lock is set on `file`'s open file description.
+    run_lock: bool,
 }
 
 impl Root {
@@ -91,23 +94,16 @@ impl Root {
         self.path.join("containers")
     }
 
-    fn dir(&self, id: &str) -> PathBuf {
+    fn record_path(&self, id: &str) -> PathBuf {
         self.containers().join(id)
     }
 
     /// Reads a record, waiting for a create or delete in progress to finish.
     pub fn load(&self, id: &str) -> Result<Record> {
         ids::validate(id)?;
-        let dir = self.dir(id);
-        let handle = match File::open(&dir) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotExist(id.to_string()));
-            }
-            Err(e) => return Err(Error::io(format!("open {}", dir.display()), e)),
-        };
-        let _shared = lock(handle, FlockArg::LockShared, &dir)?;
-        read_record(&dir, id)
+        let path = self.record_path(id);
+        let shared = lock(open_record(&path, id)?, FlockArg::LockShared, &path)?;
+        read_record(&shared, &path, id)
     }
 
     /// Claims a new id with its complete record, and keeps it locked for the create.
@@ -149,18 +145,18 @@ impl Root {
 
     /// An empty claim whose holder is gone (nobody has it locked) is removed.
     fn sweep_abandoned_hold(&self, id: &str) -> bool {
-        let dir = self.dir(id);
-        let Ok(handle) = File::open(&dir) else {
+        let path = self.record_path(id);
+        let Ok(file) = File::open(&path) else {
             return false;
         };
-        let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) else {
+        let Ok(locked) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             return false;
         };
-        if dir.join(RECORD).exists() {
-            return false;
-        }
-        let grave = dir.with_file_name(temp_name("deleted"));
-        fs::rename(&dir, &grave).is_ok() && fs::remove_dir_all(&grave).is_ok()
+        // Still the one at `path` (not removed meanwhile), and empty.
+        let empty_claim = locked
+            .metadata()
+            .is_ok_and(|m| m.nlink() > 0 && m.len() == 0);
+        empty_claim && fs::remove_file(&path).is_ok()
     }
 
     /// Claims `id` with `record` written in it, or empty (see `hold`).
@@ -178,22 +174,24 @@ impl Root {
         // would make it 0700 as their own root's parent.
         searchable(&self.path.join("backends"))?;
         mkdir_private(&containers)?;
-        let temp = containers.join(temp_name("new"));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&temp)
+        let temp = containers.join(temp_name());
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
             .context(|| format!("create {}", temp.display()))?;
         let claimed = (|| {
-            let handle = File::open(&temp).context(|| format!("open {}", temp.display()))?;
-            let locked = lock(handle, FlockArg::LockExclusive, &temp)?;
-            let mut run_lock = None;
+            let mut file = lock(file, FlockArg::LockExclusive, &temp)?;
+            let mut run_lock = false;
             if let Some(record) = record {
-                let written = write_record(&temp.join(RECORD), record)?;
+                write_record(&mut file, &temp, record)?;
                 if record.ephemeral {
-                    run_lock = Some(lock(written, FlockArg::LockExclusive, &temp)?);
+                    set_run_lock(&file, &temp)?;
+                    run_lock = true;
                 }
             }
-            let target = self.dir(id);
+            let target = self.record_path(id);
             match renameat2(
                 nix::fcntl::AT_FDCWD,
                 &temp,
@@ -202,10 +200,11 @@ impl Root {
                 RenameFlags::RENAME_NOREPLACE,
             ) {
                 Ok(()) => Ok(Locked {
-                    dir: target,
-                    _lock: locked,
+                    path: target,
+                    file,
                     run_lock,
                 }),
+                // ENOTEMPTY: a directory of that name (not one of our records).
                 Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {
                     Err(Error::AlreadyExists(id.to_string()))
                 }
@@ -213,7 +212,7 @@ impl Root {
             }
         })();
         if claimed.is_err() {
-            let _ = fs::remove_dir_all(&temp);
+            let _ = fs::remove_file(&temp);
         }
         claimed
     }
@@ -231,19 +230,14 @@ impl Root {
     /// Locks an existing container exclusively (delete, end of `run`).
     pub fn lock(&self, id: &str) -> Result<(Locked, Record)> {
         ids::validate(id)?;
-        let dir = self.dir(id);
-        let handle = File::open(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotExist(id.to_string()),
-            _ => Error::io(format!("open {}", dir.display()), e),
-        })?;
-        let locked = lock(handle, FlockArg::LockExclusive, &dir)?;
-        // A delete that held the lock before us may have removed it meanwhile.
-        let record = read_record(&dir, id)?;
+        let path = self.record_path(id);
+        let file = lock(open_record(&path, id)?, FlockArg::LockExclusive, &path)?;
+        let record = read_record(&file, &path, id)?;
         Ok((
             Locked {
-                dir,
-                _lock: locked,
-                run_lock: None,
+                path,
+                file,
+                run_lock: false,
             },
             record,
         ))
@@ -278,67 +272,98 @@ impl Root {
 
     /// Whether the process of a foreground `run` still holds the container's run lock.
     pub fn run_active(&self, id: &str) -> bool {
-        let Ok(file) = File::open(self.dir(id).join(RECORD)) else {
+        let Ok(file) = File::open(self.record_path(id)) else {
             return false;
         };
-        matches!(
-            Flock::lock(file, FlockArg::LockSharedNonblock),
-            Err((_, Errno::EWOULDBLOCK))
-        )
+        let mut probe = whole_file_lock(libc::F_WRLCK);
+        fcntl(&file, FcntlArg::F_OFD_GETLK(&mut probe)).is_ok()
+            && i32::from(probe.l_type) != libc::F_UNLCK
     }
 
     /// uid owning the record, as runc reports the owner of its state directory.
     pub fn owner_uid(&self, id: &str) -> Option<u32> {
-        fs::metadata(self.dir(id)).ok().map(|m| m.uid())
+        fs::metadata(self.record_path(id)).ok().map(|m| m.uid())
     }
 }
 
 impl Locked {
-    /// The exclusive run lock of an ephemeral record, to hand to the container's process.
-    pub fn take_run_lock(&mut self) -> Option<Flock<File>> {
-        self.run_lock.take()
-    }
-
-    /// Frees the id at once (rename), then removes the contents.
-    pub fn remove(self) -> Result<()> {
-        let grave = self.dir.with_file_name(temp_name("deleted"));
-        fs::rename(&self.dir, &grave).context(|| format!("remove {}", self.dir.display()))?;
-        fs::remove_dir_all(&grave).context(|| format!("remove {}", grave.display()))
-    }
-}
-
-fn lock(handle: File, how: FlockArg, dir: &Path) -> Result<Flock<File>> {
-    Flock::lock(handle, how)
-        .map_err(|(_, e)| Error::io(format!("lock {}", dir.display()), e.into()))
-}
-
-fn read_record(dir: &Path, id: &str) -> Result<Record> {
-    let path = dir.join(RECORD);
-    let text = match fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotExist(id.to_string()));
+    /// For a foreground `run`: the record's open file description, which carries the
+    /// run lock, to hand to the container's process (the flock on it is released when
+    /// `self` is dropped; the run lock stays while any fd of it is open).
+    pub fn take_run_lock(&mut self) -> Result<Option<File>> {
+        if !std::mem::take(&mut self.run_lock) {
+            return Ok(None);
         }
-        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-    };
+        let handle = self
+            .file
+            .try_clone()
+            .context(|| format!("keep the run lock of {}", self.path.display()))?;
+        Ok(Some(handle))
+    }
+
+    /// Frees the id (unlinking it while locked: nobody else can have claimed the name).
+    pub fn remove(self) -> Result<()> {
+        fs::remove_file(&self.path).context(|| format!("remove {}", self.path.display()))
+    }
+}
+
+fn open_record(path: &Path, id: &str) -> Result<File> {
+    File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotExist(id.to_string()),
+        _ => Error::io(format!("open {}", path.display()), e),
+    })
+}
+
+fn lock(handle: File, how: FlockArg, path: &Path) -> Result<Flock<File>> {
+    Flock::lock(handle, how)
+        .map_err(|(_, e)| Error::io(format!("lock {}", path.display()), e.into()))
+}
+
+/// The record in a locked `file`. One removed while we waited for the lock (no longer
+/// linked), or an empty claim of `gc`'s, is no container.
+fn read_record(file: &File, path: &Path, id: &str) -> Result<Record> {
+    let meta = file
+        .metadata()
+        .context(|| format!("stat {}", path.display()))?;
+    if meta.nlink() == 0 || meta.len() == 0 {
+        return Err(Error::NotExist(id.to_string()));
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    let mut reader = file;
+    reader
+        .read_to_end(&mut text)
+        .context(|| format!("read {}", path.display()))?;
     serde_json::from_slice(&text).map_err(|e| Error::State {
         id: id.to_string(),
         reason: format!("corrupt record {}: {e}", path.display()),
     })
 }
 
-/// Written in place: the directory it is in becomes visible only by the rename that
-/// claims the id, so readers never see a partial record. No fsync: this is runtime
-/// state (normally on tmpfs, gone at reboot, like runc's).
-fn write_record(path: &Path, record: &Record) -> Result<File> {
+/// Written in place: the file becomes visible only by the rename that claims the id,
+/// so readers never see a partial record. No fsync: this is runtime state (normally on
+/// tmpfs, gone at reboot, like runc's).
+fn write_record(file: &mut File, path: &Path, record: &Record) -> Result<()> {
     let body = serde_json::to_vec(record).map_err(|e| Error::State {
         id: record.id.clone(),
         reason: e.to_string(),
     })?;
-    let mut f = File::create(path).context(|| format!("create {}", path.display()))?;
-    f.write_all(&body)
-        .context(|| format!("write {}", path.display()))?;
-    Ok(f)
+    file.write_all(&body)
+        .context(|| format!("write {}", path.display()))
+}
+
+fn set_run_lock(file: &File, path: &Path) -> Result<()> {
+    let lock = whole_file_lock(libc::F_WRLCK);
+    fcntl(file, FcntlArg::F_OFD_SETLK(&lock))
+        .context(|| format!("set the run lock on {}", path.display()))?;
+    Ok(())
+}
+
+fn whole_file_lock(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain data; all zero is a valid value (whole file from offset 0).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
 }
 
 /// A directory others may pass through (0711), made so or corrected.
@@ -366,9 +391,9 @@ fn mkdir_private(dir: &Path) -> Result<()> {
         .context(|| format!("create {}", dir.display()))
 }
 
-/// A temporary whose lock is free belongs to a process that died mid-create or mid-delete.
-/// A temporary is abandoned when the process named in it is gone (it is not locked
-/// between its mkdir and its flock, so the lock alone cannot tell) and its lock is free.
+/// A temporary belongs to a process that died mid-create when the process named in it
+/// is gone (it is not locked between its creation and its flock, so the lock alone
+/// cannot tell) and its lock is free.
 fn sweep_if_abandoned(path: &Path) {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let creator = name
@@ -380,16 +405,16 @@ fn sweep_if_abandoned(path: &Path) {
     }
     let Ok(handle) = File::open(path) else { return };
     if let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
-        let _ = fs::remove_dir_all(path);
+        let _ = fs::remove_file(path);
     }
 }
 
 /// Unique per process and call; the id is not part of it, so it fits NAME_MAX.
-fn temp_name(what: &str) -> String {
+fn temp_name() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("{TEMP_PREFIX}{what}-{}-{seq}", std::process::id())
+    format!("{TEMP_PREFIX}new-{}-{seq}", std::process::id())
 }
 
 pub fn now_rfc3339() -> String {
@@ -467,12 +492,13 @@ mod tests {
         let containers = tmp.path().join("containers");
         let live = containers.join(format!("{TEMP_PREFIX}new-{}-7", std::process::id()));
         let dead = containers.join(format!("{TEMP_PREFIX}new-{}-7", u32::MAX));
-        fs::create_dir_all(&live).unwrap();
-        fs::create_dir_all(&dead).unwrap();
+        fs::create_dir_all(&containers).unwrap();
+        fs::write(&live, "").unwrap();
+        fs::write(&dead, "").unwrap();
         assert!(root.list().unwrap().is_empty());
         assert!(
             live.exists(),
-            "a creator between mkdir and flock must keep its dir"
+            "a creator between its open and its flock must keep its file"
         );
         assert!(!dead.exists());
     }
@@ -484,7 +510,7 @@ mod tests {
         let mut r = record("e");
         r.ephemeral = true;
         let mut held = root.claim(&r).unwrap();
-        let run_lock = held.take_run_lock().unwrap();
+        let run_lock = held.take_run_lock().unwrap().unwrap();
         drop(held);
         assert!(root.run_active("e"));
         drop(run_lock);

@@ -44,6 +44,19 @@ fn missing_or_broken_bundles() {
         &["create", "--bundle", p, &unique("b")],
         "not a valid OCI spec",
     );
+    // Wrong only where create's outline of the spec does not look: crun reads the
+    // whole spec and refuses it, and nothing is left.
+    let mounts = Bundle::new(&["true"]);
+    let config = mounts.dir.path().join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    spec["mounts"] = serde_json::json!(5);
+    std::fs::write(&config, spec.to_string()).unwrap();
+    refused(
+        &env,
+        &["create", "--bundle", mounts.path(), &unique("b")],
+        "mounts",
+    );
     // A valid spec whose rootfs is missing fails in the backend: still nothing left.
     let bundle = Bundle::missing_rootfs();
     let out = env.run(&["create", "--bundle", bundle.path(), &unique("b")]);

@@ -29,10 +29,7 @@ fn nexcage_state(root: &str, id: &str) -> serde_json::Value {
 }
 
 fn recorded_backend(root: &str, id: &str) -> String {
-    let path = Path::new(root)
-        .join("containers")
-        .join(id)
-        .join("record.json");
+    let path = Path::new(root).join("containers").join(id);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let record: serde_json::Value = serde_json::from_str(&text).unwrap();
     record["backend"].as_str().unwrap().to_string()
@@ -40,8 +37,8 @@ fn recorded_backend(root: &str, id: &str) -> String {
 
 /// nexcage no longer knows `id` under `root`.
 fn assert_forgotten(root: &str, id: &str) {
-    let dir = Path::new(root).join("containers").join(id);
-    assert!(!dir.exists(), "{} left behind", dir.display());
+    let record = Path::new(root).join("containers").join(id);
+    assert!(!record.exists(), "{} left behind", record.display());
     let out = nexcage_at(root, &["state", id]);
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
 }

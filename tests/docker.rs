@@ -223,13 +223,7 @@ fn scenarios(d: &Docker, backend: &str) {
         .trim()
         .to_string();
     assert_eq!(id.len(), 64, "{id}");
-    let record = std::fs::read_to_string(
-        d.nexcage_root()
-            .join("containers")
-            .join(&id)
-            .join("record.json"),
-    )
-    .unwrap();
+    let record = std::fs::read_to_string(d.nexcage_root().join("containers").join(&id)).unwrap();
     let record: serde_json::Value = serde_json::from_str(&record).unwrap();
     assert_eq!(record["backend"], backend);
     wait_for("the log", || d.ok(&["logs", &name]).contains("started"));
@@ -372,7 +366,7 @@ fn docker_on_crun_and_runc() {
         let routed = std::fs::read_dir(&record)
             .unwrap()
             .flatten()
-            .map(|e| std::fs::read_to_string(e.path().join("record.json")).unwrap_or_default())
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
             .any(|r| r.contains(&format!("\"backend\":\"{backend}\"")));
         assert!(routed, "no record routed to {backend}");
         let out = d.run(&["exec", &name, "sh", "-c", "echo in; exit 4"]);

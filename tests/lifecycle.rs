@@ -290,7 +290,7 @@ fn gc_deletes_the_delegates_unowned_containers() {
             env.detached(&["run", "-d", "--bundle", bundle.path(), id]);
         }
         let pid = env.state(&lost)["pid"].as_i64().unwrap();
-        std::fs::remove_dir_all(env.root().join("containers").join(&lost)).unwrap();
+        std::fs::remove_file(env.root().join("containers").join(&lost)).unwrap();
         lines.push((backend, lost, pid));
         owned.push(kept);
     }

@@ -885,12 +885,12 @@ fn gc_removes_what_no_record_owns() {
             .detached(&["run", "-d", "--bundle", bundle.path(), id]);
     }
     let holder = lx.env.state(&unrecorded)["pid"].as_i64().unwrap();
-    std::fs::remove_dir_all(lx.env.root().join("containers").join(&unrecorded)).unwrap();
+    std::fs::remove_file(lx.env.root().join("containers").join(&unrecorded)).unwrap();
     // The stray: its holder killed, its record and runtime dir removed.
     let stray_holder = lx.env.state(&stray)["pid"].as_i64().unwrap();
     // SAFETY: kill(2) on the holder's pid.
     unsafe { libc::kill(stray_holder as i32, libc::SIGKILL) };
-    std::fs::remove_dir_all(lx.env.root().join("containers").join(&stray)).unwrap();
+    std::fs::remove_file(lx.env.root().join("containers").join(&stray)).unwrap();
     std::fs::remove_dir_all(lx.runtime_dir(&stray)).unwrap();
     let out = lx.env.ok(&["gc"]);
     assert!(
@@ -1127,6 +1127,13 @@ fn bad_input_is_refused() {
     let broken = Bundle::new(&["true"]);
     std::fs::write(broken.dir.path().join("config.json"), "{\"ociVersion\": ").unwrap();
     refused(&lx, &broken, "not a valid OCI spec");
+    // Wrong only where create's outline does not look: the backend's whole parse
+    // refuses it, after the claim, and takes the claim back.
+    refused(
+        &lx,
+        &json_bundle(&["true"], |s| s["mounts"] = json!(5)),
+        "not a valid OCI spec",
+    );
     refused(&lx, &Bundle::missing_rootfs(), "/nonexistent/rootfs");
     refused(
         &lx,

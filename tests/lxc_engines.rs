@@ -94,10 +94,7 @@ fn lxc_ls(root: &str, running: bool) -> Vec<String> {
 }
 
 fn recorded_backend(root: &str, id: &str) -> String {
-    let path = Path::new(root)
-        .join("containers")
-        .join(id)
-        .join("record.json");
+    let path = Path::new(root).join("containers").join(id);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let record: serde_json::Value = serde_json::from_str(&text).unwrap();
     record["backend"].as_str().unwrap().to_string()

@@ -1082,12 +1082,11 @@ fn gc_destroys_what_no_record_owns() {
     run(&pve.env, &owned);
     let owned_vmid = pve.vmid(&owned);
 
-    std::fs::remove_dir_all(pve.env.root().join("containers").join(&unrecorded)).unwrap();
+    std::fs::remove_file(pve.env.root().join("containers").join(&unrecorded)).unwrap();
     // SAFETY: kill(2) on the holder's pid.
     unsafe { libc::kill(lost_holder as i32, libc::SIGKILL) };
-    for dir in ["containers", "backends/pve"] {
-        std::fs::remove_dir_all(pve.env.root().join(dir).join(&lost)).unwrap();
-    }
+    std::fs::remove_file(pve.env.root().join("containers").join(&lost)).unwrap();
+    std::fs::remove_dir_all(pve.env.root().join("backends/pve").join(&lost)).unwrap();
     let out = pve.env.ok(&["gc"]);
     assert!(
         out.contains(&format!(

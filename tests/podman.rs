@@ -93,13 +93,13 @@ impl Drop for Container {
     }
 }
 
-fn record_dir(id: &str) -> PathBuf {
+fn record_path(id: &str) -> PathBuf {
     Path::new(DEFAULT_ROOT).join("containers").join(id)
 }
 
 /// The backend nexcage recorded for a container it created under the default root.
 fn recorded_backend(id: &str) -> String {
-    let path = record_dir(id).join("record.json");
+    let path = record_path(id);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let record: serde_json::Value = serde_json::from_str(&text).unwrap();
     record["backend"].as_str().unwrap().to_string()
@@ -133,7 +133,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> Option<String>) {
 
 /// Asserts nexcage has let go of a container: no record, no backend state.
 fn assert_forgotten(id: &str) {
-    assert!(!record_dir(id).exists(), "record of {id} left behind");
+    assert!(!record_path(id).exists(), "record of {id} left behind");
     for backend in ["crun", "runc"] {
         let dir = Path::new(DEFAULT_ROOT)
             .join("backends")

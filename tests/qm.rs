@@ -298,9 +298,8 @@ fn a_bundle_runs_as_a_vm() {
         .unwrap();
     // SAFETY: kill(2) on the holder's pid.
     unsafe { libc::kill(holder as i32, libc::SIGKILL) };
-    for dir in ["containers", "backends/vm"] {
-        std::fs::remove_dir_all(node.env.root().join(dir).join(&id)).unwrap();
-    }
+    std::fs::remove_file(node.env.root().join("containers").join(&id)).unwrap();
+    std::fs::remove_dir_all(node.env.root().join("backends/vm").join(&id)).unwrap();
     let out = node.env.ok(&["gc"]);
     assert!(
         out.contains(&format!("vm: Proxmox VM {vmid} of container {id}")),

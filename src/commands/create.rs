@@ -12,7 +12,7 @@ use crate::{config, ids, routing};
 
 pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<Exit> {
     ids::validate(id)?;
-    let bundle = Bundle::load(bundle)?;
+    let bundle = Bundle::outline(bundle)?;
     // Every backend's, as runc checks it: crun would follow a symlink to the host's `/`.
     let rootfs = bundle.checked_rootfs()?;
     if !matches!(inv.command, Command::Restore(_)) {
@@ -43,18 +43,13 @@ pub fn create(inv: &Invocation, root: &Root, id: &str, bundle: &Path) -> Result<
         rootfs,
         created: state::now_rfc3339(),
         annotations: annotations.into_iter().collect(),
-        process_env: bundle
-            .spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.env().clone())
-            .unwrap_or_default(),
+        process_env: bundle.spec.process.and_then(|p| p.env).unwrap_or_default(),
         ephemeral: foreground && !keep,
     };
     let mut claim = claim(root, &record)?;
 
     if foreground {
-        if let Some(run_lock) = claim.take_run_lock() {
+        if let Some(run_lock) = claim.take_run_lock()? {
             let passed = preserve_fds.unwrap_or(0) as i32 + crate::process::listen_fds();
             crate::process::inherit_lock(run_lock, 3 + passed)?;
         }

@@ -8,7 +8,7 @@ use crate::{config, ids, routing};
 
 pub fn route(global: &GlobalOpts, args: &RouteArgs) -> Result<Exit> {
     ids::validate(&args.id)?;
-    let bundle = Bundle::load(&args.bundle)?;
+    let bundle = Bundle::outline(&args.bundle)?;
     let loaded = config::load(global.config.as_deref())?;
     let route = routing::route(&loaded.config, &args.id, &bundle.annotations())?;
     println!(
